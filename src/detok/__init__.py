@@ -1,0 +1,13 @@
+"""detok: visual tokenizers for generative models — l-DeTok and its peers, trained and compared on one footing."""
+
+from detok.registry import create_model, list_models
+
+__version__ = "0.1.0"
+__all__ = ["create_model", "list_models", "load_tokenizer", "__version__"]
+
+
+def load_tokenizer(path, device="cpu"):
+    """Load a tokenizer from a run directory or any folder holding `config.json` + `model.safetensors`."""
+    from detok.checkpoint import load_tokenizer as _load
+
+    return _load(path, device=device)

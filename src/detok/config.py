@@ -1,0 +1,132 @@
+"""Typed dataclass configs: conversion to/from plain dicts and validated `key=value` overrides.
+
+Overrides use dotted paths into nested dataclasses (`model.noise_gamma=3`, `train.batch_size=64`).
+Values are parsed as JSON where possible (numbers, booleans, lists, null) and otherwise taken as strings,
+then checked against the field's annotated type. Unknown keys and ill-typed values raise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any, Literal, Union, get_args, get_origin
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A nested dataclass as plain JSON-ready data."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild dataclass `cls` from `to_dict` output; unknown keys raise."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(value, hints[key], f"{cls.__name__}.{key}")
+    return cls(**kwargs)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against annotation `tp`, converting lists/dicts where the type asks for it."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if _is_dataclass_type(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise TypeError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arg in get_args(tp):
+            try:
+                return _coerce(value, arg, where)
+            except (TypeError, ValueError) as e:
+                errors.append(str(e))
+        raise TypeError(f"{where}: {value!r} matches none of {tp}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ValueError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{where}: expected a list, got {value!r}")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ValueError(f"{where}: expected {len(args)} items, got {len(value)}")
+            return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is type(None):
+        if value is not None:
+            raise TypeError(f"{where}: expected null, got {value!r}")
+        return None
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise TypeError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{where}: unsupported annotation {tp}")
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override's right-hand side: JSON if it parses (numbers, true/false, null, lists), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """A copy of dataclass `cfg` with each `dotted.key=value` applied and type-checked."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        key, text = item.split("=", 1)
+        cfg = _replace_path(cfg, key.strip().split("."), parse_value(text.strip()), key.strip())
+    return cfg
+
+
+def _replace_path(cfg: Any, path: list[str], value: Any, full_key: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cfg)}
+    head = path[0]
+    if head not in names:
+        raise KeyError(f"unknown config key {full_key!r}: {type(cfg).__name__} has no field {head!r} "
+                       f"(fields: {', '.join(sorted(names))})")
+    hint = typing.get_type_hints(type(cfg))[head]
+    if len(path) == 1:
+        new = _coerce(value, hint, full_key)
+    else:
+        child = getattr(cfg, head)
+        if not dataclasses.is_dataclass(child):
+            raise KeyError(f"unknown config key {full_key!r}: {head!r} is not a nested config")
+        new = _replace_path(child, path[1:], value, full_key)
+    return dataclasses.replace(cfg, **{head: new})

@@ -1,0 +1,193 @@
+"""Primitives shared verbatim by several model families.
+
+Only pieces that are truly identical across models live here (norms, RoPE, the SwiGLU feed-forward,
+patchify, timestep/label embedders). Blocks that differ between families stay in their model files.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# --------------------------------------------------------------------------------------------------
+# Norms and feed-forward
+# --------------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm with a learned gain (Zhang & Sennrich, 2019)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def swiglu_hidden_dim(dim: int, mlp_ratio: float, multiple_of: int = 8) -> int:
+    """Hidden width that gives a SwiGLU the parameter count of a GELU MLP with `mlp_ratio` (2/3 rule)."""
+    hidden = int(2 * dim * mlp_ratio / 3)
+    return multiple_of * math.ceil(hidden / multiple_of)
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU feed-forward (Shazeer, 2020): w2(silu(w1 x) * w3 x), with w1 and w3 fused in one matmul."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.w13 = nn.Linear(dim, 2 * hidden_dim)
+        self.w2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.w13(x).chunk(2, dim=-1)  # (..., H) each
+        return self.w2(F.silu(gate) * value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rotary position embedding (1-D or N-D axial)
+# --------------------------------------------------------------------------------------------------
+
+
+def grid_positions(*sizes: int, device: torch.device | None = None) -> torch.Tensor:
+    """Integer coordinates of a row-major grid: (prod(sizes), len(sizes)). `grid_positions(L)` is 1-D."""
+    axes = [torch.arange(s, device=device, dtype=torch.float32) for s in sizes]
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
+
+
+def rope_tables(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cos/sin tables for axial RoPE (Su et al., 2021; axial form as in Heo et al., 2024).
+
+    The head dimension is split evenly between the position axes; each axis rotates its share with the
+    usual geometric frequencies. Channel i is paired with channel i + head_dim/2 (the "rotate half" layout).
+
+    Args:
+        positions: (T, A) coordinates of each token along A axes.
+        head_dim: per-head channel count; must be divisible by 2·A.
+        theta: frequency base.
+
+    Returns:
+        (cos, sin), each (T, head_dim).
+    """
+    num_axes = positions.shape[-1]
+    if head_dim % (2 * num_axes):
+        raise ValueError(f"RoPE needs head_dim divisible by 2*num_axes, got head_dim={head_dim}, axes={num_axes}")
+    per_axis = head_dim // (2 * num_axes)  # frequencies per axis
+    freqs = theta ** (-torch.arange(per_axis, device=positions.device, dtype=torch.float32) / per_axis)
+    angles = torch.cat([positions[:, a : a + 1] * freqs for a in range(num_axes)], dim=-1)  # (T, head_dim/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, head_dim)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate `x` (N, heads, T, head_dim) by tables broadcastable to it ((T, hd) or (N, 1, T, hd))."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+# --------------------------------------------------------------------------------------------------
+# Attention
+# --------------------------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused QKV projection, optional RoPE and QK-norm, via SDPA."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = False, bias: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.q_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        """x: (N, T, D); rope: cos/sin broadcastable to (N, heads, T, head_dim). Returns (N, T, D)."""
+        n, t, d = x.shape
+        qkv = self.qkv(x).view(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, N, h, T, hd)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)  # (N, h, T, hd)
+        return self.proj(x.transpose(1, 2).reshape(n, t, d))
+
+
+# --------------------------------------------------------------------------------------------------
+# Patchify
+# --------------------------------------------------------------------------------------------------
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, H/p·W/p, p·p·C), patches in row-major order, channels last within a patch."""
+    n, c, h, w = images.shape
+    p = patch_size
+    if h % p or w % p:
+        raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p}")
+    x = images.reshape(n, c, h // p, p, w // p, p)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(n, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, channels: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `patchify`: (N, gh·gw, p·p·C) -> (N, C, gh·p, gw·p)."""
+    n = patches.shape[0]
+    p = patch_size
+    gh, gw = grid
+    x = patches.reshape(n, gh, gw, p, p, channels)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(n, channels, gh * p, gw * p)
+
+
+# --------------------------------------------------------------------------------------------------
+# Conditioning embedders (used by the generators)
+# --------------------------------------------------------------------------------------------------
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal timestep features followed by a two-layer MLP (DiT, Peebles & Xie 2023)."""
+
+    def __init__(self, dim: int, freq_dim: int = 256, max_period: float = 10000.0):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.max_period = max_period
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """t: (N,) real-valued timesteps -> (N, D)."""
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        args = t.float()[:, None] * freqs[None]  # (N, half)
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+
+
+class LabelEmbedder(nn.Module):
+    """Class embedding table with one extra row for the null class used by classifier-free guidance."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    def drop(self, labels: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Replace each label by the null class with probability `prob` (training-time CFG dropout)."""
+        if prob <= 0:
+            return labels
+        drop = torch.rand(labels.shape, device=labels.device, generator=generator) < prob
+        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        """labels: (N,) ints in [0, num_classes]; num_classes means "no class". Returns (N, D)."""
+        return self.table(labels)

@@ -1,0 +1,3 @@
+"""Model families. Importing this package registers every preset."""
+
+from detok.models import detok  # noqa: F401

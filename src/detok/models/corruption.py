@@ -1,0 +1,97 @@
+"""Training-time corruptions of l-DeTok: random masking and latent noise.
+
+Paper: "Latent Denoising Makes Good Visual Tokenizers" (Yang et al., arXiv:2507.15856), §3.2, Alg. 1.
+Both are functions of an explicit `torch.Generator`-free RNG (the global one, seeded by the trainer) so
+that the same seed gives the same corruption; the evaluation code reuses them with fixed τ and m.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+
+@dataclass(frozen=True)
+class CorruptionConfig:
+    """How latents are corrupted during training. `noise_gamma=0` and `mask_max=0` give the plain baseline.
+
+    Attributes:
+        mask_max: M in m = max(0, U(mask_min, M)).
+        mask_min: lower end of the uniform draw (−0.1 in the paper, so ~1/8 of batches are unmasked at M=0.7).
+        mask_mode: "random" draws m per batch as above; "constant" always masks exactly `mask_max`.
+        noise_gamma: γ, the standard deviation of the noise ε.
+        noise_form: "interpolative" z' = (1−τ)z + τε (Eq. 4) or "additive" z' = z + τε (Fig. 2a ablation).
+        tau_dist: "uniform" τ ~ U(0,1), or "logit_normal" τ = sigmoid(N(tau_mu, tau_sigma²)) (Table 1).
+    """
+
+    mask_max: float = 0.7
+    mask_min: float = -0.1
+    mask_mode: Literal["random", "constant"] = "random"
+    noise_gamma: float = 3.0
+    noise_form: Literal["interpolative", "additive"] = "interpolative"
+    tau_dist: Literal["uniform", "logit_normal"] = "uniform"
+    tau_mu: float = 0.8
+    tau_sigma: float = 1.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.mask_max < 1.0:
+            raise ValueError(f"mask_max must be in [0, 1), got {self.mask_max}")
+        if self.mask_min > self.mask_max:
+            raise ValueError(f"mask_min ({self.mask_min}) must not exceed mask_max ({self.mask_max})")
+        if self.noise_gamma < 0:
+            raise ValueError(f"noise_gamma must be >= 0, got {self.noise_gamma}")
+        if self.tau_sigma <= 0:
+            raise ValueError(f"tau_sigma must be > 0, got {self.tau_sigma}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.mask_max > 0 or self.noise_gamma > 0
+
+
+def sample_mask_ratio(cfg: CorruptionConfig) -> float:
+    """One masking ratio for the whole batch: m = max(0, U(mask_min, M)), or M in constant mode."""
+    if cfg.mask_mode == "constant" or cfg.mask_max == 0:
+        return cfg.mask_max
+    u = cfg.mask_min + (cfg.mask_max - cfg.mask_min) * torch.rand(()).item()
+    return max(0.0, u)
+
+
+def random_masking(num: int, length: int, ratio: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample random subsets of tokens to keep (MAE-style shuffle).
+
+    Returns:
+        ids_keep: (N, L_keep) indices of the visible tokens, sorted ascending (keeps raster order).
+        mask: (N, L) with 1 = removed, 0 = kept.
+    """
+    num_keep = max(1, round(length * (1.0 - ratio)))
+    if num_keep >= length:
+        ids = torch.arange(length, device=device).expand(num, length)
+        return ids, torch.zeros(num, length, device=device)
+    scores = torch.rand(num, length, device=device)
+    ids_keep = scores.argsort(dim=1)[:, :num_keep].sort(dim=1).values  # (N, L_keep)
+    mask = torch.ones(num, length, device=device)
+    mask.scatter_(1, ids_keep, 0.0)
+    return ids_keep, mask
+
+
+def sample_tau(cfg: CorruptionConfig, num: int, device: torch.device) -> torch.Tensor:
+    """Per-image noise level τ ∈ (0, 1): (N,)."""
+    if cfg.tau_dist == "uniform":
+        return torch.rand(num, device=device)
+    return torch.sigmoid(cfg.tau_mu + cfg.tau_sigma * torch.randn(num, device=device))
+
+
+def add_latent_noise(z: torch.Tensor, tau: torch.Tensor, gamma: float, form: str = "interpolative") -> torch.Tensor:
+    """Corrupt latents z (N, ...) at per-image levels tau (N,) with ε ~ N(0, γ²I).
+
+    Interpolative (Eq. 4): z' = (1 − τ)·z + τ·ε. Additive (Fig. 2a): z' = z + τ·ε.
+    """
+    tau = tau.view(-1, *([1] * (z.dim() - 1)))
+    eps = gamma * torch.randn_like(z)
+    if form == "interpolative":
+        return (1.0 - tau) * z + tau * eps
+    if form == "additive":
+        return z + tau * eps
+    raise ValueError(f"unknown noise form {form!r}; expected 'interpolative' or 'additive'")

@@ -1,0 +1,72 @@
+"""Model registry: presets are small factory functions registered under the paper's names.
+
+Presets register themselves when their model module is imported (`detok.models` imports them all).
+Each preset factory returns a config dataclass; `create_model` builds the model from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A registered preset: its name, kind ("tokenizer" or "generator"), config factory and model class."""
+
+    name: str
+    kind: str
+    make_config: Callable[[], Any]
+    model_cls: type[nn.Module]
+    doc: str
+
+
+_PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(name: str, kind: str, model_cls: type[nn.Module]) -> Callable:
+    """Decorator registering a zero-argument config factory under `name`."""
+
+    def wrap(fn: Callable[[], Any]) -> Callable[[], Any]:
+        if name in _PRESETS:
+            raise ValueError(f"preset {name!r} is registered twice")
+        doc = (fn.__doc__ or "").strip()
+        _PRESETS[name] = Preset(name, kind, fn, model_cls, doc)
+        return fn
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    import detok.models  # noqa: F401  (registers every preset)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name`; unknown names raise with the list of known ones."""
+    _ensure_loaded()
+    if name not in _PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(_PRESETS))}")
+    return _PRESETS[name]
+
+
+def list_models(pattern: str = "*", kind: str | None = None) -> list[str]:
+    """Names of registered presets matching a shell-style `pattern` (and `kind`, if given), sorted."""
+    _ensure_loaded()
+    return sorted(n for n, p in _PRESETS.items() if fnmatch.fnmatch(n, pattern) and kind in (None, p.kind))
+
+
+def preset_config(name: str, **overrides: Any) -> Any:
+    """The preset's config with fields replaced by `overrides` (unknown fields raise)."""
+    cfg = get_preset(name).make_config()
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build the model registered as `name`, with config fields replaced by `overrides`."""
+    preset = get_preset(name)
+    return preset.model_cls(preset_config(name, **overrides))
