@@ -70,3 +70,12 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build the model registered as `name`, with config fields replaced by `overrides`."""
     preset = get_preset(name)
     return preset.model_cls(preset_config(name, **overrides))
+
+
+def model_class(arch: str) -> type[nn.Module]:
+    """The model class called `arch` (as saved in a model folder's config.json)."""
+    _ensure_loaded()
+    classes = {p.model_cls.__name__: p.model_cls for p in _PRESETS.values()}
+    if arch not in classes:
+        raise KeyError(f"unknown model architecture {arch!r}; known: {', '.join(sorted(classes))}")
+    return classes[arch]

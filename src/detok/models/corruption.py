@@ -1,8 +1,8 @@
 """Training-time corruptions of l-DeTok: random masking and latent noise.
 
 Paper: "Latent Denoising Makes Good Visual Tokenizers" (Yang et al., arXiv:2507.15856), §3.2, Alg. 1.
-Both are functions of an explicit `torch.Generator`-free RNG (the global one, seeded by the trainer) so
-that the same seed gives the same corruption; the evaluation code reuses them with fixed τ and m.
+Per-image draws use the global RNG (the trainer reseeds it per step and data shard, so a seed fixes the
+corruption); the per-batch masking ratio can take its own generator. Evaluation reuses these with fixed τ, m.
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ class CorruptionConfig:
         return self.mask_max > 0 or self.noise_gamma > 0
 
 
-def sample_mask_ratio(cfg: CorruptionConfig) -> float:
+def sample_mask_ratio(cfg: CorruptionConfig, generator: torch.Generator | None = None) -> float:
     """One masking ratio for the whole batch: m = max(0, U(mask_min, M)), or M in constant mode."""
     if cfg.mask_mode == "constant" or cfg.mask_max == 0:
         return cfg.mask_max
-    u = cfg.mask_min + (cfg.mask_max - cfg.mask_min) * torch.rand(()).item()
+    u = cfg.mask_min + (cfg.mask_max - cfg.mask_min) * torch.rand((), generator=generator).item()
     return max(0.0, u)
 
 

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from detok.layers import Attention, RMSNorm, SwiGLU, grid_positions, patchify, rope_tables, swiglu_hidden_dim, unpatchify
+from detok.layers import (
+    Attention,
+    RMSNorm,
+    SwiGLU,
+    grid_positions,
+    patchify,
+    rope_tables,
+    swiglu_hidden_dim,
+    unpatchify,
+)
 from detok.models.corruption import CorruptionConfig, add_latent_noise, random_masking, sample_mask_ratio, sample_tau
 from detok.registry import register_preset
 
@@ -79,6 +88,7 @@ class DeTok(nn.Module):
     """ViT encoder/decoder tokenizer with masking and latent-noise corruption (l-DeTok)."""
 
     kind = "tokenizer"
+    config_cls = DeTokConfig
 
     def __init__(self, config: DeTokConfig):
         super().__init__()
@@ -194,12 +204,16 @@ class DeTok(nn.Module):
         mean, logvar = moments.chunk(2, dim=-1)
         return mean, logvar.clamp(-30.0, 20.0)
 
-    def forward(self, x: torch.Tensor, corrupt: bool | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, corrupt: bool | None = None, mask_ratio: float | None = None,
+                sample_posterior: bool = True) -> dict[str, torch.Tensor]:
         """Training forward pass (Alg. 1): mask → encode → sample posterior → noise → decode.
 
         Args:
             x: images (N, C_img, H, W) in [-1, 1].
             corrupt: apply masking and latent noise; defaults to `self.training`.
+            mask_ratio: use this ratio instead of drawing one (the trainer draws it once per global batch so
+                that data-parallel shards agree).
+            sample_posterior: draw z from the posterior; False uses its mean (decoder fine-tuning, App. A.3).
 
         Returns:
             dict with "recon" (N, C_img, H, W), "mean" and "logvar" (N, T_keep, C; logvar absent for a
@@ -209,11 +223,15 @@ class DeTok(nn.Module):
         cfg = self.config.corruption
         corrupt = self.training if corrupt is None else corrupt
         n, t = x.shape[0], self.config.grid_size**2
-        ratio = sample_mask_ratio(cfg) if corrupt else 0.0
+        ratio = 0.0
+        if corrupt:
+            ratio = sample_mask_ratio(cfg) if mask_ratio is None else mask_ratio
         ids_keep, mask = random_masking(n, t, ratio, x.device) if ratio > 0 else (None, x.new_zeros(n, t))
 
         mean, logvar = self.split_moments(self.forward_encoder(x, ids_keep))  # (N, T_keep, C)
-        z = mean if logvar is None else mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        z = mean
+        if logvar is not None and sample_posterior:
+            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # reparameterised posterior sample
         tau = x.new_zeros(n)
         if corrupt and cfg.noise_gamma > 0:
             tau = sample_tau(cfg, n, x.device)

@@ -1,0 +1,148 @@
+"""Checkpoints as plain data, written atomically.
+
+A model folder (what `load_tokenizer` reads) holds `config.json` ({"kind", "arch", "model": {...}, ...})
+and `model.safetensors`. A run directory is such a folder (with the EMA weights as `model.safetensors`)
+plus `checkpoints/step-XXXXXXXX/` training states: raw and EMA weights in safetensors, optimiser
+states and RNG in `state.pt` (tensors and plain containers only; loaded with `weights_only=True`),
+and `meta.json` (step, images seen, data position).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from detok.config import from_dict, to_dict
+from detok.registry import model_class
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write `data` as indented JSON, atomically."""
+    _atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def _contiguous_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+
+
+def save_model_folder(folder: str | Path, model: nn.Module, extra: dict[str, Any] | None = None) -> None:
+    """Write `config.json` + `model.safetensors` for `model` into `folder` (atomically per file)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS_FILE}.")
+    os.close(fd)
+    save_file(_contiguous_state(model), tmp)
+    os.replace(tmp, folder / WEIGHTS_FILE)
+    meta = {"kind": model.kind, "arch": type(model).__name__, "model": to_dict(model.config)}
+    write_json(folder / CONFIG_FILE, {**meta, **(extra or {})})
+
+
+def read_model_config(folder: str | Path) -> tuple[type[nn.Module], Any, dict]:
+    """(model class, typed model config, raw config.json) from a model folder."""
+    folder = Path(folder)
+    cfg_path = folder / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder: {CONFIG_FILE} is missing")
+    raw = json.loads(cfg_path.read_text())
+    cls = model_class(raw["arch"])
+    return cls, from_dict(cls.config_cls, raw["model"]), raw
+
+
+def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved in `folder` (in eval mode)."""
+    folder = Path(folder)
+    cls, cfg, _ = read_model_config(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{folder} has {CONFIG_FILE} but no {WEIGHTS_FILE} (training not finished?)")
+    model = cls(cfg)
+    model.load_state_dict(load_file(str(weights), device="cpu"))
+    return model.to(device).eval()
+
+
+def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a tokenizer from a run directory or a folder holding `config.json` + `model.safetensors`."""
+    model = load_model_folder(path, device)
+    if getattr(model, "kind", None) != "tokenizer":
+        raise ValueError(f"{path} holds a {getattr(model, 'kind', 'unknown')} model, not a tokenizer")
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# Training states
+# --------------------------------------------------------------------------------------------------
+
+
+def _step_dirs(run_dir: Path) -> list[Path]:
+    ckpt = run_dir / "checkpoints"
+    if not ckpt.is_dir():
+        return []
+    return sorted(p for p in ckpt.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete training checkpoint in `run_dir`, or None."""
+    dirs = _step_dirs(Path(run_dir))
+    return dirs[-1] if dirs else None
+
+
+def save_training_state(run_dir: str | Path, step: int, modules: dict[str, nn.Module],
+                        optimizers: dict[str, torch.optim.Optimizer], meta: dict[str, Any], keep: int = 2) -> Path:
+    """Write one training checkpoint into `run_dir/checkpoints/step-XXXXXXXX` atomically (temp dir + rename).
+
+    Args:
+        modules: name → module whose weights go to `<name>.safetensors` (e.g. model, ema, disc).
+        optimizers: name → optimiser whose state goes into `state.pt`.
+        meta: JSON-ready progress info (step, images seen, epoch, position).
+        keep: how many checkpoints to keep (older ones are deleted).
+    """
+    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / f"step-{step:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=".tmp-"))
+    for name, module in modules.items():
+        save_file(_contiguous_state(module), str(tmp / f"{name}.safetensors"))
+    state = {"optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["rng_cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(state, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in _step_dirs(Path(run_dir))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_training_state(ckpt: str | Path, modules: dict[str, nn.Module],
+                        optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+    """Restore modules, optimisers and RNG from a checkpoint folder; returns its meta dict."""
+    ckpt = Path(ckpt)
+    for name, module in modules.items():
+        module.load_state_dict(load_file(str(ckpt / f"{name}.safetensors"), device="cpu"))
+    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    for name, opt in optimizers.items():
+        opt.load_state_dict(state["optimizers"][name])
+    torch.set_rng_state(state["rng_cpu"])
+    if "rng_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    return json.loads((ckpt / "meta.json").read_text())

@@ -1,0 +1,136 @@
+"""The `detok` command: one small function per subcommand that builds a config and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from detok.config import apply_overrides, to_dict
+
+
+def _train_tokenizer(args: argparse.Namespace) -> int:
+    from detok.training.tokenizer import default_run_config, train_tokenizer
+
+    cfg = apply_overrides(default_run_config(args.preset), args.set or [])
+    out = Path(args.out or f"runs/{args.preset}")
+    if args.dry_run:
+        print(json.dumps({"out": str(out), **to_dict(cfg)}, indent=2))
+        return 0
+    train_tokenizer(cfg, out)
+    print(f"trained tokenizer written to {out}")
+    return 0
+
+
+def _eval_tokenizer(args: argparse.Namespace) -> int:
+    import torch
+
+    from detok.checkpoint import load_tokenizer, write_json
+    from detok.data import build_dataset
+    from detok.eval.recon import evaluate_reconstruction
+    from detok.training.common import resolve_device, set_threads
+
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    tok = load_tokenizer(args.run, device)
+    data = _data_for(tok, args)
+    dataset = build_dataset(data, args.split)
+    with torch.no_grad():
+        metrics = evaluate_reconstruction(tok, dataset, args.batch_size, args.max_images, device)
+    record = {"split": args.split, "dataset": to_dict(data), **metrics}
+    print(json.dumps(record, indent=2))
+    out = Path(args.out) if args.out else Path(args.run) / f"eval-{args.split}.json"
+    write_json(out, record)
+    print(f"written to {out}", file=sys.stderr)
+    return 0
+
+
+def _data_for(tok, args: argparse.Namespace):
+    """The evaluation dataset: the run's training data config (if known) with CLI replacements."""
+    from detok.config import from_dict
+    from detok.data import DataConfig
+
+    run_cfg = Path(args.run) / "run_config.json"
+    if run_cfg.is_file():
+        data = from_dict(DataConfig, json.loads(run_cfg.read_text())["run"]["data"])
+        data = apply_overrides(data, ["hflip=false"])
+    else:
+        data = DataConfig(image_size=tok.config.image_size, channels=tok.config.channels)
+    return apply_overrides(data, args.set or [])
+
+
+def _stats_tokenizer(args: argparse.Namespace) -> int:
+    from detok.checkpoint import load_tokenizer
+    from detok.data import build_dataset
+    from detok.latents import compute_latent_stats, store_latent_stats
+    from detok.training.common import resolve_device, set_threads
+
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    tok = load_tokenizer(args.run, device)
+    dataset = build_dataset(_data_for(tok, args), "train")
+    mean, std = compute_latent_stats(tok, dataset, args.batch_size, args.max_images, device)
+    store_latent_stats(args.run, mean, std)
+    print(json.dumps({"latent_mean": mean, "latent_std": std}, indent=2))
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from detok.registry import get_preset, list_models
+
+    for name in list_models(args.pattern):
+        p = get_preset(name)
+        first = p.doc.splitlines()[0] if p.doc else ""
+        print(f"{name:28s} {p.kind:10s} {first}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="detok", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("presets", help="list registered model presets")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'detok-*'")
+    p.set_defaults(fn=_presets)
+
+    tok = sub.add_parser("tokenizer", help="train, evaluate and inspect tokenizers").add_subparsers(
+        dest="action", required=True)
+    p = tok.add_parser("train", help="train a tokenizer (re-run the same command to resume)")
+    p.add_argument("--preset", required=True, help="tokenizer preset (see `detok presets 'detok-*'`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.images=20000 or model.corruption.noise_gamma=0")
+    p.add_argument("--out", help="run directory (default runs/<preset>)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(fn=_train_tokenizer)
+
+    for name, fn, helptext in (("eval", _eval_tokenizer, "reconstruction PSNR/SSIM on a dataset split"),
+                               ("stats", _stats_tokenizer, "compute and store per-channel latent mean/std")):
+        p = tok.add_parser(name, help=helptext)
+        p.add_argument("run", help="run directory or folder with config.json + model.safetensors")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data config value")
+        p.add_argument("--batch-size", type=int, default=256)
+        p.add_argument("--max-images", type=int, default=None)
+        p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        if name == "eval":
+            p.add_argument("--split", default="test", choices=["train", "test"])
+            p.add_argument("--out", help="metrics JSON path (default RUN/eval-<split>.json)")
+        p.set_defaults(fn=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (KeyError, ValueError, TypeError, FileNotFoundError, RuntimeError, ImportError) as e:
+        if os.environ.get("DETOK_DEBUG"):
+            raise
+        print(f"detok: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

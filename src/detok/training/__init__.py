@@ -1,0 +1,1 @@
+"""Training loops (one readable function each) and the pieces they share."""

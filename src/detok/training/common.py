@@ -1,0 +1,105 @@
+"""Pieces every training loop shares: the optimisation config, device/thread set-up and the data order."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from detok import dist
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and bookkeeping of a training run.
+
+    Progress is counted in images: `images` is the budget, `batch_size` the global (effective) batch over
+    all processes and accumulation steps. lr = blr · batch_size / 256.
+    """
+
+    images: int = 60_000
+    batch_size: int = 64
+    grad_accum: int = 1
+    blr: float = 1e-4
+    min_lr: float = 0.0
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_frac: float = 0.25
+    weight_decay: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 3.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    seed: int = 0
+    threads: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    log_every: int = 20
+    ckpt_every: int = 500
+    sample_every: int = 500
+    keep_checkpoints: int = 2
+    tensorboard: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.images <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
+            raise ValueError("images, batch_size and grad_accum must be positive")
+        if not 0.0 <= self.warmup_frac <= 1.0:
+            raise ValueError(f"warmup_frac must be in [0, 1], got {self.warmup_frac}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    @property
+    def total_steps(self) -> int:
+        return -(-self.images // self.batch_size)
+
+    def peak_lr(self) -> float:
+        return self.blr * self.batch_size / 256
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" → the local CUDA device when there is one, else CPU; "cuda" without CUDA raises."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device=cuda was requested but no CUDA device is available")
+        return torch.device("cuda", dist.local_rank())
+    return torch.device("cpu")
+
+
+def set_threads(threads: int) -> int:
+    """Set torch's intra-op threads: `threads`, or (0) the cores divided among local processes."""
+    if threads <= 0:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        threads = max(1, (os.cpu_count() or 1) // local)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def batch_indices(step: int, batch_size: int, dataset_len: int, seed: int) -> torch.Tensor:
+    """The dataset indices of global batch `step`: consecutive slices of seeded per-epoch permutations.
+
+    A pure function of (step, seed), so a resumed run sees exactly the data an uninterrupted one would.
+    """
+    start = step * batch_size
+    out, need = [], batch_size
+    while need > 0:
+        epoch, offset = divmod(start, dataset_len)
+        perm = torch.randperm(dataset_len, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        take = perm[offset : offset + need]
+        out.append(take)
+        need -= len(take)
+        start += len(take)
+    return torch.cat(out)
+
+
+def shard_seed(seed: int, step: int, shard: int) -> int:
+    """Seed of the per-image randomness of one data shard (rank × accumulation slice) at one step."""
+    return (seed * 1_000_003 + step * 1_009 + shard) % (2**63)
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for `precision` ("fp32" disables it)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

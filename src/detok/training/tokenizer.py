@@ -1,0 +1,249 @@
+"""Tokenizer training (l-DeTok recipe, paper App. A.1) and decoder fine-tuning on clean latents (App. A.3).
+
+Loss = MSE + λ_KL·KL + λ_p·LPIPS + λ_GAN·hinge-GAN (GAN from `loss.gan_start_step`). Resuming is running
+the same command again: the newest checkpoint in the run directory is loaded and the data order continues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from detok import dist
+from detok.checkpoint import (
+    latest_checkpoint,
+    load_model_folder,
+    load_training_state,
+    save_model_folder,
+    save_training_state,
+    write_json,
+)
+from detok.config import to_dict
+from detok.data import DataConfig, build_dataset
+from detok.models.corruption import sample_mask_ratio
+from detok.models.detok import DeTok, DeTokConfig
+from detok.optim import EMA, lr_at, param_groups
+from detok.registry import get_preset
+from detok.runlog import RunLog, save_grid
+from detok.training.common import TrainConfig, autocast, batch_indices, resolve_device, set_threads, shard_seed
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the tokenizer loss terms and the discriminator set-up.
+
+    Attributes:
+        perceptual_backbone: local path of torchvision's VGG16 weights (else $DETOK_VGG16_WEIGHTS/torchvision).
+        gan_start_step: optimiser step at which the GAN terms switch on.
+        adaptive_gan_weight: scale the GAN term by the ratio of gradient norms at the decoder's last layer.
+    """
+
+    kl_weight: float = 1e-6
+    perceptual_weight: float = 1.0
+    perceptual_backbone: str | None = None
+    gan_weight: float = 0.1
+    gan_start_step: int = 0
+    adaptive_gan_weight: bool = False
+    disc_channels: int = 64
+    disc_layers: int = 3
+    disc_lr_mult: float = 1.0
+
+
+@dataclass(frozen=True)
+class TokenizerRunConfig:
+    """Everything a tokenizer run needs. `decoder_finetune` freezes the encoder of `init_from` (App. A.3)."""
+
+    preset: str
+    model: DeTokConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    decoder_finetune: bool = False
+    init_from: str | None = None
+
+    def __post_init__(self):
+        if self.data.channels != self.model.channels:
+            raise ValueError(f"data.channels={self.data.channels} but the model expects {self.model.channels}")
+        if self.data.image_size != self.model.image_size:
+            raise ValueError(f"data.image_size={self.data.image_size} but the model expects {self.model.image_size}")
+        if self.decoder_finetune and not self.init_from:
+            raise ValueError("decoder_finetune=true needs init_from=<trained tokenizer run or folder>")
+
+
+def default_run_config(preset: str) -> TokenizerRunConfig:
+    """The run recipe for a tokenizer preset: FMNIST-32 presets train on Fashion-MNIST without LPIPS."""
+    p = get_preset(preset)
+    if p.kind != "tokenizer":
+        raise ValueError(f"{preset!r} is a {p.kind} preset, not a tokenizer")
+    model = p.make_config()
+    data = DataConfig(name="fashion-mnist", image_size=model.image_size, channels=model.channels, resize="pad")
+    loss = LossConfig()
+    if "fmnist" in preset:
+        # LPIPS-VGG needs downloaded ImageNet weights and is meaningless on 32 px greyscale; GAN off keeps the
+        # 15-minute demo stable. Both are one --set away.
+        loss = LossConfig(perceptual_weight=0.0, gan_weight=0.0)
+    else:
+        data = DataConfig(name="image-folder", image_size=model.image_size, channels=model.channels, resize="resize",
+                          hflip=True)
+    return TokenizerRunConfig(preset=preset, model=model, data=data, loss=loss)
+
+
+def _encoder_parameters(model: DeTok) -> list[torch.nn.Parameter]:
+    parts = [model.patch_embed, model.enc_blocks, model.enc_norm, model.enc_head]
+    return [model.enc_pos] + [p for m in parts for p in m.parameters()]
+
+
+def _build_perceptual(loss: LossConfig, device: torch.device):
+    if loss.perceptual_weight <= 0:
+        return None
+    from detok.losses.perceptual import build_perceptual
+
+    return build_perceptual(backbone_path=loss.perceptual_backbone).to(device)
+
+
+def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
+    """Train (or resume) a tokenizer in `run_dir`; returns the run directory, which then holds the EMA model."""
+    tc, lc = cfg.train, cfg.loss
+    device = resolve_device(tc.device)
+    dist.init(device)
+    set_threads(tc.threads)
+    run_dir = Path(run_dir)
+    world, rank = dist.world_size(), dist.rank()
+    shards = world * tc.grad_accum
+    if tc.batch_size % shards:
+        raise ValueError(f"batch_size {tc.batch_size} is not divisible by processes × grad_accum = {shards}")
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+
+    dataset = build_dataset(cfg.data, "train")
+    torch.manual_seed(tc.seed)
+    model = DeTok(cfg.model).to(device)
+    if cfg.init_from:
+        model.load_state_dict(load_model_folder(cfg.init_from).state_dict())
+    if cfg.decoder_finetune:
+        for p in _encoder_parameters(model):
+            p.requires_grad_(False)
+    ema = EMA(model, tc.ema_decay, tc.ema_warmup)
+    opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.peak_lr(), betas=(tc.beta1, tc.beta2))
+    optimizers, modules = {"opt": opt}, {"model": model, "ema": ema.model}
+    disc = None
+    if lc.gan_weight > 0:
+        from detok.losses.gan import PatchDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss
+
+        disc = PatchDiscriminator(cfg.model.channels, lc.disc_channels, lc.disc_layers).to(device)
+        opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.peak_lr() * lc.disc_lr_mult, betas=(tc.beta1, tc.beta2),
+                                  weight_decay=tc.weight_decay)
+        optimizers["opt_d"], modules["disc"] = opt_d, disc
+    perceptual = _build_perceptual(lc, device)
+
+    step, images_seen = 0, 0
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        meta = load_training_state(ckpt, modules, optimizers)
+        step, images_seen, ema.updates = meta["step"], meta["images_seen"], meta["ema_updates"]
+        dist.print0(f"resumed from {ckpt} (step {step}, {images_seen} images)")
+    run_record = {"run": to_dict(cfg), "world_size": world, "effective_batch": tc.batch_size}
+    if dist.is_main():
+        write_json(run_dir / "run_config.json", run_record)
+
+    ddp_model = DDP(model, find_unused_parameters=True) if dist.is_distributed() else model
+    ddp_disc = DDP(disc) if (disc is not None and dist.is_distributed()) else disc
+    forward = torch.compile(ddp_model) if tc.compile else ddp_model
+    total, warmup = tc.total_steps, int(tc.warmup_frac * tc.total_steps)
+    last_layer = model.dec_head.weight
+    log = RunLog(run_dir, enabled=dist.is_main(), tensorboard=tc.tensorboard)
+    preview = dataset.get_batch(torch.arange(min(16, len(dataset))))[0].to(device)
+    bar = tqdm(total=total, initial=step, disable=not (tc.progress and dist.is_main()), desc="tokenizer", unit="step")
+    t_last, imgs_last = time.perf_counter(), images_seen
+
+    model.train()
+    while step < total:
+        lr = lr_at(step, total, tc.peak_lr(), warmup, tc.min_lr, tc.lr_schedule)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        if disc is not None:
+            for group in opt_d.param_groups:
+                group["lr"] = lr * lc.disc_lr_mult
+        gan_on = disc is not None and step >= lc.gan_start_step
+        ratio = sample_mask_ratio(cfg.model.corruption, torch.Generator().manual_seed(shard_seed(tc.seed, step, -1)))
+        idx = batch_indices(step, tc.batch_size, len(dataset), tc.seed).view(shards, -1)
+        stats = torch.zeros(6, device=device)  # loss, mse, kl, perceptual, g, d
+        for micro in range(tc.grad_accum):
+            shard = rank * tc.grad_accum + micro
+            torch.manual_seed(shard_seed(tc.seed, step, shard))
+            x = dataset.get_batch(idx[shard], torch.Generator().manual_seed(shard_seed(tc.seed, step, shard)))[0]
+            x = x.to(device, non_blocking=True)
+            sync = micro == tc.grad_accum - 1
+            with (ddp_model.no_sync() if (not sync and ddp_model is not model) else contextlib.nullcontext()):
+                with autocast(device, tc.precision):
+                    out = forward(x, corrupt=not cfg.decoder_finetune, mask_ratio=ratio,
+                                  sample_posterior=not cfg.decoder_finetune)
+                recon = out["recon"].float()
+                mse = F.mse_loss(recon, x)
+                kl = _kl(out) if "logvar" in out else recon.new_zeros(())
+                loss = mse + lc.kl_weight * kl
+                p_loss = perceptual(recon, x).mean() if perceptual is not None else recon.new_zeros(())
+                loss = loss + lc.perceptual_weight * p_loss
+                g_loss = d_loss = recon.new_zeros(())
+                if gan_on:
+                    disc.requires_grad_(False)
+                    g_loss = hinge_g_loss(disc(recon))
+                    w = lc.gan_weight
+                    if lc.adaptive_gan_weight:
+                        w = w * adaptive_weight(mse + lc.perceptual_weight * p_loss, g_loss, last_layer)
+                    loss = loss + w * g_loss
+                (loss / tc.grad_accum).backward()
+            if gan_on:
+                disc.requires_grad_(True)
+                d_loss = hinge_d_loss(ddp_disc(x), ddp_disc(recon.detach()))
+                (d_loss / tc.grad_accum).backward()
+            stats += torch.stack([loss, mse, kl, p_loss, g_loss, d_loss]).detach() / tc.grad_accum
+
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if gan_on:
+            opt_d.step()
+        if disc is not None:
+            opt_d.zero_grad(set_to_none=True)
+        ema.update(model)
+        step += 1
+        images_seen += tc.batch_size
+        bar.update(1)
+
+        if step % tc.log_every == 0 or step == total:
+            stats = dist.all_reduce_mean(stats).tolist()
+            now = time.perf_counter()
+            ips = (images_seen - imgs_last) / max(now - t_last, 1e-9)
+            t_last, imgs_last = now, images_seen
+            names = ("loss", "mse", "kl", "perceptual", "gan_g", "gan_d")
+            log.log(step, images=images_seen, lr=lr, grad_norm=float(grad_norm), img_per_s=round(ips, 2),
+                    mask_ratio=ratio, **{k: round(v, 6) for k, v in zip(names, stats)})
+            bar.set_postfix(loss=f"{stats[0]:.4f}", img_s=f"{ips:.0f}")
+        if dist.is_main() and (step % tc.sample_every == 0 or step == total):
+            with torch.no_grad():
+                recon = ema.model(preview, corrupt=False, sample_posterior=False)["recon"]
+            save_grid(torch.cat([preview, recon]), run_dir / "samples" / f"step-{step:08d}.png", nrow=len(preview))
+        if step % tc.ckpt_every == 0 or step == total:
+            if dist.is_main():
+                meta = {"step": step, "images_seen": images_seen, "ema_updates": ema.updates}
+                save_training_state(run_dir, step, modules, optimizers, meta, tc.keep_checkpoints)
+                save_model_folder(run_dir, ema.model, {"preset": cfg.preset, "step": step})
+            dist.barrier()
+    bar.close()
+    log.close()
+    return run_dir
+
+
+def _kl(out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """KL(q(z|x) ‖ N(0, I)) summed over latent elements, averaged over images."""
+    mean, logvar = out["mean"].float(), out["logvar"].float()
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
