@@ -106,27 +106,24 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
-    """A copy of dataclass `cfg` with each `dotted.key=value` applied and type-checked."""
+    """A copy of dataclass `cfg` with each `dotted.key=value` applied, type-checked, then validated once."""
+    data = to_dict(cfg)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form key=value")
-        key, text = item.split("=", 1)
-        cfg = _replace_path(cfg, key.strip().split("."), parse_value(text.strip()), key.strip())
-    return cfg
-
-
-def _replace_path(cfg: Any, path: list[str], value: Any, full_key: str) -> Any:
-    names = {f.name for f in dataclasses.fields(cfg)}
-    head = path[0]
-    if head not in names:
-        raise KeyError(f"unknown config key {full_key!r}: {type(cfg).__name__} has no field {head!r} "
-                       f"(fields: {', '.join(sorted(names))})")
-    hint = typing.get_type_hints(type(cfg))[head]
-    if len(path) == 1:
-        new = _coerce(value, hint, full_key)
-    else:
-        child = getattr(cfg, head)
-        if not dataclasses.is_dataclass(child):
-            raise KeyError(f"unknown config key {full_key!r}: {head!r} is not a nested config")
-        new = _replace_path(child, path[1:], value, full_key)
-    return dataclasses.replace(cfg, **{head: new})
+        key, text = (part.strip() for part in item.split("=", 1))
+        cls, node, path = type(cfg), data, key.split(".")
+        for depth, name in enumerate(path):
+            names = {f.name for f in dataclasses.fields(cls)}
+            if name not in names:
+                raise KeyError(f"unknown config key {key!r}: {cls.__name__} has no field {name!r} "
+                               f"(fields: {', '.join(sorted(names))})")
+            hint = typing.get_type_hints(cls)[name]
+            if depth == len(path) - 1:
+                value = _coerce(parse_value(text), hint, key)
+                node[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            elif _is_dataclass_type(hint):
+                cls, node = hint, node[name]
+            else:
+                raise KeyError(f"unknown config key {key!r}: {name!r} is not a nested config")
+    return from_dict(type(cfg), data)

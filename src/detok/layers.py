@@ -60,11 +60,11 @@ def grid_positions(*sizes: int, device: torch.device | None = None) -> torch.Ten
     return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
 
 
-def rope_tables(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cos/sin tables for axial RoPE (Su et al., 2021; axial form as in Heo et al., 2024).
+def rope_tables(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """Rotation table for axial RoPE (Su et al., 2021; axial form as in Heo et al., 2024).
 
     The head dimension is split evenly between the position axes; each axis rotates its share with the
-    usual geometric frequencies. Channel i is paired with channel i + head_dim/2 (the "rotate half" layout).
+    usual geometric frequencies. Channels (2i, 2i+1) form the i-th rotated pair, stored as one complex number.
 
     Args:
         positions: (T, A) coordinates of each token along A axes.
@@ -72,7 +72,7 @@ def rope_tables(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) 
         theta: frequency base.
 
     Returns:
-        (cos, sin), each (T, head_dim).
+        Unit complex numbers e^{i·angle}, (T, head_dim/2).
     """
     num_axes = positions.shape[-1]
     if head_dim % (2 * num_axes):
@@ -80,14 +80,16 @@ def rope_tables(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) 
     per_axis = head_dim // (2 * num_axes)  # frequencies per axis
     freqs = theta ** (-torch.arange(per_axis, device=positions.device, dtype=torch.float32) / per_axis)
     angles = torch.cat([positions[:, a : a + 1] * freqs for a in range(num_axes)], dim=-1)  # (T, head_dim/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, head_dim)
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate `x` (N, heads, T, head_dim) by tables broadcastable to it ((T, hd) or (N, 1, T, hd))."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs of `x` (..., T, head_dim) by a complex table broadcastable to (..., T, head_dim/2).
+
+    One complex multiply instead of the cos/sin "rotate half" form: about half the memory traffic on CPU.
+    """
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (..., T, hd/2)
+    return torch.view_as_real(pairs * rope).flatten(-2).type_as(x)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,17 +114,17 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rope: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
     ) -> torch.Tensor:
-        """x: (N, T, D); rope: cos/sin broadcastable to (N, heads, T, head_dim). Returns (N, T, D)."""
+        """x: (N, T, D); rope: complex table broadcastable to (N, heads, T, head_dim/2). Returns (N, T, D)."""
         n, t, d = x.shape
         qkv = self.qkv(x).view(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, N, h, T, hd)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k = apply_rope(torch.stack([q, k]), rope).unbind(0)  # one rotation for both
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)  # (N, h, T, hd)
         return self.proj(x.transpose(1, 2).reshape(n, t, d))
 

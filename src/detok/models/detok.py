@@ -79,7 +79,7 @@ class Block(nn.Module):
         self.norm2 = RMSNorm(dim)
         self.mlp = SwiGLU(dim, swiglu_hidden_dim(dim, mlp_ratio))
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), rope)  # (N, T, D)
         return x + self.mlp(self.norm2(x))  # (N, T, D)
 
@@ -117,9 +117,8 @@ class DeTok(nn.Module):
         positions = grid_positions(g, g)
         for name, width, heads in (("enc", config.enc_width, config.enc_heads),
                                    ("dec", config.dec_width, config.dec_heads)):
-            cos, sin = rope_tables(positions, width // heads, config.rope_theta)
-            self.register_buffer(f"{name}_rope_cos", cos, persistent=False)  # (T, hd)
-            self.register_buffer(f"{name}_rope_sin", sin, persistent=False)
+            rope = rope_tables(positions, width // heads, config.rope_theta)  # (T, hd/2) complex
+            self.register_buffer(f"{name}_rope", rope, persistent=False)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -171,15 +170,15 @@ class DeTok(nn.Module):
             Posterior moments (N, T_keep, 2C) as [mean, logvar], or latents (N, T_keep, C) for a plain AE.
         """
         patches = patchify(x, self.config.patch_size)  # (N, T, p·p·C_img)
-        cos, sin = self.enc_rope_cos, self.enc_rope_sin  # (T, hd)
+        rope = self.enc_rope  # (T, hd/2) complex
         pos = self.enc_pos  # (1, T, D)
         if ids_keep is not None:
             patches = torch.gather(patches, 1, ids_keep[..., None].expand(-1, -1, patches.shape[-1]))
             pos = self.enc_pos[0][ids_keep]  # (N, T_keep, D)
-            cos, sin = cos[ids_keep].unsqueeze(1), sin[ids_keep].unsqueeze(1)  # (N, 1, T_keep, hd)
+            rope = rope[ids_keep].unsqueeze(1)  # (N, 1, T_keep, hd/2)
         h = self.patch_embed(patches) + pos  # (N, T_keep, D)
         for block in self.enc_blocks:
-            h = block(h, (cos, sin))  # (N, T_keep, D)
+            h = block(h, rope)  # (N, T_keep, D)
         return self.enc_head(self.enc_norm(h))  # (N, T_keep, 2C or C)
 
     def forward_decoder(self, z: torch.Tensor, ids_keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -191,9 +190,8 @@ class DeTok(nn.Module):
             full = self.mask_token.expand(n, t, -1).clone()  # (N, T, D)
             h = full.scatter(1, ids_keep[..., None].expand(-1, -1, h.shape[-1]), h)  # (N, T, D)
         h = h + self.dec_pos  # (N, T, D)
-        rope = (self.dec_rope_cos, self.dec_rope_sin)
         for block in self.dec_blocks:
-            h = block(h, rope)  # (N, T, D)
+            h = block(h, self.dec_rope)  # (N, T, D)
         patches = self.dec_head(self.dec_norm(h))  # (N, T, p·p·C_img)
         return unpatchify(patches, cfg.patch_size, cfg.channels, (cfg.grid_size, cfg.grid_size))
 

@@ -1,0 +1,300 @@
+"""Image datasets: Fashion-MNIST (IDX), image folders, CIFAR-10 python batches and .npz arrays.
+
+Every dataset returns images as float32 (N, C, H, W) in [-1, 1] and int64 labels through `get_batch`.
+In-memory sources are resized/padded once at load, so the training hot path is indexing only.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DEBIAN_FMNIST = "/usr/share/datasets/fashion-mnist"
+FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+FMNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                  "Ankle boot"]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are not where they were looked for; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images to load and how to bring them to the model's geometry.
+
+    Attributes:
+        root: dataset location (folder, or the .npz file); None uses the dataset's default search.
+        resize: "pad" (centre-pad, then resize if still off), "resize" (shorter side, centre crop) or
+            "center-crop" (crop to a square, then resize).
+        hflip: random horizontal flips in `get_batch` (training augmentation).
+        download: fetch Fashion-MNIST from its canonical address when it is not found locally.
+    """
+
+    name: Literal["fashion-mnist", "image-folder", "cifar10", "npz"] = "fashion-mnist"
+    root: str | None = None
+    image_size: int = 32
+    channels: int = 1
+    resize: Literal["pad", "resize", "center-crop"] = "pad"
+    hflip: bool = False
+    download: bool = False
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 or 3, got {self.channels}")
+        if self.image_size <= 0:
+            raise ValueError(f"data.image_size must be positive, got {self.image_size}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry
+# --------------------------------------------------------------------------------------------------
+
+
+def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """(N, C, H, W) uint8/float with C ∈ {1, 3} → `channels` (grey via ITU-R 601 luma, or replication)."""
+    if x.shape[1] == channels:
+        return x
+    if channels == 3:
+        return x.expand(-1, 3, -1, -1).contiguous()
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(x.dtype)
+
+
+def _fit(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """Bring uint8 images (N, C, H, W) to (N, C, size, size) by padding, cropping and/or resizing."""
+    h, w = x.shape[-2:]
+    if mode == "pad":
+        ph, pw = max(0, size - h), max(0, size - w)
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+    elif mode == "center-crop":
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        x = x[..., top : top + s, left : left + s]
+    elif mode == "resize" and h != w:
+        scale = size / min(h, w)
+        x = _resize(x, round(h * scale), round(w * scale))
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        if min(h, w) > size and h == w:
+            x = _resize(x, size, size)
+        else:
+            s = min(h, w)
+            top, left = (h - s) // 2, (w - s) // 2
+            x = _resize(x[..., top : top + s, left : left + s], size, size)
+    return x
+
+
+def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == (h, w):
+        return x
+    y = F.interpolate(x.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    return y.round().clamp(0, 255).to(torch.uint8)
+
+
+# --------------------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------------------
+
+
+class TensorImageDataset:
+    """Images held in memory as uint8 (N, C, H, W) at the target geometry, with int64 labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: list[str], hflip: bool = False):
+        self.images, self.labels = images, labels
+        self.class_names = class_names
+        self.num_classes = len(class_names)
+        self.hflip = hflip
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, C, H, W) float32 in [-1, 1] and labels (B,); flips (if enabled) drawn from `generator`."""
+        x = self.images[indices].float().div_(127.5).sub_(1.0)  # (B, C, H, W)
+        if self.hflip:
+            flip = torch.rand(len(indices), generator=generator) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        return x, self.labels[indices]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, y = self.get_batch(torch.tensor([i]))
+        return x[0], int(y[0])
+
+
+class ImageFolderDataset(TensorImageDataset):
+    """`root/<class>/<image>` files, decoded lazily with PIL; classes sorted by name."""
+
+    def __init__(self, root: Path, cfg: DataConfig):
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+        files, labels = [], []
+        for label, name in enumerate(classes):
+            for f in sorted((root / name).rglob("*")):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    files.append(f)
+                    labels.append(label)
+        if not files:
+            raise DatasetNotFoundError(f"no images found under {root}: expected {root}/<class_name>/<image files> "
+                                       f"with suffixes {sorted(IMAGE_SUFFIXES)}")
+        self.files, self.cfg = files, cfg
+        super().__init__(torch.empty(0), torch.tensor(labels), classes, cfg.hflip)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, i: int) -> torch.Tensor:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.files[i]
+        try:
+            with Image.open(path) as im:
+                im = im.convert("L" if self.cfg.channels == 1 else "RGB")
+                arr = np.asarray(im, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise ValueError(f"cannot read image {path}: {e}") from e
+        x = torch.from_numpy(arr.copy()).view(1, *arr.shape[:2], -1).permute(0, 3, 1, 2)  # (1, C, H, W)
+        return _fit(x, self.cfg.image_size, self.cfg.resize)[0]
+
+    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.images = torch.stack([self._load(int(i)) for i in indices])
+        try:
+            return super().get_batch(torch.arange(len(indices)), generator)[0], self.labels[indices]
+        finally:
+            self.images = torch.empty(0)
+
+
+def _read_idx(path: Path, expect_magic: int) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    magic = int.from_bytes(data[:4], "big")
+    if magic != expect_magic:
+        raise ValueError(f"{path} is not an IDX file of the expected kind (magic {magic:#x}, want {expect_magic:#x})")
+    ndim = magic & 0xFF
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise ValueError(f"{path} is truncated: {arr.size} values for dimensions {dims}")
+    return arr.reshape(dims)
+
+
+def fmnist_search_paths(root: str | None) -> list[Path]:
+    """Folders searched for Fashion-MNIST, in order."""
+    paths = [Path(root)] if root else []
+    if os.environ.get("DETOK_DATA"):
+        base = Path(os.environ["DETOK_DATA"])
+        paths += [base, base / "fashion-mnist"]
+    return paths + [Path(DEBIAN_FMNIST)]
+
+
+def _find_fmnist(cfg: DataConfig, split: str) -> Path:
+    names = FMNIST_FILES[split]
+    searched = fmnist_search_paths(cfg.root)
+    for folder in searched:
+        if all((folder / n).is_file() for n in names):
+            return folder
+    if cfg.download:
+        target = Path(cfg.root or os.environ.get("DETOK_DATA") or Path.home() / ".cache" / "detok" / "fashion-mnist")
+        target.mkdir(parents=True, exist_ok=True)
+        for n in names:
+            try:
+                urllib.request.urlretrieve(FMNIST_URL + n, target / (n + ".part"))
+            except OSError as e:
+                raise DatasetNotFoundError(f"could not download Fashion-MNIST file {n} from {FMNIST_URL}: {e}") from e
+            os.replace(target / (n + ".part"), target / n)
+        return target
+    raise DatasetNotFoundError(
+        f"Fashion-MNIST ({', '.join(names)}) not found in: {', '.join(map(str, searched))}. Get it with "
+        "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the four .gz files in a folder and set "
+        "DETOK_DATA (or data.root) to it, or allow a download with --set data.download=true")
+
+
+def _load_fmnist(cfg: DataConfig, split: str) -> TensorImageDataset:
+    folder = _find_fmnist(cfg, split)
+    img_name, lbl_name = FMNIST_FILES[split]
+    images = torch.from_numpy(_read_idx(folder / img_name, 0x803).copy()).unsqueeze(1)  # (N, 1, 28, 28)
+    labels = torch.from_numpy(_read_idx(folder / lbl_name, 0x801).astype(np.int64))
+    images = _to_channels(_fit(images, cfg.image_size, cfg.resize), cfg.channels)
+    return TensorImageDataset(images.contiguous(), labels, FMNIST_CLASSES, cfg.hflip)
+
+
+def _load_cifar10(cfg: DataConfig, split: str) -> TensorImageDataset:
+    if not cfg.root:
+        raise DatasetNotFoundError("CIFAR-10 needs data.root=<folder holding cifar-10-batches-py> (download the "
+                                   "python version from https://www.cs.toronto.edu/~kriz/cifar.html)")
+    root = Path(cfg.root)
+    root = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    missing = [n for n in names + ["batches.meta"] if not (root / n).is_file()]
+    if missing:
+        raise DatasetNotFoundError(f"CIFAR-10 files {missing} not found in {root} (download the python version from "
+                                   "https://www.cs.toronto.edu/~kriz/cifar.html and unpack it there)")
+    xs, ys = [], []
+    for n in names:
+        with open(root / n, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")  # the official format is a pickle: load trusted files only
+        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+    with open(root / "batches.meta", "rb") as f:
+        classes = [c.decode() for c in pickle.load(f, encoding="bytes")[b"label_names"]]
+    images = _to_channels(_fit(torch.from_numpy(np.concatenate(xs)), cfg.image_size, cfg.resize), cfg.channels)
+    return TensorImageDataset(images.contiguous(), torch.from_numpy(np.concatenate(ys)), classes, cfg.hflip)
+
+
+def _load_npz(cfg: DataConfig, split: str) -> TensorImageDataset:
+    if not cfg.root or not Path(cfg.root).is_file():
+        raise DatasetNotFoundError(f"npz dataset needs data.root=<file.npz>; {cfg.root!r} is not a file")
+    with np.load(cfg.root) as f:
+        key = f"images_{split}" if f"images_{split}" in f else "images"
+        if key not in f:
+            raise ValueError(f"{cfg.root} has no 'images' array (keys: {sorted(f.keys())})")
+        images = f[key]
+        lkey = key.replace("images", "labels")
+        labels = f[lkey].astype(np.int64) if lkey in f else np.zeros(len(images), dtype=np.int64)
+    if images.dtype != np.uint8:
+        raise ValueError(f"{cfg.root}: images must be uint8, got {images.dtype}")
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = images.transpose(0, 3, 1, 2)
+    elif not (images.ndim == 4 and images.shape[1] in (1, 3)):
+        raise ValueError(f"{cfg.root}: cannot tell the channel axis of images shaped {images.shape}")
+    x = _to_channels(_fit(torch.from_numpy(np.ascontiguousarray(images)), cfg.image_size, cfg.resize), cfg.channels)
+    num_classes = int(labels.max()) + 1 if len(labels) else 1
+    return TensorImageDataset(x.contiguous(), torch.from_numpy(labels), [str(i) for i in range(num_classes)],
+                              cfg.hflip)
+
+
+def build_dataset(cfg: DataConfig, split: str = "train") -> TensorImageDataset:
+    """The `split` ("train" or "test") of the dataset described by `cfg`."""
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
+    if cfg.name == "fashion-mnist":
+        return _load_fmnist(cfg, split)
+    if cfg.name == "cifar10":
+        return _load_cifar10(cfg, split)
+    if cfg.name == "npz":
+        return _load_npz(cfg, split)
+    if cfg.name == "image-folder":
+        if not cfg.root or not Path(cfg.root).is_dir():
+            raise DatasetNotFoundError(f"image-folder dataset needs data.root=<folder>; {cfg.root!r} is not a folder")
+        root = Path(cfg.root)
+        for sub in ((split,) if split == "train" else (split, "val")):
+            if (root / sub).is_dir():
+                root = root / sub
+                break
+        return ImageFolderDataset(root, cfg)
+    raise ValueError(f"unknown dataset {cfg.name!r}")

@@ -1,0 +1,153 @@
+"""Training-loop contracts: overfitting, exact resume, DDP equivalence, decoder fine-tuning, CLI."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from detok.cli import main as cli_main
+from detok.config import apply_overrides
+from detok.training.tokenizer import default_run_config, train_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def npz_data(tmp_path_factory):
+    """32 synthetic 32×32 greyscale images: blobs of random position and size (structured, learnable)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    imgs = []
+    for _ in range(32):
+        cy, cx, r = rng.uniform(8, 24), rng.uniform(8, 24), rng.uniform(3, 8)
+        imgs.append(np.where((yy - cy) ** 2 + (xx - cx) ** 2 < r * r, 220, 20).astype(np.uint8))
+    path = tmp_path_factory.mktemp("data") / "blobs.npz"
+    np.savez(path, images=np.stack(imgs), labels=rng.integers(0, 4, 32))
+    return path
+
+
+def _cfg(npz, *extra):
+    base = ["data.name=npz", f"data.root={npz}", "train.progress=false", "train.log_every=1", "train.threads=1",
+            "train.sample_every=1000"]
+    return apply_overrides(default_run_config("detok-fmnist32-tiny"), base + list(extra))
+
+
+def _log(run):
+    return [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines()]
+
+
+def test_single_batch_overfit(npz_data, tmp_path):
+    cfg = _cfg(npz_data, "train.images=4800", "train.batch_size=16", "train.blr=0.03", "train.warmup_frac=0.05",
+               "model.corruption.noise_gamma=0", "model.corruption.mask_max=0", "model.corruption.mask_min=0",
+               "train.ckpt_every=100000")
+    # 16 images in the data set would still be shuffled; restrict it to one fixed batch of 16
+    imgs = np.load(npz_data)["images"][:16]
+    one = tmp_path / "one.npz"
+    np.savez(one, images=imgs)
+    cfg = apply_overrides(cfg, [f"data.root={one}"])
+    train_tokenizer(cfg, tmp_path / "run")
+    mse = [r["mse"] for r in _log(tmp_path / "run")]
+    assert mse[-1] * 10 <= mse[0], (mse[0], mse[-1])
+
+
+def _weights(run):
+    return load_file(str(Path(run) / "model.safetensors"))
+
+
+def test_resume_equals_uninterrupted_run(npz_data, tmp_path):
+    cfg = _cfg(npz_data, "train.images=96", "train.batch_size=8", "train.ckpt_every=6", "train.keep_checkpoints=5")
+    full = tmp_path / "full"
+    train_tokenizer(cfg, full)
+    # "kill" after step 6: a fresh run directory holding only what existed at that moment
+    cut = tmp_path / "cut"
+    (cut / "checkpoints").mkdir(parents=True)
+    shutil.copytree(full / "checkpoints" / "step-00000006", cut / "checkpoints" / "step-00000006")
+    train_tokenizer(cfg, cut)
+    a, b = _weights(full), _weights(cut)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["loss"] for r in _log(full)][6:] == [r["loss"] for r in _log(cut)]
+
+
+def test_decoder_finetune_freezes_encoder(npz_data, tmp_path):
+    train_tokenizer(_cfg(npz_data, "train.images=32", "train.batch_size=8"), tmp_path / "base")
+    cfg = _cfg(npz_data, "train.images=32", "train.batch_size=8", "decoder_finetune=true",
+               f"init_from={tmp_path / 'base'}")
+    train_tokenizer(cfg, tmp_path / "ft")
+    before, after = _weights(tmp_path / "base"), _weights(tmp_path / "ft")
+    enc = [k for k in before if k.startswith(("patch_embed", "enc_"))]
+    dec = [k for k in before if k.startswith(("dec_", "mask_token"))]
+    assert enc and all(torch.equal(before[k], after[k]) for k in enc)
+    assert any(not torch.equal(before[k], after[k]) for k in dec)
+    with pytest.raises(ValueError, match="init_from"):
+        _cfg(npz_data, "decoder_finetune=true")
+
+
+DDP_SCRIPT = """
+import sys
+from detok.config import apply_overrides
+from detok.training.tokenizer import default_run_config, train_tokenizer
+cfg = apply_overrides(default_run_config("detok-fmnist32-tiny"), sys.argv[2:])
+train_tokenizer(cfg, sys.argv[1])
+"""
+
+
+def test_ddp_two_processes_match_one_process(npz_data, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(DDP_SCRIPT)
+    common = ["data.name=npz", f"data.root={npz_data}", "train.progress=false", "train.threads=1",
+              "train.images=48", "train.batch_size=8", "train.sample_every=1000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "train.grad_accum=2", *common],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                          str(script), str(tmp_path / "two"), *common], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    assert json.loads((tmp_path / "two" / "run_config.json").read_text())["world_size"] == 2
+
+
+def test_cli_dry_run_and_presets(capsys, npz_data):
+    assert cli_main(["tokenizer", "train", "--preset", "detok-fmnist32", "--dry-run",
+                     "--set", "model.corruption.noise_gamma=1.5"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"]["corruption"]["noise_gamma"] == 1.5 and out["preset"] == "detok-fmnist32"
+    assert cli_main(["presets", "detok-*"]) == 0
+    assert "detok-bb" in capsys.readouterr().out
+    assert cli_main(["tokenizer", "train", "--preset", "detok-fmnist32", "--dry-run", "--set", "model.nope=1"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert cli_main(["tokenizer", "train", "--preset", "detok-fmnist32", "--dry-run",
+                     "--set", "model.corruption.noise_form=multiplicative"]) == 2
+
+
+def test_cli_train_eval_stats_and_load(npz_data, tmp_path, capsys):
+    import detok
+
+    run = tmp_path / "run"
+    args = ["tokenizer", "train", "--preset", "detok-fmnist32-tiny", "--out", str(run)]
+    for s in ("data.name=npz", f"data.root={npz_data}", "train.images=16", "train.batch_size=8",
+              "train.progress=false", "train.threads=1"):
+        args += ["--set", s]
+    assert cli_main(args) == 0
+    assert (run / "model.safetensors").exists() and (run / "samples").is_dir()
+    assert cli_main(["tokenizer", "eval", str(run), "--threads", "1"]) == 0
+    metrics = json.loads((run / "eval-test.json").read_text())
+    assert metrics["images"] == 32 and np.isfinite(metrics["psnr"])
+    assert cli_main(["tokenizer", "stats", str(run), "--threads", "1"]) == 0
+    tok = detok.load_tokenizer(run)
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    z = tok.encode(x, normalize=True)
+    assert z.shape == (3, *tok.latent_shape)
+    assert torch.allclose(tok.decode(z, normalized=True), tok.decode(tok.encode(x)), atol=1e-5)
