@@ -1,0 +1,130 @@
+"""Tokenizer training and encode/decode throughput, and achieved GFLOP/s against the measured matmul peak.
+
+Runs the real training loop (`train_tokenizer`) on an in-memory random dataset, reads img/s from its log
+(the first log interval, which holds start-up costs, is dropped), counts FLOPs of a training step with
+torch's FlopCounterMode averaged over masking ratios drawn from the run's distribution, and compares with
+the fp32 matmul peak measured here. Prints one line per configuration.
+
+    python benchmarks/tokenizer_throughput.py [--threads 2] [--steps 60] [--only reference]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from detok.config import apply_overrides
+from detok.models.corruption import sample_mask_ratio
+from detok.models.detok import DeTok
+from detok.training.tokenizer import default_run_config, train_tokenizer
+
+# The issue's fixed reference: width 256, 4+4 blocks, 4 heads, 32×32×3, p=4, C=16, batch 64, γ=3, M=0.7.
+REFERENCE = ["model.channels=3", "data.channels=3", "model.enc_width=256", "model.dec_width=256", "model.enc_depth=4",
+             "model.dec_depth=4", "model.enc_heads=4", "model.dec_heads=4", "model.patch_size=4",
+             "model.latent_channels=16", "model.corruption.noise_gamma=3.0", "model.corruption.mask_max=0.7",
+             "train.batch_size=64", "loss.perceptual_weight=0", "loss.gan_weight=0", "train.precision=fp32"]
+
+
+def matmul_peak(threads: int, n: int = 2048, reps: int = 20) -> float:
+    """Best-of-3 fp32 GEMM rate in GFLOP/s."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, reps * 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def step_flops(model: DeTok, batch: int, draws: int = 16) -> float:
+    """Mean FLOPs of forward + backward for one batch, over masking ratios drawn as in training."""
+    cfg = model.config
+    x = torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    total = 0
+    for _ in range(draws):
+        ratio = sample_mask_ratio(cfg.corruption, g)
+        with FlopCounterMode(display=False) as fc:
+            out = model(x, mask_ratio=ratio)
+            (out["recon"] - x).pow(2).mean().backward()
+        total += fc.get_total_flops()
+    model.zero_grad(set_to_none=True)
+    return total / draws
+
+
+def train_throughput(cfg, steps: int, threads: int) -> float:
+    """img/s of the training loop, excluding its first log interval."""
+    n = cfg.train.batch_size * 8
+    size, ch = cfg.model.image_size, cfg.model.channels
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "random.npz"
+        np.savez(data, images=np.random.default_rng(0).integers(0, 256, (n, size, size, ch), dtype=np.uint8))
+        cfg = apply_overrides(cfg, ["data.name=npz", f"data.root={data}", f"train.threads={threads}",
+                                    f"train.images={steps * cfg.train.batch_size}", "train.log_every=10",
+                                    "train.progress=false", f"train.ckpt_every={10**9}", f"train.sample_every={10**9}"])
+        train_tokenizer(cfg, Path(tmp) / "run")
+        logs = [json.loads(line) for line in (Path(tmp) / "run" / "log.jsonl").read_text().splitlines()]
+    rates = [r["img_per_s"] for r in logs[1:]]
+    return float(np.median(rates))
+
+
+@torch.no_grad()
+def codec_throughput(model: DeTok, batch: int = 256, reps: int = 5) -> tuple[float, float]:
+    """(encode img/s, decode img/s) in eval mode."""
+    cfg = model.config
+    model.eval()
+    x = torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1
+    z = model.encode(x)
+    model.decode(z)
+    t = time.perf_counter()
+    for _ in range(reps):
+        model.encode(x)
+    enc = reps * batch / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for _ in range(reps):
+        model.decode(z)
+    return enc, reps * batch / (time.perf_counter() - t)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--only", choices=["reference", "fmnist32", "bb"], default=None)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    peak = matmul_peak(args.threads)
+    print(f"machine: fp32 matmul peak {peak:.1f} GFLOP/s with {args.threads} threads (2048² GEMM, best of 3)")
+    configs = {
+        "reference": apply_overrides(default_run_config("detok-fmnist32"), REFERENCE),
+        "fmnist32": default_run_config("detok-fmnist32"),
+    }
+    if torch.cuda.is_available():
+        configs["bb"] = apply_overrides(default_run_config("detok-bb"), ["train.device=cuda", "train.batch_size=64",
+                                                                       "loss.perceptual_weight=0", "loss.gan_weight=0"])
+    for name, cfg in configs.items():
+        if args.only and name != args.only:
+            continue
+        model = DeTok(cfg.model)
+        flops = step_flops(model, cfg.train.batch_size) / cfg.train.batch_size
+        ips = train_throughput(cfg, args.steps, args.threads)
+        enc, dec = codec_throughput(model)
+        achieved = ips * flops / 1e9
+        print(f"{name}: train {ips:.1f} img/s, {flops / 1e9:.2f} GFLOP/img (fwd+bwd) -> {achieved:.1f} GFLOP/s "
+              f"= {100 * achieved / peak:.0f}% of peak; encode {enc:.0f} img/s, decode {dec:.0f} img/s")
+
+
+if __name__ == "__main__":
+    main()
