@@ -5,6 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 RUN="${RUN:-runs/demo}"
 .venv/bin/detok tokenizer train --preset detok-fmnist32 --out "$RUN" "$@"
-.venv/bin/detok tokenizer stats "$RUN"
+.venv/bin/detok tokenizer stats "$RUN" --max-images 10000
 .venv/bin/detok tokenizer eval "$RUN" --split test
 echo "run directory: $RUN (model, checkpoints, log.jsonl, samples/, eval-test.json)"

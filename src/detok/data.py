@@ -184,10 +184,11 @@ def _read_idx(path: Path, expect_magic: int) -> np.ndarray:
     if magic != expect_magic:
         raise ValueError(f"{path} is not an IDX file of the expected kind (magic {magic:#x}, want {expect_magic:#x})")
     ndim = magic & 0xFF
+    header = 4 + 4 * ndim
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: {arr.size} values for dimensions {dims}")
+    if len(data) - header != int(np.prod(dims)):
+        raise ValueError(f"{path} is truncated or corrupt: {max(0, len(data) - header)} bytes for dimensions {dims}")
+    arr = np.frombuffer(data, dtype=np.uint8, offset=header)
     return arr.reshape(dims)
 
 
