@@ -26,10 +26,24 @@ from detok.models.detok import DeTok
 from detok.training.tokenizer import default_run_config, train_tokenizer
 
 # The fixed reference: width 256, 4+4 blocks, 4 heads, 32×32×3, p=4, C=16, batch 64, γ=3, M=0.7.
-REFERENCE = ["model.channels=3", "data.channels=3", "model.enc_width=256", "model.dec_width=256", "model.enc_depth=4",
-             "model.dec_depth=4", "model.enc_heads=4", "model.dec_heads=4", "model.patch_size=4",
-             "model.latent_channels=16", "model.corruption.noise_gamma=3.0", "model.corruption.mask_max=0.7",
-             "train.batch_size=64", "loss.perceptual_weight=0", "loss.gan_weight=0", "train.precision=fp32"]
+REFERENCE = [
+    "model.channels=3",
+    "data.channels=3",
+    "model.enc_width=256",
+    "model.dec_width=256",
+    "model.enc_depth=4",
+    "model.dec_depth=4",
+    "model.enc_heads=4",
+    "model.dec_heads=4",
+    "model.patch_size=4",
+    "model.latent_channels=16",
+    "model.corruption.noise_gamma=3.0",
+    "model.corruption.mask_max=0.7",
+    "train.batch_size=64",
+    "loss.perceptual_weight=0",
+    "loss.gan_weight=0",
+    "train.precision=fp32",
+]
 
 
 def matmul_peak(threads: int, n: int = 2048, reps: int = 20) -> float:
@@ -70,9 +84,19 @@ def train_throughput(cfg, steps: int, threads: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "random.npz"
         np.savez(data, images=np.random.default_rng(0).integers(0, 256, (n, size, size, ch), dtype=np.uint8))
-        cfg = apply_overrides(cfg, ["data.name=npz", f"data.root={data}", f"train.threads={threads}",
-                                    f"train.images={steps * cfg.train.batch_size}", "train.log_every=10",
-                                    "train.progress=false", f"train.ckpt_every={10**9}", f"train.sample_every={10**9}"])
+        cfg = apply_overrides(
+            cfg,
+            [
+                "data.name=npz",
+                f"data.root={data}",
+                f"train.threads={threads}",
+                f"train.images={steps * cfg.train.batch_size}",
+                "train.log_every=10",
+                "train.progress=false",
+                f"train.ckpt_every={10**9}",
+                f"train.sample_every={10**9}",
+            ],
+        )
         train_tokenizer(cfg, Path(tmp) / "run")
         logs = [json.loads(line) for line in (Path(tmp) / "run" / "log.jsonl").read_text().splitlines()]
     rates = [r["img_per_s"] for r in logs[1:]]
@@ -112,8 +136,10 @@ def main() -> None:
         "fmnist32": default_run_config("detok-fmnist32"),
     }
     if torch.cuda.is_available():
-        configs["bb"] = apply_overrides(default_run_config("detok-bb"), ["train.device=cuda", "train.batch_size=64",
-                                                                       "loss.perceptual_weight=0", "loss.gan_weight=0"])
+        configs["bb"] = apply_overrides(
+            default_run_config("detok-bb"),
+            ["train.device=cuda", "train.batch_size=64", "loss.perceptual_weight=0", "loss.gan_weight=0"],
+        )
     for name, cfg in configs.items():
         if args.only and name != args.only:
             continue
@@ -122,8 +148,10 @@ def main() -> None:
         ips = train_throughput(cfg, args.steps, args.threads)
         enc, dec = codec_throughput(model)
         achieved = ips * flops / 1e9
-        print(f"{name}: train {ips:.1f} img/s, {flops / 1e9:.2f} GFLOP/img (fwd+bwd) -> {achieved:.1f} GFLOP/s "
-              f"= {100 * achieved / peak:.0f}% of peak; encode {enc:.0f} img/s, decode {dec:.0f} img/s")
+        print(
+            f"{name}: train {ips:.1f} img/s, {flops / 1e9:.2f} GFLOP/img (fwd+bwd) -> {achieved:.1f} GFLOP/s "
+            f"= {100 * achieved / peak:.0f}% of peak; encode {enc:.0f} img/s, decode {dec:.0f} img/s"
+        )
 
 
 if __name__ == "__main__":

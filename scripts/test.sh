@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh "[dev]"
 export HF_HUB_OFFLINE=1
 .venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check -q src tests benchmarks
 .venv/bin/python -m pytest -q "$@"

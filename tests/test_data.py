@@ -79,8 +79,7 @@ def test_image_folder_and_unreadable_image(tmp_path):
         (tmp_path / cls).mkdir()
         for i in range(3):
             Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
-    ds = build_dataset(DataConfig(name="image-folder", root=str(tmp_path), image_size=16, channels=3,
-                                  resize="resize"))
+    ds = build_dataset(DataConfig(name="image-folder", root=str(tmp_path), image_size=16, channels=3, resize="resize"))
     assert len(ds) == 6 and ds.class_names == ["cats", "dogs"]
     x, y = ds.get_batch(torch.tensor([0, 5]))
     assert x.shape == (2, 3, 16, 16) and y.tolist() == [0, 1]

@@ -30,7 +30,7 @@ def test_shapes(name):
     x = _images(model)
     out = model(x, mask_ratio=0.5)
     assert out["recon"].shape == x.shape
-    t = model.config.grid_size ** 2
+    t = model.config.grid_size**2
     assert out["mask"].shape == (4, t) and out["mask"].sum(1).eq(round(t * 0.5)).all()
     model.eval()
     z = model.encode(x)

@@ -34,8 +34,14 @@ def npz_data(tmp_path_factory):
 
 
 def _cfg(npz, *extra):
-    base = ["data.name=npz", f"data.root={npz}", "train.progress=false", "train.log_every=1", "train.threads=1",
-            "train.sample_every=1000"]
+    base = [
+        "data.name=npz",
+        f"data.root={npz}",
+        "train.progress=false",
+        "train.log_every=1",
+        "train.threads=1",
+        "train.sample_every=1000",
+    ]
     return apply_overrides(default_run_config("detok-fmnist32-tiny"), base + list(extra))
 
 
@@ -44,9 +50,17 @@ def _log(run):
 
 
 def test_single_batch_overfit(npz_data, tmp_path):
-    cfg = _cfg(npz_data, "train.images=4800", "train.batch_size=16", "train.blr=0.03", "train.warmup_frac=0.05",
-               "model.corruption.noise_gamma=0", "model.corruption.mask_max=0", "model.corruption.mask_min=0",
-               "train.ckpt_every=100000")
+    cfg = _cfg(
+        npz_data,
+        "train.images=4800",
+        "train.batch_size=16",
+        "train.blr=0.03",
+        "train.warmup_frac=0.05",
+        "model.corruption.noise_gamma=0",
+        "model.corruption.mask_max=0",
+        "model.corruption.mask_min=0",
+        "train.ckpt_every=100000",
+    )
     # 16 images in the data set would still be shuffled; restrict it to one fixed batch of 16
     imgs = np.load(npz_data)["images"][:16]
     one = tmp_path / "one.npz"
@@ -79,8 +93,9 @@ def test_resume_equals_uninterrupted_run(npz_data, tmp_path):
 
 def test_decoder_finetune_freezes_encoder(npz_data, tmp_path):
     train_tokenizer(_cfg(npz_data, "train.images=32", "train.batch_size=8"), tmp_path / "base")
-    cfg = _cfg(npz_data, "train.images=32", "train.batch_size=8", "decoder_finetune=true",
-               f"init_from={tmp_path / 'base'}")
+    cfg = _cfg(
+        npz_data, "train.images=32", "train.batch_size=8", "decoder_finetune=true", f"init_from={tmp_path / 'base'}"
+    )
     train_tokenizer(cfg, tmp_path / "ft")
     before, after = _weights(tmp_path / "base"), _weights(tmp_path / "ft")
     enc = [k for k in before if k.startswith(("patch_embed", "enc_"))]
@@ -103,15 +118,40 @@ train_tokenizer(cfg, sys.argv[1])
 def test_ddp_two_processes_match_one_process(npz_data, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(DDP_SCRIPT)
-    common = ["data.name=npz", f"data.root={npz_data}", "train.progress=false", "train.threads=1",
-              "train.images=48", "train.batch_size=8", "train.sample_every=1000"]
+    common = [
+        "data.name=npz",
+        f"data.root={npz_data}",
+        "train.progress=false",
+        "train.threads=1",
+        "train.images=48",
+        "train.batch_size=8",
+        "train.sample_every=1000",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "train.grad_accum=2", *common],
-                         env=env, capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "one"), "train.grad_accum=2", *common],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-                          str(script), str(tmp_path / "two"), *common], env=env, capture_output=True, text=True,
-                         timeout=300)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29533",
+            str(script),
+            str(tmp_path / "two"),
+            *common,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for k in a:
@@ -120,16 +160,40 @@ def test_ddp_two_processes_match_one_process(npz_data, tmp_path):
 
 
 def test_cli_dry_run_and_presets(capsys, npz_data):
-    assert cli_main(["tokenizer", "train", "--preset", "detok-fmnist32", "--dry-run",
-                     "--set", "model.corruption.noise_gamma=1.5"]) == 0
+    assert (
+        cli_main(
+            [
+                "tokenizer",
+                "train",
+                "--preset",
+                "detok-fmnist32",
+                "--dry-run",
+                "--set",
+                "model.corruption.noise_gamma=1.5",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["model"]["corruption"]["noise_gamma"] == 1.5 and out["preset"] == "detok-fmnist32"
     assert cli_main(["presets", "detok-*"]) == 0
     assert "detok-bb" in capsys.readouterr().out
     assert cli_main(["tokenizer", "train", "--preset", "detok-fmnist32", "--dry-run", "--set", "model.nope=1"]) == 2
     assert "nope" in capsys.readouterr().err
-    assert cli_main(["tokenizer", "train", "--preset", "detok-fmnist32", "--dry-run",
-                     "--set", "model.corruption.noise_form=multiplicative"]) == 2
+    assert (
+        cli_main(
+            [
+                "tokenizer",
+                "train",
+                "--preset",
+                "detok-fmnist32",
+                "--dry-run",
+                "--set",
+                "model.corruption.noise_form=multiplicative",
+            ]
+        )
+        == 2
+    )
 
 
 def test_cli_train_eval_stats_and_load(npz_data, tmp_path, capsys):
@@ -137,8 +201,14 @@ def test_cli_train_eval_stats_and_load(npz_data, tmp_path, capsys):
 
     run = tmp_path / "run"
     args = ["tokenizer", "train", "--preset", "detok-fmnist32-tiny", "--out", str(run)]
-    for s in ("data.name=npz", f"data.root={npz_data}", "train.images=16", "train.batch_size=8",
-              "train.progress=false", "train.threads=1"):
+    for s in (
+        "data.name=npz",
+        f"data.root={npz_data}",
+        "train.images=16",
+        "train.batch_size=8",
+        "train.progress=false",
+        "train.threads=1",
+    ):
         args += ["--set", s]
     assert cli_main(args) == 0
     assert (run / "model.safetensors").exists() and (run / "samples").is_dir()

@@ -104,8 +104,14 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
-def save_training_state(run_dir: str | Path, step: int, modules: dict[str, nn.Module],
-                        optimizers: dict[str, torch.optim.Optimizer], meta: dict[str, Any], keep: int = 2) -> Path:
+def save_training_state(
+    run_dir: str | Path,
+    step: int,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    meta: dict[str, Any],
+    keep: int = 2,
+) -> Path:
     """Write one training checkpoint into `run_dir/checkpoints/step-XXXXXXXX` atomically (temp dir + rename).
 
     Args:
@@ -133,8 +139,9 @@ def save_training_state(run_dir: str | Path, step: int, modules: dict[str, nn.Mo
     return final
 
 
-def load_training_state(ckpt: str | Path, modules: dict[str, nn.Module],
-                        optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+def load_training_state(
+    ckpt: str | Path, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+) -> dict[str, Any]:
     """Restore modules, optimisers and RNG from a checkpoint folder; returns its meta dict."""
     ckpt = Path(ckpt)
     for name, module in modules.items():

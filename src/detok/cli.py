@@ -96,17 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_presets)
 
     tok = sub.add_parser("tokenizer", help="train, evaluate and inspect tokenizers").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     p = tok.add_parser("train", help="train a tokenizer (re-run the same command to resume)")
     p.add_argument("--preset", required=True, help="tokenizer preset (see `detok presets 'detok-*'`)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. train.images=20000 or model.corruption.noise_gamma=0")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.images=20000 or model.corruption.noise_gamma=0",
+    )
     p.add_argument("--out", help="run directory (default runs/<preset>)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.set_defaults(fn=_train_tokenizer)
 
-    for name, fn, helptext in (("eval", _eval_tokenizer, "reconstruction PSNR/SSIM on a dataset split"),
-                               ("stats", _stats_tokenizer, "compute and store per-channel latent mean/std")):
+    for name, fn, helptext in (
+        ("eval", _eval_tokenizer, "reconstruction PSNR/SSIM on a dataset split"),
+        ("stats", _stats_tokenizer, "compute and store per-channel latent mean/std"),
+    ):
         p = tok.add_parser(name, help=helptext)
         p.add_argument("run", help="run directory or folder with config.json + model.safetensors")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data config value")

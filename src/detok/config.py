@@ -116,8 +116,10 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
         for depth, name in enumerate(path):
             names = {f.name for f in dataclasses.fields(cls)}
             if name not in names:
-                raise KeyError(f"unknown config key {key!r}: {cls.__name__} has no field {name!r} "
-                               f"(fields: {', '.join(sorted(names))})")
+                raise KeyError(
+                    f"unknown config key {key!r}: {cls.__name__} has no field {name!r} "
+                    f"(fields: {', '.join(sorted(names))})"
+                )
             hint = typing.get_type_hints(cls)[name]
             if depth == len(path) - 1:
                 value = _coerce(parse_value(text), hint, key)

@@ -20,10 +20,22 @@ import torch.nn.functional as F
 
 DEBIAN_FMNIST = "/usr/share/datasets/fashion-mnist"
 FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-FMNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-                "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
-FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                  "Ankle boot"]
+FMNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+FMNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
@@ -121,8 +133,9 @@ class TensorImageDataset:
     def __len__(self) -> int:
         return len(self.images)
 
-    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(
+        self, indices: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, C, H, W) float32 in [-1, 1] and labels (B,); flips (if enabled) drawn from `generator`."""
         x = self.images[indices].float().div_(127.5).sub_(1.0)  # (B, C, H, W)
         if self.hflip:
@@ -147,8 +160,10 @@ class ImageFolderDataset(TensorImageDataset):
                     files.append(f)
                     labels.append(label)
         if not files:
-            raise DatasetNotFoundError(f"no images found under {root}: expected {root}/<class_name>/<image files> "
-                                       f"with suffixes {sorted(IMAGE_SUFFIXES)}")
+            raise DatasetNotFoundError(
+                f"no images found under {root}: expected {root}/<class_name>/<image files> "
+                f"with suffixes {sorted(IMAGE_SUFFIXES)}"
+            )
         self.files, self.cfg = files, cfg
         super().__init__(torch.empty(0), torch.tensor(labels), classes, cfg.hflip)
 
@@ -168,8 +183,9 @@ class ImageFolderDataset(TensorImageDataset):
         x = torch.from_numpy(arr.copy()).view(1, *arr.shape[:2], -1).permute(0, 3, 1, 2)  # (1, C, H, W)
         return _fit(x, self.cfg.image_size, self.cfg.resize)[0]
 
-    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(
+        self, indices: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         self.images = torch.stack([self._load(int(i)) for i in indices])
         try:
             return super().get_batch(torch.arange(len(indices)), generator)[0], self.labels[indices]
@@ -220,7 +236,8 @@ def _find_fmnist(cfg: DataConfig, split: str) -> Path:
     raise DatasetNotFoundError(
         f"Fashion-MNIST ({', '.join(names)}) not found in: {', '.join(map(str, searched))}. Get it with "
         "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the four .gz files in a folder and set "
-        "DETOK_DATA (or data.root) to it, or allow a download with --set data.download=true")
+        "DETOK_DATA (or data.root) to it, or allow a download with --set data.download=true"
+    )
 
 
 def _load_fmnist(cfg: DataConfig, split: str) -> TensorImageDataset:
@@ -234,15 +251,19 @@ def _load_fmnist(cfg: DataConfig, split: str) -> TensorImageDataset:
 
 def _load_cifar10(cfg: DataConfig, split: str) -> TensorImageDataset:
     if not cfg.root:
-        raise DatasetNotFoundError("CIFAR-10 needs data.root=<folder holding cifar-10-batches-py> (download the "
-                                   "python version from https://www.cs.toronto.edu/~kriz/cifar.html)")
+        raise DatasetNotFoundError(
+            "CIFAR-10 needs data.root=<folder holding cifar-10-batches-py> (download the "
+            "python version from https://www.cs.toronto.edu/~kriz/cifar.html)"
+        )
     root = Path(cfg.root)
     root = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     missing = [n for n in names + ["batches.meta"] if not (root / n).is_file()]
     if missing:
-        raise DatasetNotFoundError(f"CIFAR-10 files {missing} not found in {root} (download the python version from "
-                                   "https://www.cs.toronto.edu/~kriz/cifar.html and unpack it there)")
+        raise DatasetNotFoundError(
+            f"CIFAR-10 files {missing} not found in {root} (download the python version from "
+            "https://www.cs.toronto.edu/~kriz/cifar.html and unpack it there)"
+        )
     xs, ys = [], []
     for n in names:
         with open(root / n, "rb") as f:
@@ -275,8 +296,7 @@ def _load_npz(cfg: DataConfig, split: str) -> TensorImageDataset:
         raise ValueError(f"{cfg.root}: cannot tell the channel axis of images shaped {images.shape}")
     x = _to_channels(_fit(torch.from_numpy(np.ascontiguousarray(images)), cfg.image_size, cfg.resize), cfg.channels)
     num_classes = int(labels.max()) + 1 if len(labels) else 1
-    return TensorImageDataset(x.contiguous(), torch.from_numpy(labels), [str(i) for i in range(num_classes)],
-                              cfg.hflip)
+    return TensorImageDataset(x.contiguous(), torch.from_numpy(labels), [str(i) for i in range(num_classes)], cfg.hflip)
 
 
 def build_dataset(cfg: DataConfig, split: str = "train") -> TensorImageDataset:
@@ -293,7 +313,7 @@ def build_dataset(cfg: DataConfig, split: str = "train") -> TensorImageDataset:
         if not cfg.root or not Path(cfg.root).is_dir():
             raise DatasetNotFoundError(f"image-folder dataset needs data.root=<folder>; {cfg.root!r} is not a folder")
         root = Path(cfg.root)
-        for sub in ((split,) if split == "train" else (split, "val")):
+        for sub in (split,) if split == "train" else (split, "val"):
             if (root / sub).is_dir():
                 root = root / sub
                 break

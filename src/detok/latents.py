@@ -13,8 +13,14 @@ from detok.config import to_dict
 
 
 @torch.no_grad()
-def compute_latent_stats(tokenizer: torch.nn.Module, dataset, batch_size: int = 256, max_images: int | None = None,
-                         device: torch.device | str = "cpu", progress: bool = True) -> tuple[list[float], list[float]]:
+def compute_latent_stats(
+    tokenizer: torch.nn.Module,
+    dataset,
+    batch_size: int = 256,
+    max_images: int | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of `tokenizer.encode` over `dataset` (float64 accumulation)."""
     tokenizer.eval()
     n = len(dataset) if max_images is None else min(max_images, len(dataset))

@@ -20,8 +20,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_at(step: int, total_steps: int, peak_lr: float, warmup_steps: int, min_lr: float = 0.0,
-          schedule: str = "cosine") -> float:
+def lr_at(
+    step: int, total_steps: int, peak_lr: float, warmup_steps: int, min_lr: float = 0.0, schedule: str = "cosine"
+) -> float:
     """Learning rate at `step` (0-based): linear warm-up to `peak_lr`, then cosine decay to `min_lr` or constant."""
     if warmup_steps > 0 and step < warmup_steps:
         return peak_lr * (step + 1) / warmup_steps

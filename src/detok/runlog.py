@@ -24,8 +24,10 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:
-                raise ImportError("TensorBoard logging needs the 'tensorboard' extra: "
-                                  "pip install 'detok[tensorboard]' (or set train.tensorboard=false)") from e
+                raise ImportError(
+                    "TensorBoard logging needs the 'tensorboard' extra: "
+                    "pip install 'detok[tensorboard]' (or set train.tensorboard=false)"
+                ) from e
             self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
     def log(self, step: int, **metrics: Any) -> None:
@@ -65,6 +67,6 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, p
     grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, dtype=np.uint8)
     for i in range(n):
         r, k = divmod(i, nrow)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = arr[i]
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = arr[i]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid[..., 0] if c == 1 else grid).save(path)

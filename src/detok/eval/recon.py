@@ -22,8 +22,9 @@ def _gaussian_window(size: int, sigma: float, channels: int, device: torch.devic
     return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()  # (C, 1, k, k)
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int = 11, sigma: float = 1.5
-         ) -> torch.Tensor:
+def ssim(
+    x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int = 11, sigma: float = 1.5
+) -> torch.Tensor:
     """Per-image SSIM (Wang et al., 2004) with an 11×11 Gaussian window (σ = 1.5), valid convolution.
 
     Constants K1 = 0.01, K2 = 0.03 scaled by `data_range`; the mean SSIM map over channels and pixels.
@@ -42,8 +43,14 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int 
 
 
 @torch.no_grad()
-def evaluate_reconstruction(tokenizer: torch.nn.Module, dataset, batch_size: int = 256, max_images: int | None = None,
-                            device: torch.device | str = "cpu", progress: bool = True) -> dict[str, float]:
+def evaluate_reconstruction(
+    tokenizer: torch.nn.Module,
+    dataset,
+    batch_size: int = 256,
+    max_images: int | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict[str, float]:
     """Mean PSNR/SSIM of encode → decode over the first `max_images` images of `dataset`.
 
     Computed on [-1, 1] images with data range 2, which equals the usual [0, 1] / range-1 convention.
@@ -60,5 +67,10 @@ def evaluate_reconstruction(tokenizer: torch.nn.Module, dataset, batch_size: int
         psnrs.append(psnr(recon, x).cpu())
         ssims.append(ssim(recon, x).cpu())
     p, s = torch.cat(psnrs), torch.cat(ssims)
-    return {"psnr": p.mean().item(), "psnr_sem": (p.std() / math.sqrt(len(p))).item(),
-            "ssim": s.mean().item(), "ssim_sem": (s.std() / math.sqrt(len(s))).item(), "images": n}
+    return {
+        "psnr": p.mean().item(),
+        "psnr_sem": (p.std() / math.sqrt(len(p))).item(),
+        "ssim": s.mean().item(),
+        "ssim_sem": (s.std() / math.sqrt(len(s))).item(),
+        "images": n,
+    }

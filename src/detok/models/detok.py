@@ -100,8 +100,9 @@ class DeTok(nn.Module):
         # Encoder
         self.patch_embed = nn.Linear(patch_dim, config.enc_width)
         self.enc_pos = nn.Parameter(torch.zeros(1, num_tokens, config.enc_width))
-        self.enc_blocks = nn.ModuleList(Block(config.enc_width, config.enc_heads, config.mlp_ratio)
-                                        for _ in range(config.enc_depth))
+        self.enc_blocks = nn.ModuleList(
+            Block(config.enc_width, config.enc_heads, config.mlp_ratio) for _ in range(config.enc_depth)
+        )
         self.enc_norm = RMSNorm(config.enc_width)
         self.enc_head = nn.Linear(config.enc_width, 2 * c if config.variational else c)
 
@@ -109,14 +110,17 @@ class DeTok(nn.Module):
         self.dec_embed = nn.Linear(c, config.dec_width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.dec_width))
         self.dec_pos = nn.Parameter(torch.zeros(1, num_tokens, config.dec_width))
-        self.dec_blocks = nn.ModuleList(Block(config.dec_width, config.dec_heads, config.mlp_ratio)
-                                        for _ in range(config.dec_depth))
+        self.dec_blocks = nn.ModuleList(
+            Block(config.dec_width, config.dec_heads, config.mlp_ratio) for _ in range(config.dec_depth)
+        )
         self.dec_norm = RMSNorm(config.dec_width)
         self.dec_head = nn.Linear(config.dec_width, patch_dim)
 
         positions = grid_positions(g, g)
-        for name, width, heads in (("enc", config.enc_width, config.enc_heads),
-                                   ("dec", config.dec_width, config.dec_heads)):
+        for name, width, heads in (
+            ("enc", config.enc_width, config.enc_heads),
+            ("dec", config.dec_width, config.dec_heads),
+        ):
             rope = rope_tables(positions, width // heads, config.rope_theta)  # (T, hd/2) complex
             self.register_buffer(f"{name}_rope", rope, persistent=False)
         self.initialize_weights()
@@ -150,11 +154,15 @@ class DeTok(nn.Module):
     def _check_images(self, x: torch.Tensor) -> None:
         cfg = self.config
         if x.dim() != 4 or x.shape[1] != cfg.channels:
-            raise ValueError(f"expected images of shape (N, {cfg.channels}, {cfg.image_size}, {cfg.image_size}); "
-                             f"got {tuple(x.shape)} (channel mismatch with this tokenizer?)")
+            raise ValueError(
+                f"expected images of shape (N, {cfg.channels}, {cfg.image_size}, {cfg.image_size}); "
+                f"got {tuple(x.shape)} (channel mismatch with this tokenizer?)"
+            )
         if x.shape[-2:] != (cfg.image_size, cfg.image_size):
-            raise ValueError(f"this tokenizer was built for {cfg.image_size}x{cfg.image_size} images, "
-                             f"got {x.shape[-2]}x{x.shape[-1]}")
+            raise ValueError(
+                f"this tokenizer was built for {cfg.image_size}x{cfg.image_size} images, "
+                f"got {x.shape[-2]}x{x.shape[-1]}"
+            )
 
     # ----------------------------------------------------------------------------------------------
     # Stages
@@ -202,8 +210,13 @@ class DeTok(nn.Module):
         mean, logvar = moments.chunk(2, dim=-1)
         return mean, logvar.clamp(-30.0, 20.0)
 
-    def forward(self, x: torch.Tensor, corrupt: bool | None = None, mask_ratio: float | None = None,
-                sample_posterior: bool = True) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        corrupt: bool | None = None,
+        mask_ratio: float | None = None,
+        sample_posterior: bool = True,
+    ) -> dict[str, torch.Tensor]:
         """Training forward pass (Alg. 1): mask → encode → sample posterior → noise → decode.
 
         Args:
@@ -234,8 +247,13 @@ class DeTok(nn.Module):
         if corrupt and cfg.noise_gamma > 0:
             tau = sample_tau(cfg, n, x.device)
             z = add_latent_noise(z, tau, cfg.noise_gamma, cfg.noise_form)  # Eq. 4
-        out = {"recon": self.forward_decoder(z, ids_keep), "mean": mean, "mask": mask, "tau": tau,
-               "mask_ratio": torch.tensor(ratio)}
+        out = {
+            "recon": self.forward_decoder(z, ids_keep),
+            "mean": mean,
+            "mask": mask,
+            "tau": tau,
+            "mask_ratio": torch.tensor(ratio),
+        }
         if logvar is not None:
             out["logvar"] = logvar
         return out
@@ -247,8 +265,10 @@ class DeTok(nn.Module):
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         if cfg.latent_mean is None or cfg.latent_std is None:
-            raise RuntimeError("this tokenizer has no latent statistics yet; compute them with "
-                               "`detok tokenizer stats RUN` (or `compute_latent_stats`) before normalising")
+            raise RuntimeError(
+                "this tokenizer has no latent statistics yet; compute them with "
+                "`detok tokenizer stats RUN` (or `compute_latent_stats`) before normalising"
+            )
         mean = torch.tensor(cfg.latent_mean, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
         std = torch.tensor(cfg.latent_std, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
         return mean, std
@@ -279,8 +299,9 @@ class DeTok(nn.Module):
             normalized: the latents were produced with `encode(..., normalize=True)`.
         """
         if tuple(z.shape[1:]) != self.latent_shape:
-            raise ValueError(f"expected latents of shape (N, {', '.join(map(str, self.latent_shape))}), "
-                             f"got {tuple(z.shape)}")
+            raise ValueError(
+                f"expected latents of shape (N, {', '.join(map(str, self.latent_shape))}), got {tuple(z.shape)}"
+            )
         if normalized:
             mu, std = self._stats(z)
             z = z * std + mu
@@ -297,16 +318,37 @@ _SIZES = {"s": (512, 8, 8), "b": (768, 12, 12), "l": (1024, 24, 16)}
 def _paper(enc: str, dec: str) -> DeTokConfig:
     ew, ed, eh = _SIZES[enc]
     dw, dd, dh = _SIZES[dec]
-    return DeTokConfig(image_size=256, channels=3, patch_size=16, latent_channels=16, enc_width=ew, enc_depth=ed,
-                       enc_heads=eh, dec_width=dw, dec_depth=dd, dec_heads=dh)
+    return DeTokConfig(
+        image_size=256,
+        channels=3,
+        patch_size=16,
+        latent_channels=16,
+        enc_width=ew,
+        enc_depth=ed,
+        enc_heads=eh,
+        dec_width=dw,
+        dec_depth=dd,
+        dec_heads=dh,
+    )
 
 
 def _tiny(cfg: DeTokConfig) -> DeTokConfig:
     """Tiny twin for tests: same shape conventions, width 32, one block each side, small images."""
     p = min(cfg.patch_size, 4)
-    return DeTokConfig(image_size=4 * p if cfg.image_size > 32 else cfg.image_size, channels=cfg.channels,
-                       patch_size=p, latent_channels=cfg.latent_channels, enc_width=32, enc_depth=1, enc_heads=2,
-                       dec_width=32, dec_depth=1, dec_heads=2, mlp_ratio=2.0, corruption=cfg.corruption)
+    return DeTokConfig(
+        image_size=4 * p if cfg.image_size > 32 else cfg.image_size,
+        channels=cfg.channels,
+        patch_size=p,
+        latent_channels=cfg.latent_channels,
+        enc_width=32,
+        enc_depth=1,
+        enc_heads=2,
+        dec_width=32,
+        dec_depth=1,
+        dec_heads=2,
+        mlp_ratio=2.0,
+        corruption=cfg.corruption,
+    )
 
 
 def _register_pair(name: str, make: callable, doc: str) -> None:
@@ -318,19 +360,35 @@ def _register_pair(name: str, make: callable, doc: str) -> None:
 
 
 for _enc, _dec in (("s", "s"), ("s", "b"), ("b", "b"), ("l", "l")):
-    _register_pair(f"detok-{_enc}{_dec}", lambda e=_enc, d=_dec: _paper(e, d),
-                   f"Paper size {_enc.upper()}{_dec.upper()} (encoder {_SIZES[_enc]}, decoder {_SIZES[_dec]} as "
-                   "width×depth×heads), 256 px, p=16, C=16, γ=3, M=0.7.")
+    _register_pair(
+        f"detok-{_enc}{_dec}",
+        lambda e=_enc, d=_dec: _paper(e, d),
+        f"Paper size {_enc.upper()}{_dec.upper()} (encoder {_SIZES[_enc]}, decoder {_SIZES[_dec]} as "
+        "width×depth×heads), 256 px, p=16, C=16, γ=3, M=0.7.",
+    )
 
 
 def _fmnist32() -> DeTokConfig:
-    return DeTokConfig(image_size=32, channels=1, patch_size=4, latent_channels=8, enc_width=192, enc_depth=4,
-                       enc_heads=4, dec_width=192, dec_depth=4, dec_heads=4, mlp_ratio=4.0)
+    return DeTokConfig(
+        image_size=32,
+        channels=1,
+        patch_size=4,
+        latent_channels=8,
+        enc_width=192,
+        enc_depth=4,
+        enc_heads=4,
+        dec_width=192,
+        dec_depth=4,
+        dec_heads=4,
+        mlp_ratio=4.0,
+    )
 
 
 _register_pair(
-    "detok-fmnist32", _fmnist32,
+    "detok-fmnist32",
+    _fmnist32,
     "Fashion-MNIST padded to 32×32×1: p=4 (an 8×8 token grid, fine enough for the thin strokes of clothing "
     "outlines), C=8 (512 latent numbers for 1,024 pixels; C=16 made the latent no smaller than the image), "
     "width 192 with 4+4 blocks and 4 heads so that the README demo trains ~1 epoch within its 15-minute "
-    "budget on 2 CPU cores; γ=3, M=0.7 as in the paper.")
+    "budget on 2 CPU cores; γ=3, M=0.7 as in the paper.",
+)

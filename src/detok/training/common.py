@@ -61,7 +61,7 @@ class TrainConfig:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" → the local CUDA device when there is one, else CPU; "cuda" without CUDA raises."""
+    """ "auto" → the local CUDA device when there is one, else CPU; "cuda" without CUDA raises."""
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise RuntimeError("train.device=cuda was requested but no CUDA device is available")

@@ -91,11 +91,13 @@ def default_run_config(preset: str) -> TokenizerRunConfig:
         # paper's blr (1e-4, i.e. lr 2.5e-5 at batch 64) a 6,400-image probe reached 15.4 dB test PSNR, at
         # blr 4e-3 16.7 dB, so short runs use the larger rate, 10% warm-up and a faster EMA.
         loss = LossConfig(perceptual_weight=0.0, gan_weight=0.0)
-        train = TrainConfig(images=40_000, batch_size=64, blr=4e-3, warmup_frac=0.1, ema_decay=0.995,
-                            ckpt_every=100, sample_every=100)
+        train = TrainConfig(
+            images=40_000, batch_size=64, blr=4e-3, warmup_frac=0.1, ema_decay=0.995, ckpt_every=100, sample_every=100
+        )
     else:
-        data = DataConfig(name="image-folder", image_size=model.image_size, channels=model.channels, resize="resize",
-                          hflip=True)
+        data = DataConfig(
+            name="image-folder", image_size=model.image_size, channels=model.channels, resize="resize", hflip=True
+        )
     return TokenizerRunConfig(preset=preset, model=model, data=data, train=train, loss=loss)
 
 
@@ -143,8 +145,12 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
         from detok.losses.gan import PatchDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss
 
         disc = PatchDiscriminator(cfg.model.channels, lc.disc_channels, lc.disc_layers).to(device)
-        opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.peak_lr() * lc.disc_lr_mult, betas=(tc.beta1, tc.beta2),
-                                  weight_decay=tc.weight_decay)
+        opt_d = torch.optim.AdamW(
+            disc.parameters(),
+            lr=tc.peak_lr() * lc.disc_lr_mult,
+            betas=(tc.beta1, tc.beta2),
+            weight_decay=tc.weight_decay,
+        )
         optimizers["opt_d"], modules["disc"] = opt_d, disc
     perceptual = _build_perceptual(lc, device)
 
@@ -186,10 +192,11 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             x = dataset.get_batch(idx[shard], torch.Generator().manual_seed(shard_seed(tc.seed, step, shard)))[0]
             x = x.to(device, non_blocking=True)
             sync = micro == tc.grad_accum - 1
-            with (ddp_model.no_sync() if (not sync and ddp_model is not model) else contextlib.nullcontext()):
+            with ddp_model.no_sync() if (not sync and ddp_model is not model) else contextlib.nullcontext():
                 with autocast(device, tc.precision):
-                    out = forward(x, corrupt=not cfg.decoder_finetune, mask_ratio=ratio,
-                                  sample_posterior=not cfg.decoder_finetune)
+                    out = forward(
+                        x, corrupt=not cfg.decoder_finetune, mask_ratio=ratio, sample_posterior=not cfg.decoder_finetune
+                    )
                 recon = out["recon"].float()
                 mse = F.mse_loss(recon, x)
                 kl = _kl(out) if "logvar" in out else recon.new_zeros(())
@@ -229,8 +236,15 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             ips = (images_seen - imgs_last) / max(now - t_last, 1e-9)
             t_last, imgs_last = now, images_seen
             names = ("loss", "mse", "kl", "perceptual", "gan_g", "gan_d")
-            log.log(step, images=images_seen, lr=lr, grad_norm=float(grad_norm), img_per_s=round(ips, 2),
-                    mask_ratio=ratio, **{k: round(v, 6) for k, v in zip(names, stats)})
+            log.log(
+                step,
+                images=images_seen,
+                lr=lr,
+                grad_norm=float(grad_norm),
+                img_per_s=round(ips, 2),
+                mask_ratio=ratio,
+                **{k: round(v, 6) for k, v in zip(names, stats)},
+            )
             bar.set_postfix(loss=f"{stats[0]:.4f}", img_s=f"{ips:.0f}")
         if dist.is_main() and (step % tc.sample_every == 0 or step == total):
             with torch.no_grad():
