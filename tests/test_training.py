@@ -221,3 +221,36 @@ def test_cli_train_eval_stats_and_load(npz_data, tmp_path, capsys):
     z = tok.encode(x, normalize=True)
     assert z.shape == (3, *tok.latent_shape)
     assert torch.allclose(tok.decode(z, normalized=True), tok.decode(tok.encode(x)), atol=1e-5)
+
+
+def test_gan_and_perceptual_terms_train(npz_data, tmp_path):
+    pytest.importorskip("torchmetrics")
+    from safetensors.torch import save_file
+
+    from detok.losses.perceptual import vgg16_features
+
+    torch.manual_seed(0)
+    vgg = tmp_path / "vgg.safetensors"
+    save_file({k: v.contiguous() for k, v in vgg16_features().state_dict().items()}, str(vgg))
+    cfg = _cfg(
+        npz_data,
+        "train.images=24",
+        "train.batch_size=8",
+        "loss.gan_weight=0.1",
+        "loss.gan_start_step=1",
+        "loss.adaptive_gan_weight=true",
+        "loss.perceptual_weight=1.0",
+        f"loss.perceptual_backbone={vgg}",
+        "loss.disc_channels=16",
+    )
+    train_tokenizer(cfg, tmp_path / "run")
+    log = _log(tmp_path / "run")
+    assert log[0]["gan_d"] == 0 and log[0]["perceptual"] > 0  # GAN off before gan_start_step
+    assert all(r["gan_d"] > 0 for r in log[1:]) and all(r["perceptual"] > 0 for r in log)
+    assert (tmp_path / "run" / "checkpoints" / "step-00000003" / "disc.safetensors").exists()
+
+
+def test_bf16_switch_runs(npz_data, tmp_path):
+    cfg = _cfg(npz_data, "train.images=16", "train.batch_size=8", "train.precision=bf16")
+    train_tokenizer(cfg, tmp_path / "run")
+    assert all(np.isfinite(r["loss"]) for r in _log(tmp_path / "run"))

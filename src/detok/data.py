@@ -121,6 +121,15 @@ def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
+def _to_unit_range(images: torch.Tensor, hflip: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """uint8 (B, C, H, W) → float32 in [-1, 1], each image flipped left-right with probability ½ if `hflip`."""
+    x = images.float().div_(127.5).sub_(1.0)
+    if hflip:
+        flip = torch.rand(len(x), generator=generator) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    return x
+
+
 class TensorImageDataset:
     """Images held in memory as uint8 (N, C, H, W) at the target geometry, with int64 labels."""
 
@@ -137,11 +146,7 @@ class TensorImageDataset:
         self, indices: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, C, H, W) float32 in [-1, 1] and labels (B,); flips (if enabled) drawn from `generator`."""
-        x = self.images[indices].float().div_(127.5).sub_(1.0)  # (B, C, H, W)
-        if self.hflip:
-            flip = torch.rand(len(indices), generator=generator) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        return x, self.labels[indices]
+        return _to_unit_range(self.images[indices], self.hflip, generator), self.labels[indices]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x, y = self.get_batch(torch.tensor([i]))
@@ -186,11 +191,8 @@ class ImageFolderDataset(TensorImageDataset):
     def get_batch(
         self, indices: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        self.images = torch.stack([self._load(int(i)) for i in indices])
-        try:
-            return super().get_batch(torch.arange(len(indices)), generator)[0], self.labels[indices]
-        finally:
-            self.images = torch.empty(0)
+        images = torch.stack([self._load(int(i)) for i in indices])  # (B, C, H, W) uint8
+        return _to_unit_range(images, self.hflip, generator), self.labels[indices]
 
 
 def _read_idx(path: Path, expect_magic: int) -> np.ndarray:

@@ -195,7 +195,7 @@ class DeTok(nn.Module):
         h = self.dec_embed(z)  # (N, T_keep, D)
         if ids_keep is not None:
             n, t = z.shape[0], self.dec_pos.shape[1]
-            full = self.mask_token.expand(n, t, -1).clone()  # (N, T, D)
+            full = self.mask_token.to(h.dtype).expand(n, t, -1).clone()  # (N, T, D)
             h = full.scatter(1, ids_keep[..., None].expand(-1, -1, h.shape[-1]), h)  # (N, T, D)
         h = h + self.dec_pos  # (N, T, D)
         for block in self.dec_blocks:
