@@ -254,3 +254,13 @@ def test_bf16_switch_runs(npz_data, tmp_path):
     cfg = _cfg(npz_data, "train.images=16", "train.batch_size=8", "train.precision=bf16")
     train_tokenizer(cfg, tmp_path / "run")
     assert all(np.isfinite(r["loss"]) for r in _log(tmp_path / "run"))
+
+
+def test_init_from_checkpoint_with_other_channels_is_refused(npz_data, tmp_path):
+    from detok import create_model
+    from detok.checkpoint import save_model_folder
+
+    save_model_folder(tmp_path / "rgb", create_model("detok-fmnist32-tiny", channels=3))
+    cfg = _cfg(npz_data, "train.images=8", "train.batch_size=8", f"init_from={tmp_path / 'rgb'}")
+    with pytest.raises(ValueError, match="channel mismatch"):
+        train_tokenizer(cfg, tmp_path / "run")

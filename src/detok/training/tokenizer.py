@@ -7,6 +7,7 @@ the same command again: the newest checkpoint in the run directory is loaded and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,26 @@ def _encoder_parameters(model: DeTok) -> list[torch.nn.Parameter]:
     return [model.enc_pos] + [p for m in parts for p in m.parameters()]
 
 
+def _init_weights(folder: str, target: DeTokConfig) -> dict[str, torch.Tensor]:
+    """Weights of the tokenizer in `folder`, after checking its architecture matches `target`."""
+    source_model = load_model_folder(folder)
+    source = source_model.config
+    arch_fields = [f.name for f in dataclasses.fields(DeTokConfig) if f.name not in _NON_ARCH_FIELDS]
+    diff = {
+        k: (getattr(source, k), getattr(target, k)) for k in arch_fields if getattr(source, k) != getattr(target, k)
+    }
+    if diff:
+        details = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"init_from={folder} does not match this run's model ({details})"
+            + (" — channel mismatch with the checkpoint" if "channels" in diff else "")
+        )
+    return source_model.state_dict()
+
+
+_NON_ARCH_FIELDS = ("corruption", "latent_mean", "latent_std")
+
+
 def _build_perceptual(loss: LossConfig, device: torch.device):
     if loss.perceptual_weight <= 0:
         return None
@@ -133,7 +154,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     torch.manual_seed(tc.seed)
     model = DeTok(cfg.model).to(device)
     if cfg.init_from:
-        model.load_state_dict(load_model_folder(cfg.init_from).state_dict())
+        model.load_state_dict(_init_weights(cfg.init_from, cfg.model))
     if cfg.decoder_finetune:
         for p in _encoder_parameters(model):
             p.requires_grad_(False)
