@@ -19,8 +19,13 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps({"out": str(out), **to_dict(cfg)}, indent=2))
         return 0
-    train_tokenizer(cfg, out)
-    print(f"trained tokenizer written to {out}")
+    from detok import dist
+
+    try:
+        train_tokenizer(cfg, out)
+        dist.print0(f"trained tokenizer written to {out}")
+    finally:
+        dist.cleanup()
     return 0
 
 
