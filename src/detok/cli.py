@@ -82,6 +82,22 @@ def _stats_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache_latents(args: argparse.Namespace) -> int:
+    from detok.checkpoint import load_tokenizer
+    from detok.data import build_dataset
+    from detok.latents import cache_latents
+    from detok.training.common import resolve_device, set_threads
+
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    tok = load_tokenizer(args.tokenizer, device)
+    args.run = args.tokenizer
+    dataset = build_dataset(_data_for(tok, args), args.split)
+    out = cache_latents(tok, dataset, args.out, str(args.tokenizer), args.batch_size, args.shard_size)
+    print(f"cached {len(dataset)} latents (and their flips) in {out}")
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     from detok.registry import get_preset, list_models
 
@@ -130,6 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--split", default="test", choices=["train", "test"])
             p.add_argument("--out", help="metrics JSON path (default RUN/eval-<split>.json)")
         p.set_defaults(fn=fn)
+    lat = sub.add_parser("latents", help="encode a dataset once for generator training").add_subparsers(
+        dest="action", required=True
+    )
+    p = lat.add_parser("cache", help="encode a dataset split (and its horizontal flips) into shards; resumable")
+    p.add_argument("--tokenizer", required=True, help="tokenizer run directory or model folder")
+    p.add_argument("--out", required=True, help="cache directory")
+    p.add_argument("--split", default="train", choices=["train", "test"])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data config value")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--shard-size", type=int, default=10_000)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(fn=_cache_latents)
     return parser
 
 

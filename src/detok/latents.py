@@ -1,11 +1,15 @@
-"""Latent statistics owned by a tokenizer: per-channel mean/std over a dataset."""
+"""Latents of a dataset: the tokenizer's per-channel statistics and an on-disk cache for generator training."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from detok.checkpoint import CONFIG_FILE, read_model_config, write_json
@@ -43,3 +47,104 @@ def store_latent_stats(folder: str | Path, mean: list[float], std: list[float]) 
     cfg = dataclasses.replace(cfg, latent_mean=tuple(mean), latent_std=tuple(std))
     raw["model"] = to_dict(cfg)
     write_json(Path(folder) / CONFIG_FILE, raw)
+
+
+# --------------------------------------------------------------------------------------------------
+# Latent cache (encode a dataset once; generators then train without the tokenizer in the loop)
+# --------------------------------------------------------------------------------------------------
+
+CACHE_META = "latents.json"
+
+
+def cache_latents(
+    tokenizer: torch.nn.Module,
+    dataset,
+    out_dir: str | Path,
+    tokenizer_path: str = "",
+    batch_size: int = 256,
+    shard_size: int = 10_000,
+    progress: bool = True,
+) -> Path:
+    """Encode every image of `dataset` and its horizontal flip into safetensors shards under `out_dir`.
+
+    Each shard `shard-XXXXX.safetensors` holds "latents" and "latents_flip" (n, C, h, w) float32 — raw
+    posterior means, not normalised — and "labels" (n,). Shards are written atomically; re-running skips
+    the finished ones, so an interrupted cache resumes. `latents.json` records the layout and the
+    tokenizer's own statistics (if it has them) so that consumers normalise with the tokenizer's numbers.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(dataset)
+    num_shards = -(-n // shard_size)
+    tokenizer.eval()
+    device = next(tokenizer.parameters()).device
+    for s in tqdm(range(num_shards), disable=not progress, desc="cache latents", unit="shard"):
+        path = out / f"shard-{s:05d}.safetensors"
+        if path.exists():
+            continue
+        parts: dict[str, list[torch.Tensor]] = {"latents": [], "latents_flip": [], "labels": []}
+        for start in range(s * shard_size, min((s + 1) * shard_size, n), batch_size):
+            idx = torch.arange(start, min(start + batch_size, (s + 1) * shard_size, n))
+            x, y = dataset.get_batch(idx)
+            x = x.to(device)
+            with torch.no_grad():
+                parts["latents"].append(tokenizer.encode(x).cpu())
+                parts["latents_flip"].append(tokenizer.encode(x.flip(-1)).cpu())
+            parts["labels"].append(y)
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=".shard-")
+        os.close(fd)
+        save_file({k: torch.cat(v).contiguous() for k, v in parts.items()}, tmp)
+        os.replace(tmp, path)
+    cfg = tokenizer.config
+    meta = {
+        "tokenizer": tokenizer_path,
+        "count": n,
+        "shards": num_shards,
+        "latent_shape": list(tokenizer.latent_shape),
+        "token_layout": tokenizer.token_layout,
+        "num_classes": dataset.num_classes,
+        "latent_mean": None if cfg.latent_mean is None else list(cfg.latent_mean),
+        "latent_std": None if cfg.latent_std is None else list(cfg.latent_std),
+    }
+    write_json(out / CACHE_META, meta)
+    return out
+
+
+class LatentDataset:
+    """Cached latents held in memory; `get_batch` picks the flipped copy of each image with probability ½."""
+
+    def __init__(self, cache_dir: str | Path, normalize: bool = True):
+        cache = Path(cache_dir)
+        meta_path = cache / CACHE_META
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{cache} is not a latent cache ({CACHE_META} missing; run `detok latents cache`)")
+        self.meta = json.loads(meta_path.read_text())
+        shards = [load_file(str(cache / f"shard-{s:05d}.safetensors")) for s in range(self.meta["shards"])]
+        self.latents = torch.cat([s["latents"] for s in shards])  # (N, C, h, w)
+        self.latents_flip = torch.cat([s["latents_flip"] for s in shards])
+        self.labels = torch.cat([s["labels"] for s in shards])
+        self.num_classes = self.meta["num_classes"]
+        if normalize:
+            if self.meta["latent_mean"] is None:
+                raise RuntimeError(
+                    f"{cache}: the tokenizer had no latent statistics when the cache was written; "
+                    "run `detok tokenizer stats` and re-cache, or load with normalize=False"
+                )
+            shape = (1, -1) + (1,) * (self.latents.dim() - 2)
+            mean = torch.tensor(self.meta["latent_mean"]).view(shape)
+            std = torch.tensor(self.meta["latent_std"]).view(shape)
+            self.latents = (self.latents - mean) / std
+            self.latents_flip = (self.latents_flip - mean) / std
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def get_batch(
+        self, indices: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents (B, C, h, w) and labels (B,); each drawn from the flipped copy with probability ½."""
+        flip = torch.rand(len(indices), generator=generator) < 0.5
+        z = torch.where(
+            flip.view(-1, *([1] * (self.latents.dim() - 1))), self.latents_flip[indices], self.latents[indices]
+        )
+        return z, self.labels[indices]

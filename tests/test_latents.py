@@ -1,0 +1,73 @@
+"""Latent cache: shards equal the tokenizer's encodings (and of the flips), resume skips finished shards."""
+
+import numpy as np
+import pytest
+import torch
+
+from detok import create_model
+from detok.checkpoint import save_model_folder
+from detok.cli import main as cli_main
+from detok.latents import LatentDataset, store_latent_stats
+
+
+@pytest.fixture
+def tokenizer_and_data(tmp_path):
+    torch.manual_seed(0)
+    tok = create_model("detok-fmnist32-tiny").eval()
+    save_model_folder(tmp_path / "tok", tok)
+    c = tok.config.latent_channels
+    store_latent_stats(tmp_path / "tok", [0.5] * c, [2.0] * c)
+    imgs = np.random.default_rng(0).integers(0, 256, (10, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", images=imgs, labels=np.arange(10) % 3)
+    return tmp_path, tok, imgs
+
+
+def _cache(tmp_path, out):
+    args = [
+        "latents",
+        "cache",
+        "--tokenizer",
+        str(tmp_path / "tok"),
+        "--out",
+        str(out),
+        "--shard-size",
+        "4",
+        "--batch-size",
+        "3",
+        "--threads",
+        "1",
+        "--set",
+        "name=npz",
+        "--set",
+        f"root={tmp_path / 'd.npz'}",
+    ]
+    assert cli_main(args) == 0
+
+
+def test_cache_matches_encode_and_resumes(tokenizer_and_data):
+    tmp_path, tok, imgs = tokenizer_and_data
+    out = tmp_path / "cache"
+    _cache(tmp_path, out)
+    shards = sorted(out.glob("shard-*.safetensors"))
+    assert len(shards) == 3  # 10 images in shards of 4
+    raw = LatentDataset(out, normalize=False)
+    x = torch.nn.functional.pad(torch.from_numpy(imgs).float().div(127.5).sub(1).unsqueeze(1), (2, 2, 2, 2), value=-1)
+    assert torch.allclose(raw.latents, tok.encode(x), atol=1e-5)
+    assert torch.allclose(raw.latents_flip, tok.encode(x.flip(-1)), atol=1e-5)
+    assert raw.labels.tolist() == (np.arange(10) % 3).tolist() and raw.num_classes == 3
+    norm = LatentDataset(out)
+    assert torch.allclose(norm.latents, (raw.latents - 0.5) / 2.0)
+    z, y = norm.get_batch(torch.arange(10), torch.Generator().manual_seed(0))
+    picked_flip = [not torch.equal(z[i], norm.latents[i]) for i in range(10)]
+    assert 0 < sum(picked_flip) < 10
+    # resume: only the missing shard is written again
+    kept = shards[0].stat().st_mtime_ns
+    shards[1].unlink()
+    _cache(tmp_path, out)
+    assert shards[1].exists() and shards[0].stat().st_mtime_ns == kept
+    assert torch.equal(LatentDataset(out, normalize=False).latents, raw.latents)
+
+
+def test_missing_cache_is_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="detok latents cache"):
+        LatentDataset(tmp_path)
