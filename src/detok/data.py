@@ -321,3 +321,12 @@ def build_dataset(cfg: DataConfig, split: str = "train") -> TensorImageDataset:
                 break
         return ImageFolderDataset(root, cfg)
     raise ValueError(f"unknown dataset {cfg.name!r}")
+
+
+def iter_batches(dataset, batch_size: int, max_images: int | None = None, desc: str = "", progress: bool = True):
+    """Yield (images, labels) over the first `max_images` items of `dataset` in order, without flips."""
+    from tqdm import tqdm
+
+    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    for start in tqdm(range(0, n, batch_size), disable=not progress, desc=desc, unit="batch"):
+        yield dataset.get_batch(torch.arange(start, min(start + batch_size, n)))

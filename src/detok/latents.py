@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from detok.checkpoint import CONFIG_FILE, read_model_config, write_json
 from detok.config import to_dict
+from detok.data import iter_batches
 
 
 @torch.no_grad()
@@ -27,11 +28,10 @@ def compute_latent_stats(
 ) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of `tokenizer.encode` over `dataset` (float64 accumulation)."""
     tokenizer.eval()
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
     total = sq = None
     count = 0
-    for start in tqdm(range(0, n, batch_size), disable=not progress, desc="latent stats", unit="batch"):
-        x = dataset.get_batch(torch.arange(start, min(start + batch_size, n)))[0].to(device)
+    for x, _ in iter_batches(dataset, batch_size, max_images, "latent stats", progress):
+        x = x.to(device)
         z = tokenizer.encode(x).double().transpose(0, 1).flatten(1)  # (C, N·h·w)
         total = z.sum(1) if total is None else total + z.sum(1)
         sq = (z * z).sum(1) if sq is None else sq + (z * z).sum(1)

@@ -6,7 +6,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+
+from detok.data import iter_batches
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
@@ -58,11 +59,9 @@ def evaluate_reconstruction(
     errors and the image count.
     """
     tokenizer.eval()
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
     psnrs, ssims = [], []
-    for start in tqdm(range(0, n, batch_size), disable=not progress, desc="reconstruct", unit="batch"):
-        idx = torch.arange(start, min(start + batch_size, n))
-        x = dataset.get_batch(idx)[0].to(device)
+    for x, _ in iter_batches(dataset, batch_size, max_images, "reconstruct", progress):
+        x = x.to(device)
         recon = tokenizer.decode(tokenizer.encode(x)).clamp(-1, 1)
         psnrs.append(psnr(recon, x).cpu())
         ssims.append(ssim(recon, x).cpu())
@@ -72,5 +71,5 @@ def evaluate_reconstruction(
         "psnr_sem": (p.std() / math.sqrt(len(p))).item(),
         "ssim": s.mean().item(),
         "ssim_sem": (s.std() / math.sqrt(len(s))).item(),
-        "images": n,
+        "images": len(p),
     }

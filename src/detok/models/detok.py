@@ -8,6 +8,7 @@ the whole image. Both corruptions apply only in training; `encode` returns the p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -335,20 +336,9 @@ def _paper(enc: str, dec: str) -> DeTokConfig:
 def _tiny(cfg: DeTokConfig) -> DeTokConfig:
     """Tiny twin for tests: same shape conventions, width 32, one block each side, small images."""
     p = min(cfg.patch_size, 4)
-    return DeTokConfig(
-        image_size=4 * p if cfg.image_size > 32 else cfg.image_size,
-        channels=cfg.channels,
-        patch_size=p,
-        latent_channels=cfg.latent_channels,
-        enc_width=32,
-        enc_depth=1,
-        enc_heads=2,
-        dec_width=32,
-        dec_depth=1,
-        dec_heads=2,
-        mlp_ratio=2.0,
-        corruption=cfg.corruption,
-    )
+    size = 4 * p if cfg.image_size > 32 else cfg.image_size
+    width = {"enc_width": 32, "enc_depth": 1, "enc_heads": 2, "dec_width": 32, "dec_depth": 1, "dec_heads": 2}
+    return dataclasses.replace(cfg, image_size=size, patch_size=p, mlp_ratio=2.0, **width)
 
 
 def _register_pair(name: str, make: callable, doc: str) -> None:
