@@ -1,0 +1,30 @@
+"""Run logging: JSONL records, PNG grids, and the TensorBoard extra's error message."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detok.runlog import RunLog, read_log, save_grid
+
+
+def test_jsonl_log_and_grid(tmp_path):
+    log = RunLog(tmp_path)
+    log.log(1, loss=0.5, img_per_s=10.0)
+    log.log(2, loss=0.25)
+    assert [r["loss"] for r in read_log(tmp_path)] == [0.5, 0.25]
+    RunLog(tmp_path, enabled=False).log(3, loss=1.0)  # non-main ranks write nothing
+    assert len(read_log(tmp_path)) == 2
+    images = torch.linspace(-1, 1, 6 * 4 * 4).view(6, 1, 4, 4)
+    save_grid(images, tmp_path / "g.png", nrow=3, pad=1)
+    grid = np.asarray(Image.open(tmp_path / "g.png"))
+    assert grid.shape == (2 * 5 + 1, 3 * 5 + 1)
+    assert grid[1, 1] == 0 and grid[-2, -2] == 255  # first pixel is -1 → 0, last is +1 → 255
+
+
+def test_tensorboard_missing_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(ImportError, match=r"detok\[tensorboard\]"):
+        RunLog(tmp_path, tensorboard=True)
