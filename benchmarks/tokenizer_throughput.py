@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from detok.config import apply_overrides
 from detok.models.corruption import sample_mask_ratio
 from detok.models.detok import DeTok
+from detok.training.common import autocast
 from detok.training.tokenizer import default_run_config, train_tokenizer
 
 # The issue's fixed reference: width 256, 4+4 blocks, 4 heads, 32×32×3, p=4, C=16, batch 64, γ=3, M=0.7.
@@ -46,25 +47,35 @@ REFERENCE = [
 ]
 
 
-def matmul_peak(threads: int, n: int = 2048, reps: int = 20) -> float:
-    """Best-of-3 fp32 GEMM rate in GFLOP/s."""
+def matmul_peak(threads: int, n: int = 2048, reps: int = 20, device: str = "cpu", dtype=torch.float32) -> float:
+    """Best-of-3 GEMM rate in GFLOP/s (on CUDA: n = 8192, synchronised)."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    if device == "cuda":
+        n = 8192
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     best = 0.0
     for _ in range(3):
+        _sync(device)
         t = time.perf_counter()
         for _ in range(reps):
             a @ b
+        _sync(device)
         best = max(best, reps * 2 * n**3 / (time.perf_counter() - t) / 1e9)
     return best
+
+
+def _sync(device: str | torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def step_flops(model: DeTok, batch: int, draws: int = 16) -> float:
     """Mean FLOPs of forward + backward for one batch, over masking ratios drawn as in training."""
     cfg = model.config
-    x = torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1
+    device = next(model.parameters()).device
+    x = torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size, device=device) * 2 - 1
     g = torch.Generator().manual_seed(0)
     total = 0
     for _ in range(draws):
@@ -104,20 +115,25 @@ def train_throughput(cfg, steps: int, threads: int) -> float:
 
 
 @torch.no_grad()
-def codec_throughput(model: DeTok, batch: int = 256, reps: int = 5) -> tuple[float, float]:
+def codec_throughput(model: DeTok, batch: int = 256, reps: int = 5, precision: str = "fp32") -> tuple[float, float]:
     """(encode img/s, decode img/s) in eval mode."""
     cfg = model.config
+    device = next(model.parameters()).device
     model.eval()
-    x = torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1
-    z = model.encode(x)
-    model.decode(z)
-    t = time.perf_counter()
-    for _ in range(reps):
-        model.encode(x)
-    enc = reps * batch / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for _ in range(reps):
+    x = torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size, device=device) * 2 - 1
+    with autocast(device, precision):
+        z = model.encode(x)
         model.decode(z)
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(reps):
+            model.encode(x)
+        _sync(device)
+        enc = reps * batch / (time.perf_counter() - t)
+        t = time.perf_counter()
+        for _ in range(reps):
+            model.decode(z)
+        _sync(device)
     return enc, reps * batch / (time.perf_counter() - t)
 
 
@@ -135,22 +151,36 @@ def main() -> None:
         "reference": apply_overrides(default_run_config("detok-fmnist32"), REFERENCE),
         "fmnist32": default_run_config("detok-fmnist32"),
     }
+    peaks = {"fp32": peak}
     if torch.cuda.is_available():
-        configs["bb"] = apply_overrides(
-            default_run_config("detok-bb"),
-            ["train.device=cuda", "train.batch_size=64", "loss.perceptual_weight=0", "loss.gan_weight=0"],
-        )
+        # detok-BB at 256 px, the paper's tokenizer (no LPIPS/GAN: their cost depends on the backbone choice).
+        peaks = {"fp32": matmul_peak(1, device="cuda"), "bf16": matmul_peak(1, device="cuda", dtype=torch.bfloat16)}
+        print(f"gpu {torch.cuda.get_device_name()}: fp32 matmul {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f}")
+        for precision in ("bf16", "fp32"):
+            configs[f"bb-{precision}"] = apply_overrides(
+                default_run_config("detok-bb"),
+                [
+                    "train.device=cuda",
+                    "train.batch_size=64",
+                    f"train.precision={precision}",
+                    "loss.perceptual_weight=0",
+                    "loss.gan_weight=0",
+                ],
+            )
     for name, cfg in configs.items():
-        if args.only and name != args.only:
+        if args.only and not name.startswith(args.only):
             continue
-        model = DeTok(cfg.model)
+        device = "cuda" if cfg.train.device == "cuda" else "cpu"
+        model = DeTok(cfg.model).to(device)
         flops = step_flops(model, cfg.train.batch_size) / cfg.train.batch_size
         ips = train_throughput(cfg, args.steps, args.threads)
-        enc, dec = codec_throughput(model)
+        enc, dec = codec_throughput(model, precision=cfg.train.precision)
         achieved = ips * flops / 1e9
+        ref = peaks[cfg.train.precision] if device == "cuda" else peak
         print(
             f"{name}: train {ips:.1f} img/s, {flops / 1e9:.2f} GFLOP/img (fwd+bwd) -> {achieved:.1f} GFLOP/s "
-            f"= {100 * achieved / peak:.0f}% of peak; encode {enc:.0f} img/s, decode {dec:.0f} img/s"
+            f"= {100 * achieved / ref:.0f}% of {device} {cfg.train.precision} peak; "
+            f"encode {enc:.0f} img/s, decode {dec:.0f} img/s"
         )
 
 

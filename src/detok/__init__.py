@@ -3,11 +3,18 @@
 from detok.registry import create_model, list_models
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "load_tokenizer", "__version__"]
+__all__ = ["create_model", "list_models", "load_generator", "load_tokenizer", "__version__"]
 
 
 def load_tokenizer(path, device="cpu"):
     """Load a tokenizer from a run directory or any folder holding `config.json` + `model.safetensors`."""
     from detok.checkpoint import load_tokenizer as _load
+
+    return _load(path, device=device)
+
+
+def load_generator(path, device="cpu"):
+    """Load a generator from a run directory or any folder holding `config.json` + `model.safetensors`."""
+    from detok.checkpoint import load_generator as _load
 
     return _load(path, device=device)

@@ -153,3 +153,11 @@ def load_training_state(
     if "rng_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])
     return json.loads((ckpt / "meta.json").read_text())
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a generator from a run directory or a folder holding `config.json` + `model.safetensors`."""
+    model = load_model_folder(path, device)
+    if getattr(model, "kind", None) != "generator":
+        raise ValueError(f"{path} holds a {getattr(model, 'kind', 'unknown')} model, not a generator")
+    return model

@@ -98,6 +98,64 @@ def _cache_latents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_generator(args: argparse.Namespace) -> int:
+    from detok.training.generator import default_run_config, train_generator
+
+    cfg = default_run_config(args.preset, args.tokenizer, args.latents, args.set or [])
+    out = Path(args.out or f"runs/{args.preset}")
+    if args.dry_run:
+        print(json.dumps({"out": str(out), **to_dict(cfg)}, indent=2))
+        return 0
+    from detok import dist
+
+    try:
+        train_generator(cfg, out)
+        dist.print0(f"trained generator written to {out}")
+    finally:
+        dist.cleanup()
+    return 0
+
+
+def _parse_interval(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"--cfg-interval takes two numbers 'lo,hi' (noise level, 0 = data, 1 = noise), got {text!r}")
+    return float(parts[0]), float(parts[1])
+
+
+def _sample_generator(args: argparse.Namespace) -> int:
+    from detok.checkpoint import load_generator, load_tokenizer, read_model_config
+    from detok.generate import sample_images, save_samples
+    from detok.training.common import resolve_device, set_threads
+
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    model = load_generator(args.run, device)
+    if args.set:  # sampling-time settings, e.g. model.flow.sample_steps=100 (weights stay the same)
+        cfg = apply_overrides(model.config, [s.removeprefix("model.") for s in args.set])
+        state = model.state_dict()
+        model = type(model)(cfg).to(device).eval()
+        model.load_state_dict(state)
+    tokenizer_path = args.tokenizer or read_model_config(args.run)[2].get("tokenizer")
+    if not tokenizer_path:
+        raise ValueError(f"{args.run} does not record its tokenizer; pass --tokenizer")
+    tok = load_tokenizer(tokenizer_path, device)
+    images, labels = sample_images(
+        model,
+        tok,
+        args.num,
+        cfg_scale=args.cfg,
+        cfg_interval=_parse_interval(args.cfg_interval),
+        temperature=args.temperature,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    path = save_samples(args.out, images, labels)
+    settings = {"cfg": args.cfg, "cfg_interval": args.cfg_interval, "temperature": args.temperature}
+    print(json.dumps({"samples": str(path), "num": len(images), "seed": args.seed, **settings}))
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     from detok.registry import get_preset, list_models
 
@@ -159,6 +217,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(fn=_cache_latents)
+
+    gen = sub.add_parser("generator", help="train generators on tokenizer latents and sample from them")
+    gen = gen.add_subparsers(dest="action", required=True)
+    p = gen.add_parser("train", help="train a generator (re-run the same command to resume)")
+    p.add_argument("--preset", required=True, help="generator preset (see `detok presets`)")
+    p.add_argument("--tokenizer", required=True, help="tokenizer run directory or model folder (with latent stats)")
+    p.add_argument("--latents", help="latent cache from `detok latents cache` (default: encode images on the fly)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.images=20000 or model.flow.sample_steps=100",
+    )
+    p.add_argument("--out", help="run directory (default runs/<preset>)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(fn=_train_generator)
+
+    p = gen.add_parser("sample", help="sample class-balanced images into an .npz (uint8 images + labels) and a PNG")
+    p.add_argument("run", help="generator run directory or model folder")
+    p.add_argument("--num", type=int, default=100, help="number of images")
+    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = unguided)")
+    p.add_argument("--cfg-interval", default="0,1", help="guide only at noise levels in [lo,hi] (0 = data, 1 = noise)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", required=True, help="output .npz path (a PNG grid is written beside it)")
+    p.add_argument("--tokenizer", help="tokenizer to decode with (default: the one the generator was trained on)")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="sampling setting, e.g. model.flow.sampler=euler"
+    )
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(fn=_sample_generator)
     return parser
 
 

@@ -115,10 +115,7 @@ class LatentDataset:
 
     def __init__(self, cache_dir: str | Path, normalize: bool = True):
         cache = Path(cache_dir)
-        meta_path = cache / CACHE_META
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{cache} is not a latent cache ({CACHE_META} missing; run `detok latents cache`)")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = self.read_meta(cache)
         shards = [load_file(str(cache / f"shard-{s:05d}.safetensors")) for s in range(self.meta["shards"])]
         self.latents = torch.cat([s["latents"] for s in shards])  # (N, C, h, w)
         self.latents_flip = torch.cat([s["latents_flip"] for s in shards])
@@ -135,6 +132,16 @@ class LatentDataset:
             std = torch.tensor(self.meta["latent_std"]).view(shape)
             self.latents = (self.latents - mean) / std
             self.latents_flip = (self.latents_flip - mean) / std
+
+    @staticmethod
+    def read_meta(cache_dir: str | Path) -> dict:
+        """The cache's `latents.json` (layout, class count, the tokenizer's statistics)."""
+        meta_path = Path(cache_dir) / CACHE_META
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"{cache_dir} is not a latent cache ({CACHE_META} missing; run `detok latents cache`)"
+            )
+        return json.loads(meta_path.read_text())
 
     def __len__(self) -> int:
         return len(self.latents)

@@ -16,13 +16,15 @@ class TrainConfig:
     """Optimisation and bookkeeping of a training run.
 
     Progress is counted in images: `images` is the budget, `batch_size` the global (effective) batch over
-    all processes and accumulation steps. lr = blr · batch_size / 256.
+    all processes and accumulation steps. lr = blr · batch_size / 256, unless `lr` gives it directly
+    (the generators' recipe states an absolute rate).
     """
 
     images: int = 60_000
     batch_size: int = 64
     grad_accum: int = 1
     blr: float = 1e-4
+    lr: float | None = None
     min_lr: float = 0.0
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     warmup_frac: float = 0.25
@@ -49,6 +51,8 @@ class TrainConfig:
             raise ValueError("images, batch_size and grad_accum must be positive")
         if not 0.0 <= self.warmup_frac <= 1.0:
             raise ValueError(f"warmup_frac must be in [0, 1], got {self.warmup_frac}")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -57,7 +61,7 @@ class TrainConfig:
         return -(-self.images // self.batch_size)
 
     def peak_lr(self) -> float:
-        return self.blr * self.batch_size / 256
+        return self.lr if self.lr is not None else self.blr * self.batch_size / 256
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,0 +1,279 @@
+"""Generator training on tokenizer latents (paper App. A.2: the same recipe for every tokenizer).
+
+The generator sees latents normalised with the tokenizer's own per-channel statistics, either read from a
+latent cache (`detok latents cache`, the fast path) or encoded on the fly from images. Same conventions as
+tokenizer training: resume by re-running, DDP under torchrun, EMA, JSONL log, resolved config, periodic
+sample grids decoded through the tokenizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from detok import dist
+from detok.checkpoint import (
+    latest_checkpoint,
+    load_tokenizer,
+    load_training_state,
+    save_model_folder,
+    save_training_state,
+    write_json,
+)
+from detok.config import apply_overrides, from_dict, to_dict
+from detok.data import DataConfig, build_dataset
+from detok.generate import batch_generator
+from detok.latents import LatentDataset
+from detok.objectives.guidance import balanced_labels
+from detok.optim import EMA, lr_at, param_groups
+from detok.registry import get_preset
+from detok.runlog import RunLog, save_grid
+from detok.training.common import TrainConfig, autocast, batch_indices, resolve_device, set_threads, shard_seed
+
+
+@dataclass(frozen=True)
+class GeneratorRunConfig:
+    """Everything a generator run needs.
+
+    Attributes:
+        model: the preset's config; `latent_channels`, `input_size` and `num_classes` are filled from the
+            tokenizer and the data by `default_run_config`.
+        tokenizer: tokenizer run directory or model folder (decodes preview grids; encodes on the fly).
+        latents: latent cache directory; None encodes `data` through the tokenizer at every step.
+        preview_cfg: guidance scale of the periodic sample grids.
+    """
+
+    preset: str
+    tokenizer: str
+    model: Any
+    latents: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preview_cfg: float = 2.0
+
+
+def default_train_config(preset: str) -> TrainConfig:
+    """The paper's generator recipe (constant lr 2e-4, no warm-up, no weight decay, EMA 0.9999), or the
+    FMNIST-32 short-run recipe: minutes on 2 CPU cores need a larger rate and a faster EMA."""
+    if "fmnist" in preset:
+        return TrainConfig(
+            images=96_000,
+            batch_size=64,
+            lr=1e-3,
+            lr_schedule="constant",
+            warmup_frac=0.0,
+            weight_decay=0.0,
+            grad_clip=3.0,
+            ema_decay=0.999,
+            ckpt_every=250,
+            sample_every=10**9,
+        )
+    return TrainConfig(
+        images=400 * 1_281_167,
+        batch_size=256,
+        lr=2e-4,
+        lr_schedule="constant",
+        warmup_frac=0.0,
+        weight_decay=0.0,
+        grad_clip=3.0,
+        ema_decay=0.9999,
+        ckpt_every=5_000,
+        sample_every=5_000,
+    )
+
+
+def _tokenizer_data(tokenizer_path: str, tokenizer) -> DataConfig:
+    """The tokenizer's training data (from its run_config.json), with flips on; else Fashion-MNIST geometry."""
+    run_cfg = Path(tokenizer_path) / "run_config.json"
+    if run_cfg.is_file():
+        data = from_dict(DataConfig, json.loads(run_cfg.read_text())["run"]["data"])
+        return dataclasses.replace(data, hflip=True)
+    return DataConfig(image_size=tokenizer.config.image_size, channels=tokenizer.config.channels, hflip=True)
+
+
+def default_run_config(
+    preset: str, tokenizer: str, latents: str | None = None, overrides: list[str] | None = None
+) -> GeneratorRunConfig:
+    """The resolved run config: the preset's model fitted to the tokenizer's latent layout and the data's
+    classes, the recipe of `default_train_config`, then `overrides` (`model.*` keys go to the model config)."""
+    p = get_preset(preset)
+    if p.kind != "generator":
+        raise ValueError(f"{preset!r} is a {p.kind} preset, not a generator")
+    tok = load_tokenizer(tokenizer)
+    cfg = GeneratorRunConfig(
+        preset=preset,
+        tokenizer=str(tokenizer),
+        model=p.make_config(),
+        latents=None if latents is None else str(latents),
+        data=_tokenizer_data(tokenizer, tok),
+        train=default_train_config(preset),
+    )
+    cfg = apply_run_overrides(cfg, overrides or [])
+    if cfg.latents is not None:
+        meta = LatentDataset.read_meta(cfg.latents)
+        if tuple(meta["latent_shape"]) != tuple(tok.latent_shape):
+            raise ValueError(
+                f"latent cache {cfg.latents} holds latents of shape {tuple(meta['latent_shape'])} but the "
+                f"tokenizer {tokenizer} produces {tuple(tok.latent_shape)}: re-cache with this tokenizer"
+            )
+        num_classes = meta["num_classes"]
+    else:
+        num_classes = build_dataset(cfg.data, "train").num_classes
+    c, *size = tok.latent_shape
+    model = dataclasses.replace(cfg.model, latent_channels=c, input_size=tuple(size), num_classes=num_classes)
+    return dataclasses.replace(cfg, model=model)
+
+
+def apply_run_overrides(cfg: GeneratorRunConfig, overrides: list[str]) -> GeneratorRunConfig:
+    """Apply `key=value` overrides; `model.*` keys are validated against the preset's own config class."""
+    model_keys = [o.strip()[len("model.") :] for o in overrides if o.strip().startswith("model.")]
+    rest = [o for o in overrides if not o.strip().startswith("model.")]
+    model = apply_overrides(cfg.model, model_keys) if model_keys else cfg.model
+    if rest:
+        cfg = apply_overrides(cfg, rest)  # `model` is untyped here and comes back as a dict: put it back
+    return dataclasses.replace(cfg, model=model)
+
+
+class _OnTheFlyLatents:
+    """Images encoded through the tokenizer at every step (normalised with its statistics)."""
+
+    def __init__(self, data: DataConfig, tokenizer, device: torch.device):
+        self.dataset = build_dataset(data, "train")
+        self.tokenizer, self.device = tokenizer, device
+        self.num_classes = self.dataset.num_classes
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
+        x, y = self.dataset.get_batch(indices, generator)  # flips drawn from `generator`
+        return self.tokenizer.encode(x.to(self.device), normalize=True), y
+
+
+def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
+    """Train (or resume) a generator in `run_dir`; returns the run directory, which then holds the EMA model."""
+    tc = cfg.train
+    device = resolve_device(tc.device)
+    dist.init(device)
+    set_threads(tc.threads)
+    run_dir = Path(run_dir)
+    world, rank = dist.world_size(), dist.rank()
+    shards = world * tc.grad_accum
+    if tc.batch_size % shards:
+        raise ValueError(f"batch_size {tc.batch_size} is not divisible by processes × grad_accum = {shards}")
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+
+    tokenizer = load_tokenizer(cfg.tokenizer, device)
+    if tokenizer.config.latent_mean is None:
+        raise RuntimeError(
+            f"tokenizer {cfg.tokenizer} has no latent statistics; run `detok tokenizer stats {cfg.tokenizer}` first "
+            "(generators train on latents normalised with the tokenizer's own statistics)"
+        )
+    if cfg.latents is not None:
+        dataset = LatentDataset(cfg.latents, normalize=True)
+        if dataset.meta["latent_mean"] != list(tokenizer.config.latent_mean):
+            raise ValueError(
+                f"latent cache {cfg.latents} was normalised with other statistics than tokenizer {cfg.tokenizer} "
+                "has now (stats recomputed after caching?): re-run `detok latents cache`"
+            )
+    else:
+        dataset = _OnTheFlyLatents(cfg.data, tokenizer, device)
+
+    preset = get_preset(cfg.preset)
+    torch.manual_seed(tc.seed)
+    model = preset.model_cls(cfg.model).to(device)
+    ema = EMA(model, tc.ema_decay, tc.ema_warmup)
+    opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.peak_lr(), betas=(tc.beta1, tc.beta2))
+    modules, optimizers = {"model": model, "ema": ema.model}, {"opt": opt}
+
+    step, images_seen = 0, 0
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        meta = load_training_state(ckpt, modules, optimizers)
+        step, images_seen, ema.updates = meta["step"], meta["images_seen"], meta["ema_updates"]
+        dist.print0(f"resumed from {ckpt} (step {step}, {images_seen} images)")
+    num_params = sum(p.numel() for p in model.parameters())
+    record = {"run": to_dict(cfg), "world_size": world, "effective_batch": tc.batch_size, "parameters": num_params}
+    if dist.is_main():
+        write_json(run_dir / "run_config.json", record)
+    dist.print0(f"{cfg.preset}: {num_params / 1e6:.2f}M parameters, {len(dataset)} training latents")
+
+    ddp_model = DDP(model) if dist.is_distributed() else model
+    forward = torch.compile(ddp_model) if tc.compile else ddp_model
+    total, warmup = tc.total_steps, int(tc.warmup_frac * tc.total_steps)
+    log = RunLog(run_dir, enabled=dist.is_main(), tensorboard=tc.tensorboard)
+    bar = tqdm(total=total, initial=step, disable=not (tc.progress and dist.is_main()), desc="generator", unit="step")
+    t_last, imgs_last = time.perf_counter(), images_seen
+
+    model.train()
+    while step < total:
+        lr = lr_at(step, total, tc.peak_lr(), warmup, tc.min_lr, tc.lr_schedule)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = batch_indices(step, tc.batch_size, len(dataset), tc.seed).view(shards, -1)
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(tc.grad_accum):
+            shard = rank * tc.grad_accum + micro
+            z, y = dataset.get_batch(idx[shard], torch.Generator().manual_seed(shard_seed(tc.seed, step, shard)))
+            z, y = z.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            torch.manual_seed(shard_seed(tc.seed, step, shard))  # noise, timesteps, masks, label dropout
+            sync = micro == tc.grad_accum - 1
+            with ddp_model.no_sync() if (not sync and ddp_model is not model) else contextlib.nullcontext():
+                with autocast(device, tc.precision):
+                    loss = forward(z, y).float()
+                (loss / tc.grad_accum).backward()
+            loss_sum += loss.detach() / tc.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(model)
+        step += 1
+        images_seen += tc.batch_size
+        bar.update(1)
+
+        if step % tc.log_every == 0 or step == total:
+            loss_mean = float(dist.all_reduce_mean(loss_sum))
+            now = time.perf_counter()
+            ips = (images_seen - imgs_last) / max(now - t_last, 1e-9)
+            t_last, imgs_last = now, images_seen
+            log.log(
+                step,
+                images=images_seen,
+                lr=lr,
+                loss=round(loss_mean, 6),
+                grad_norm=float(grad_norm),
+                img_per_s=round(ips, 2),
+            )
+            bar.set_postfix(loss=f"{loss_mean:.4f}", img_s=f"{ips:.0f}")
+        if dist.is_main() and (step % tc.sample_every == 0 or step == total):
+            _preview(ema.model, tokenizer, cfg, run_dir / "samples" / f"step-{step:08d}.png", device)
+        if step % tc.ckpt_every == 0 or step == total:
+            if dist.is_main():
+                meta = {"step": step, "images_seen": images_seen, "ema_updates": ema.updates}
+                save_training_state(run_dir, step, modules, optimizers, meta, tc.keep_checkpoints)
+                extra = {"preset": cfg.preset, "step": step, "tokenizer": cfg.tokenizer}
+                save_model_folder(run_dir, ema.model, extra)
+            dist.barrier()
+    bar.close()
+    log.close()
+    return run_dir
+
+
+@torch.no_grad()
+def _preview(model, tokenizer, cfg: GeneratorRunConfig, path: Path, device: torch.device) -> None:
+    """Two EMA samples for each of the first (up to) 8 classes, decoded through the tokenizer into a PNG grid."""
+    k = model.config.num_classes
+    labels = balanced_labels(2 * min(k, 8), min(k, 8), device)
+    z = model.sample(labels, cfg_scale=cfg.preview_cfg, generator=batch_generator(cfg.train.seed, 0, device))
+    save_grid(tokenizer.decode(z, normalized=True), path, nrow=min(k, 8))

@@ -1,0 +1,203 @@
+"""Contracts of every registered generator preset's tiny twin (docs/generator-contract.md).
+
+Shapes, gradients reaching every parameter, save → load identity, determinism under a seed, seeded
+sampling, CFG scale 1 taking the unguided path, 1-D token sequences, and a short overfit on a fixed
+latent batch. A new generator registered with a `-tiny` twin gets all of these for free.
+"""
+
+import dataclasses
+
+import pytest
+import torch
+
+from detok import create_model, list_models
+from detok.checkpoint import load_generator, save_model_folder
+
+TINY = list_models("*-tiny", kind="generator")
+FAMILIES = ("dit", "sit", "lightningdit", "mar", "randomar", "rasterar")
+
+# Loss after 120 Adam steps on one fixed batch, as a fraction of the loss before (same noise, timesteps and
+# masks for both evaluations). Measured on the tiny twins (see test_overfit_fixed_batch's docstring); the
+# bounds leave ~1.5× head-room. Diffusion losses cannot reach zero — the noise is resampled each step.
+OVERFIT_FACTOR = {"dit": 1.5, "sit": 1.5, "lightningdit": 1.5, "mar": 1.5, "randomar": 1.5, "rasterar": 1.5}
+
+
+def _family(name: str) -> str:
+    return name.split("-")[0]
+
+
+def _batch(model, n=4, seed=0):
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, cfg.latent_channels, *cfg.input_size, generator=g)
+    y = torch.randint(0, cfg.num_classes, (n,), generator=g)
+    return z, y
+
+
+def _sample(model, labels, seed=0, **kw):
+    return model.sample(labels, generator=torch.Generator().manual_seed(seed), **kw)
+
+
+def test_all_six_families_are_registered_at_paper_and_fmnist_sizes():
+    names = list_models(kind="generator")
+    for family in FAMILIES:
+        assert f"{family}-b" in names, family
+        assert f"{family}-fmnist32" in names, family
+
+
+def test_every_generator_preset_has_a_tiny_twin():
+    full = [n for n in list_models(kind="generator") if not n.endswith("-tiny")]
+    assert full and all(f"{n}-tiny" in TINY for n in full)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_config_follows_the_contract(name):
+    cfg = create_model(name).config
+    for field in ("latent_channels", "input_size", "num_classes", "class_dropout"):
+        assert hasattr(cfg, field), field
+    assert isinstance(cfg.input_size, tuple) and len(cfg.input_size) in (1, 2)
+    assert dataclasses.is_dataclass(cfg) and cfg.__dataclass_params__.frozen
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_shapes(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    z, y = _batch(model)
+    loss = model(z, y)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    model.eval()
+    out = _sample(model, y, cfg_scale=2.0)
+    assert out.shape == z.shape and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_one_dimensional_token_sequences(name):
+    """Generators must accept 1-D latents (N, C, L), e.g. from a 1-D tokenizer with learnable latent tokens."""
+    torch.manual_seed(0)
+    model = create_model(name, input_size=(8,))
+    z, y = _batch(model)
+    assert torch.isfinite(model(z, y))
+    assert _sample(model.eval(), y).shape == z.shape
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_every_parameter_gets_a_gradient(name):
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    with torch.no_grad():  # move zero-initialised (adaLN-Zero) layers off zero so gradients can flow through
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    z, y = _batch(model, n=8)
+    y[:2] = model.config.num_classes  # include the null class, as label dropout would
+    model(z, y).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_same_seed_same_model_same_loss(name):
+    torch.manual_seed(0)
+    a = create_model(name)
+    torch.manual_seed(0)
+    b = create_model(name)
+    z, y = _batch(a)
+    torch.manual_seed(1)
+    la = a(z, y)
+    torch.manual_seed(1)
+    lb = b(z, y)
+    assert torch.equal(la, lb)
+    torch.manual_seed(2)
+    assert not torch.equal(la, a(z, y))  # the objective is stochastic: another seed, another loss
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_save_load_roundtrip(name, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    save_model_folder(tmp_path, model)
+    loaded = load_generator(tmp_path)
+    z, y = _batch(model)
+    assert torch.equal(_sample(model, y, cfg_scale=1.5), _sample(loaded, y, cfg_scale=1.5))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_seeded_sampling_is_reproducible(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    y = torch.arange(4) % model.config.num_classes
+    a, b, c = _sample(model, y, seed=5), _sample(model, y, seed=5), _sample(model, y, seed=6)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def _null_class_uses(model, labels, cfg_scale):
+    """How often the null class is embedded, and the largest batch seen by a label embedding, during sampling."""
+    k = model.config.num_classes
+    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.num_embeddings == k + 1]
+    assert tables, "the contract expects the class table as an nn.Embedding with num_classes + 1 rows"
+    seen = []
+    hooks = [t.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().flatten())) for t in tables]
+    try:
+        _sample(model, labels, cfg_scale=cfg_scale)
+    finally:
+        for h in hooks:
+            h.remove()
+    used = torch.cat(seen)
+    return int((used == k).sum()), max(len(s) for s in seen)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_cfg_scale_one_takes_the_unguided_path(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    y = torch.arange(3) % model.config.num_classes
+    nulls, batch = _null_class_uses(model, y, cfg_scale=1.0)
+    assert nulls == 0 and batch == len(y)
+    nulls, batch = _null_class_uses(model, y, cfg_scale=3.0)
+    assert nulls > 0 and batch == 2 * len(y)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_guidance_changes_the_samples(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    y = torch.arange(4) % model.config.num_classes
+    assert not torch.allclose(_sample(model, y, cfg_scale=1.0), _sample(model, y, cfg_scale=4.0))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_overfit_fixed_batch(name):
+    """120 Adam steps (lr 2e-3) on 8 fixed latents; the loss, evaluated with the same seeded noise, timesteps
+    and masks before and after, must fall by OVERFIT_FACTOR[family]."""
+    torch.manual_seed(0)
+    model = create_model(name, class_dropout=0.0).train()
+    g = torch.Generator().manual_seed(0)
+    cfg = model.config
+    z = torch.randn(8, cfg.latent_channels, *cfg.input_size, generator=g).clamp(-2, 2)
+    y = torch.arange(8) % cfg.num_classes
+
+    def evaluate():
+        with torch.no_grad():
+            torch.manual_seed(123)
+            return float(sum(model(z, y) for _ in range(4)) / 4)
+
+    before = evaluate()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for step in range(120):
+        torch.manual_seed(1000 + step)
+        loss = model(z, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = evaluate()
+    assert after * OVERFIT_FACTOR[_family(name)] <= before, (before, after)
