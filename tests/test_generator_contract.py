@@ -16,10 +16,12 @@ from detok.checkpoint import load_generator, save_model_folder
 TINY = list_models("*-tiny", kind="generator")
 FAMILIES = ("dit", "sit", "lightningdit", "mar", "randomar", "rasterar")
 
-# Loss after 120 Adam steps on one fixed batch, as a fraction of the loss before (same noise, timesteps and
-# masks for both evaluations). Measured on the tiny twins (see test_overfit_fixed_batch's docstring); the
-# bounds leave ~1.5× head-room. Diffusion losses cannot reach zero — the noise is resampled each step.
-OVERFIT_FACTOR = {"dit": 1.5, "sit": 1.5, "lightningdit": 1.5, "mar": 1.5, "randomar": 1.5, "rasterar": 1.5}
+# How much 120 Adam steps on one fixed batch must lower the loss (loss before ÷ loss after, evaluated with the
+# same seeded noise, timesteps and masks). Measured on the tiny twins on 2026-11-24 (lowest over the family's
+# twins): DiT 4.1, SiT 1.53, LightningDiT 1.83, MAR 2.11, RandomAR 2.1, RasterAR 3.36; the bounds leave
+# ~1.2–1.4× head-room. Diffusion and flow losses cannot reach zero: the noise is redrawn at every step, and a
+# velocity target keeps an irreducible part until the batch is memorised.
+OVERFIT_FACTOR = {"dit": 3.0, "sit": 1.3, "lightningdit": 1.5, "mar": 1.6, "randomar": 1.6, "rasterar": 2.5}
 
 
 def _family(name: str) -> str:
@@ -177,14 +179,14 @@ def test_guidance_changes_the_samples(name):
 
 @pytest.mark.parametrize("name", TINY)
 def test_overfit_fixed_batch(name):
-    """120 Adam steps (lr 2e-3) on 8 fixed latents; the loss, evaluated with the same seeded noise, timesteps
+    """120 Adam steps (lr 5e-3) on 2 fixed latents; the loss, evaluated with the same seeded noise, timesteps
     and masks before and after, must fall by OVERFIT_FACTOR[family]."""
     torch.manual_seed(0)
     model = create_model(name, class_dropout=0.0).train()
     g = torch.Generator().manual_seed(0)
     cfg = model.config
-    z = torch.randn(8, cfg.latent_channels, *cfg.input_size, generator=g).clamp(-2, 2)
-    y = torch.arange(8) % cfg.num_classes
+    z = torch.randn(2, cfg.latent_channels, *cfg.input_size, generator=g).clamp(-2, 2)
+    y = torch.arange(2) % cfg.num_classes
 
     def evaluate():
         with torch.no_grad():
@@ -192,7 +194,7 @@ def test_overfit_fixed_batch(name):
             return float(sum(model(z, y) for _ in range(4)) / 4)
 
     before = evaluate()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     for step in range(120):
         torch.manual_seed(1000 + step)
         loss = model(z, y)

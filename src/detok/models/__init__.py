@@ -1,3 +1,3 @@
 """Model families. Importing this package registers every preset."""
 
-from detok.models import detok  # noqa: F401
+from detok.models import ar, detok, dit, lightningdit, mar  # noqa: F401

@@ -1,0 +1,423 @@
+"""MAR: masked autoregressive generation of continuous tokens with a per-token diffusion head.
+
+Paper: "Autoregressive Image Generation without Vector Quantization" (Li et al., arXiv:2406.11838), §3.4–3.5
+and App. A. The latent grid (or a 1-D token sequence) is cut into tokens; a bidirectional MAE-style
+encoder–decoder sees `buffer_size` buffer tokens that carry the class embedding plus the unmasked tokens, the
+decoder fills the masked slots with a learned [MASK] token, and its output at each masked token conditions the
+Diffusion Loss (`objectives/diffloss.py`) that models that token's distribution. Training masks a fraction of
+the tokens drawn from a truncated normal on [0.7, 1] (mean 1, std 0.25); sampling unmasks the tokens
+in a random order over `num_iter` steps on a cosine schedule, with classifier-free guidance whose scale rises
+linearly with the fraction of generated tokens.
+
+Guidance intervals (`cfg_interval`, in noise level) have no meaning for MAR's token order and are ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from detok.layers import Attention, LabelEmbedder
+from detok.models.dit import latents_to_tokens, tokens_to_latents
+from detok.objectives.diffloss import DiffLoss, DiffLossConfig
+from detok.objectives.guidance import check_interval, linear_cfg_scale
+from detok.registry import register_preset
+
+# --------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MARConfig:
+    """MAR's encoder–decoder, its masking and sampling schedule, and its Diffusion Loss head.
+
+    Attributes:
+        buffer_size: buffer tokens prepended to the sequence; all of them carry the class embedding (64 in MAR).
+        dropout: dropout on the attention and MLP outputs of every block (MAR's `proj_dropout`, 0.1).
+        mask_ratio_min, mask_ratio_max: the training mask ratio is a normal(1, mask_ratio_std²) truncated to
+            [min, max]; MAR uses [0.7, 1], so a batch is occasionally masked completely, as at the first sampling
+            step. The tiny twins cap it at 0.9 so that every batch keeps a visible token (and every parameter
+            gets a gradient in the contract test).
+        num_iter: sampling steps; the number of tokens still masked follows a cosine schedule (64 in MAR).
+        cfg_schedule: "linear" raises the guidance scale from 1 with the fraction of generated tokens (MAR's
+            default, `guidance.linear_cfg_scale`); "constant" uses the full scale at every step.
+    """
+
+    latent_channels: int = 16
+    input_size: tuple[int, ...] = (16, 16)
+    num_classes: int = 1000
+    class_dropout: float = 0.1
+    patch_size: int = 1
+    enc_width: int = 768
+    enc_depth: int = 12
+    enc_heads: int = 12
+    dec_width: int = 768
+    dec_depth: int = 12
+    dec_heads: int = 12
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    buffer_size: int = 64
+    mask_ratio_min: float = 0.7
+    mask_ratio_max: float = 1.0
+    mask_ratio_std: float = 0.25
+    num_iter: int = 64
+    cfg_schedule: Literal["linear", "constant"] = "linear"
+    diffloss: DiffLossConfig = field(default_factory=lambda: DiffLossConfig(width=1024, depth=6))
+
+    def __post_init__(self):
+        if len(self.input_size) not in (1, 2):
+            raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
+        if any(s % self.patch_size for s in self.input_size):
+            raise ValueError(f"patch size {self.patch_size} does not divide input_size {self.input_size}")
+        for name, width, heads in (("enc", self.enc_width, self.enc_heads), ("dec", self.dec_width, self.dec_heads)):
+            if width % heads:
+                raise ValueError(f"{name}_width {width} is not divisible by {name}_heads {heads}")
+        if not 0.0 <= self.class_dropout < 1.0:
+            raise ValueError(f"class_dropout must lie in [0, 1), got {self.class_dropout}")
+        if self.buffer_size < 1:
+            raise ValueError(f"buffer_size must be >= 1 (the buffer carries the class), got {self.buffer_size}")
+        if not 0.0 <= self.mask_ratio_min < self.mask_ratio_max <= 1.0 or self.mask_ratio_std <= 0:
+            raise ValueError(
+                "need 0 <= mask_ratio_min < mask_ratio_max <= 1 and mask_ratio_std > 0, got "
+                f"{self.mask_ratio_min}, {self.mask_ratio_max}, {self.mask_ratio_std}"
+            )
+        if self.num_iter < 1:
+            raise ValueError(f"num_iter must be >= 1, got {self.num_iter}")
+        if self.cfg_schedule not in ("linear", "constant"):
+            raise ValueError(f"cfg_schedule must be 'linear' or 'constant', got {self.cfg_schedule!r}")
+
+    @property
+    def num_tokens(self) -> int:
+        return math.prod(s // self.patch_size for s in self.input_size)
+
+    @property
+    def token_dim(self) -> int:
+        return self.latent_channels * self.patch_size ** len(self.input_size)
+
+
+# --------------------------------------------------------------------------------------------------
+# Masking and schedules
+# --------------------------------------------------------------------------------------------------
+
+
+def truncated_normal_mask_ratio(
+    low: float, high: float, std: float, mean: float = 1.0, generator: torch.Generator | None = None
+) -> float:
+    """One draw from normal(mean, std²) truncated to [low, high], by the inverse CDF (no scipy)."""
+    a = torch.special.ndtr(torch.tensor((low - mean) / std, dtype=torch.float64))
+    b = torch.special.ndtr(torch.tensor((high - mean) / std, dtype=torch.float64))
+    u = a + (b - a) * torch.rand((), generator=generator, dtype=torch.float64)
+    return float((mean + std * torch.special.ndtri(u)).clamp(low, high))
+
+
+def random_orders(num: int, length: int, device: torch.device, generator: torch.Generator | None = None):
+    """An independent random permutation of range(length) per sample: (N, L)."""
+    return torch.rand(num, length, device=device, generator=generator).argsort(dim=1)
+
+
+def mask_from_orders(orders: torch.Tensor, num_masked: int) -> torch.Tensor:
+    """(N, L) float mask with 1 = masked at the last `num_masked` positions of each order."""
+    mask = torch.zeros(orders.shape, device=orders.device)
+    return mask.scatter(1, orders[:, orders.shape[1] - num_masked :], 1.0)
+
+
+def cosine_mask_schedule(num_tokens: int, num_iter: int) -> list[int]:
+    """How many tokens are still masked after each sampling step (MAR §3.5: ⌊L·cos(π/2·(k+1)/K)⌋).
+
+    Every step but the last keeps at least one token masked and, where it can, unmasks at least one; the last
+    step unmasks the rest, so the list ends with 0.
+    """
+    remaining, counts = num_tokens, []
+    for step in range(num_iter):
+        if step == num_iter - 1:
+            remaining = 0
+        else:
+            target = math.floor(num_tokens * math.cos(math.pi / 2 * (step + 1) / num_iter))
+            remaining = max(1, min(remaining - 1, target))
+        counts.append(remaining)
+    return counts
+
+
+# --------------------------------------------------------------------------------------------------
+# Backbone
+# --------------------------------------------------------------------------------------------------
+
+
+class Block(nn.Module):
+    """Pre-norm ViT block (LayerNorm → attention, LayerNorm → GELU MLP) with dropout on both branches."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x)))  # (N, T, D)
+        return x + self.drop(self.mlp(self.norm2(x)))  # (N, T, D)
+
+
+class MAR(nn.Module):
+    """Masked autoregressive generator: bidirectional encoder–decoder over buffer + tokens, DiffLoss head."""
+
+    kind = "generator"
+    config_cls = MARConfig
+
+    def __init__(self, config: MARConfig):
+        super().__init__()
+        self.config = config
+        t, b, de, dd = config.num_tokens, config.buffer_size, config.enc_width, config.dec_width
+
+        # Encoder: token projection, class buffer, learned positions over buffer + tokens
+        self.class_emb = LabelEmbedder(config.num_classes, de)
+        self.z_proj = nn.Linear(config.token_dim, de)
+        self.z_proj_ln = nn.LayerNorm(de, eps=1e-6)
+        self.enc_pos = nn.Parameter(torch.zeros(1, b + t, de))
+        self.enc_blocks = nn.ModuleList(
+            Block(de, config.enc_heads, config.mlp_ratio, config.dropout) for _ in range(config.enc_depth)
+        )
+        self.enc_norm = nn.LayerNorm(de, eps=1e-6)
+
+        # Decoder: [MASK] tokens fill the masked slots; a per-token position for the diffusion head
+        self.dec_embed = nn.Linear(de, dd)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
+        self.dec_pos = nn.Parameter(torch.zeros(1, b + t, dd))
+        self.dec_blocks = nn.ModuleList(
+            Block(dd, config.dec_heads, config.mlp_ratio, config.dropout) for _ in range(config.dec_depth)
+        )
+        self.dec_norm = nn.LayerNorm(dd, eps=1e-6)
+        self.diffusion_pos = nn.Parameter(torch.zeros(1, t, dd))
+
+        self.diffloss = DiffLoss(config.token_dim, dd, config.diffloss)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        def init_module(m: nn.Module) -> None:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+        # the DiffLoss head owns its initialisation
+        for name, child in self.named_children():
+            if name != "diffloss":
+                child.apply(init_module)
+        nn.init.normal_(self.class_emb.table.weight, std=0.02)
+        for param in (self.enc_pos, self.dec_pos, self.diffusion_pos, self.mask_token):
+            nn.init.normal_(param, std=0.02)
+
+    # ----------------------------------------------------------------------------------------------
+    # Stages
+    # ----------------------------------------------------------------------------------------------
+
+    def forward_encoder(self, x: torch.Tensor, mask: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
+        """Encode the buffer and the visible tokens.
+
+        Args:
+            x: tokens (N, T, C·p^A) in raster order.
+            mask: (N, T), 1 = masked; every sample masks the same number of tokens.
+            class_emb: (N, D_enc) class (or null-class) embeddings written into every buffer token.
+
+        Returns:
+            (N, B + T_keep, D_enc): the buffer followed by the visible tokens in raster order.
+        """
+        n, b = x.shape[0], self.config.buffer_size
+        h = self.z_proj(x)  # (N, T, De)
+        buffer = class_emb[:, None].expand(-1, b, -1)  # (N, B, De)
+        h = self.z_proj_ln(torch.cat([buffer, h], dim=1) + self.enc_pos)  # (N, B+T, De)
+        keep = torch.cat([mask.new_zeros(n, b), mask], dim=1) == 0  # (N, B+T)
+        h = h[keep].view(n, -1, h.shape[-1])  # (N, B+T_keep, De)
+        for block in self.enc_blocks:
+            h = block(h)  # (N, B+T_keep, De)
+        return self.enc_norm(h)  # (N, B+T_keep, De)
+
+    def forward_decoder(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Decode encoder outputs (N, B + T_keep, D_enc) into per-token conditions (N, T, D_dec).
+
+        Masked slots (mask: 1 = masked) start as the [MASK] token; the buffer is dropped at the end and the
+        diffusion-position embedding added, so each token's condition knows where it sits.
+        """
+        n, b = mask.shape[0], self.config.buffer_size
+        h = self.dec_embed(h)  # (N, B+T_keep, Dd)
+        keep = torch.cat([mask.new_zeros(n, b), mask], dim=1) == 0  # (N, B+T)
+        full = self.mask_token.to(h.dtype).expand(n, keep.shape[1], -1)  # (N, B+T, Dd)
+        h = full.masked_scatter(keep[..., None], h) + self.dec_pos  # (N, B+T, Dd)
+        for block in self.dec_blocks:
+            h = block(h)  # (N, B+T, Dd)
+        h = self.dec_norm(h)  # (N, B+T, Dd)
+        return h[:, b:] + self.diffusion_pos  # (N, T, Dd)
+
+    def forward_loss(self, cond: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Diffusion Loss averaged over the masked tokens.
+
+        Args:
+            cond: decoder outputs (N, T, D_dec).
+            target: clean tokens (N, T, C·p^A).
+            mask: (N, T), 1 = masked; only masked tokens are predicted (the mean over them is MAR's loss).
+        """
+        keep = mask.bool()  # (N, T)
+        return self.diffloss(target[keep], cond[keep], None)  # (M, C·p^A), (M, Dd) → scalar
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Training loss (a scalar) for normalised latents z (N, C, *input_size) and labels (N,) in [0, K)."""
+        cfg = self.config
+        x = latents_to_tokens(z, cfg.patch_size)  # (N, T, C·p^A)
+        n, t = x.shape[:2]
+        ratio = truncated_normal_mask_ratio(cfg.mask_ratio_min, cfg.mask_ratio_max, cfg.mask_ratio_std)  # per batch
+        mask = mask_from_orders(random_orders(n, t, x.device), math.ceil(t * ratio))  # (N, T), 1 = masked
+        if self.training:
+            labels = self.class_emb.drop(labels, cfg.class_dropout)  # CFG dropout from the global RNG
+        h = self.forward_encoder(x, mask, self.class_emb(labels))  # (N, B+T_keep, De)
+        cond = self.forward_decoder(h, mask)  # (N, T, Dd)
+        return self.forward_loss(cond, x, mask)
+
+    # ----------------------------------------------------------------------------------------------
+    # Sampling
+    # ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self,
+        labels: torch.Tensor,
+        cfg_scale: float = 1.0,
+        cfg_interval: tuple[float, float] = (0.0, 1.0),
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Normalised latents (N, C, *input_size) for labels (N,); see docs/generator-contract.md.
+
+        Each sample unmasks its tokens in a random order drawn from `generator`, `num_iter` steps on the cosine
+        schedule; the tokens unmasked at a step are drawn by the DiffLoss head with `temperature`. Guidance runs a
+        doubled [class; null] batch whenever cfg_scale != 1, with the per-step scale of `cfg_schedule` (linear:
+        1 + (s − 1)·generated/T, counting the tokens generated once the step is done, as in MAR). `cfg_interval`
+        is validated and otherwise ignored: MAR's steps have no noise level.
+        """
+        check_interval(cfg_interval)
+        cfg = self.config
+        device = self.mask_token.device
+        labels = labels.to(device)
+        n, t = len(labels), cfg.num_tokens
+        guided = cfg_scale != 1.0
+
+        tokens = torch.zeros(n, t, cfg.token_dim, device=device)  # (N, T, C·p^A)
+        mask = torch.ones(n, t, device=device)  # (N, T), 1 = still to generate
+        orders = random_orders(n, t, device, generator)  # (N, T)
+        null = torch.full_like(labels, cfg.num_classes)
+        class_emb = self.class_emb(torch.cat([labels, null]) if guided else labels)  # (N or 2N, De)
+
+        for remaining in tqdm(cosine_mask_schedule(t, cfg.num_iter), disable=not progress, desc="MAR"):
+            next_mask = mask_from_orders(orders, remaining)  # (N, T)
+            to_pred = mask.bool() & ~next_mask.bool()  # (N, T)
+            if not to_pred.any():  # more steps than tokens: nothing new to unmask
+                continue
+            x_in, m_in = (torch.cat([tokens, tokens]), torch.cat([mask, mask])) if guided else (tokens, mask)
+            cond = self.forward_decoder(self.forward_encoder(x_in, m_in, class_emb), m_in)  # (N or 2N, T, Dd)
+            scale = cfg_scale
+            if cfg.cfg_schedule == "linear":
+                scale = linear_cfg_scale(cfg_scale, t - remaining, t)
+            if guided and scale != 1.0:
+                cond_rows = torch.cat([cond[:n][to_pred], cond[n:][to_pred]])  # (2M, Dd): [class; null]
+            else:
+                cond_rows = cond[:n][to_pred]  # (M, Dd)
+            new = self.diffloss.sample(cond_rows, temperature=temperature, cfg_scale=scale, generator=generator)
+            tokens[to_pred] = new.to(tokens.dtype)  # (M, C·p^A) written in place
+            mask = next_mask
+        return tokens_to_latents(tokens, cfg.patch_size, cfg.latent_channels, cfg.input_size)
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------------
+
+# encoder = decoder blocks, width, heads, DiffLoss depth × width (MAR Table 4 / App. A)
+_SIZES = {"b": (12, 768, 12, 6, 1024), "l": (16, 1024, 16, 8, 1280), "h": (20, 1280, 16, 12, 1536)}
+
+
+def _paper(size: str) -> MARConfig:
+    depth, width, heads, head_depth, head_width = _SIZES[size]
+    return MARConfig(
+        latent_channels=16,
+        input_size=(16, 16),
+        num_classes=1000,
+        patch_size=1,
+        enc_width=width,
+        enc_depth=depth,
+        enc_heads=heads,
+        dec_width=width,
+        dec_depth=depth,
+        dec_heads=heads,
+        diffloss=DiffLossConfig(width=head_width, depth=head_depth),
+    )
+
+
+def _tiny(cfg: MARConfig) -> MARConfig:
+    """Tiny twin for tests: width 32, one block each side, a 4×4 grid, 4 steps, a one-block 32-wide head, and a
+    mask ratio capped at 0.9 (at most 15 of 16 tokens masked, so the token projection always gets a gradient)."""
+    arch = {"enc_width": 32, "enc_depth": 1, "enc_heads": 2, "dec_width": 32, "dec_depth": 1, "dec_heads": 2}
+    head = dataclasses.replace(cfg.diffloss, width=32, depth=1, sample_steps=4, batch_mul=1)
+    return dataclasses.replace(
+        cfg,
+        input_size=(4, 4),
+        patch_size=1,
+        mlp_ratio=2.0,
+        dropout=0.0,
+        buffer_size=2,
+        num_iter=4,
+        mask_ratio_max=0.9,
+        diffloss=head,
+        **arch,
+    )
+
+
+def _register_pair(name: str, make: Callable[[], MARConfig], doc: str) -> None:
+    make.__doc__ = doc
+    register_preset(name, "generator", MAR)(make)
+    tiny = lambda: _tiny(make())  # noqa: E731
+    tiny.__doc__ = f"Tiny test twin of {name}."
+    register_preset(f"{name}-tiny", "generator", MAR)(tiny)
+
+
+for _size, (_d, _w, _h, _hd, _hw) in _SIZES.items():
+    _register_pair(
+        f"mar-{_size}",
+        lambda s=_size: _paper(s),
+        f"MAR-{_size.upper()}: encoder and decoder of {_d} blocks each, width {_w}, {_h} heads, buffer 64; "
+        f"DiffLoss {_hd} blocks × {_hw}; on l-DeTok's 256-px latents (16×16×16, so p=1), 1000 classes, 64 steps.",
+    )
+
+
+def _fmnist32() -> MARConfig:
+    return MARConfig(
+        latent_channels=8,
+        input_size=(8, 8),
+        num_classes=10,
+        patch_size=1,
+        enc_width=192,
+        enc_depth=3,
+        enc_heads=4,
+        dec_width=192,
+        dec_depth=3,
+        dec_heads=4,
+        dropout=0.0,
+        buffer_size=16,
+        num_iter=32,
+        diffloss=DiffLossConfig(width=256, depth=3, sample_steps=50, batch_mul=2),
+    )
+
+
+_register_pair("mar-fmnist32", _fmnist32, "SPEED")

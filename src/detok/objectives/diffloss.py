@@ -1,0 +1,199 @@
+"""Diffusion Loss: MAR's per-token diffusion head that models p(x | z) for a continuous token x.
+
+Paper: "Autoregressive Image Generation without Vector Quantization" (Li et al., arXiv:2406.11838), §3.
+An autoregressive or masked generator produces a condition vector z per token; a small MLP ε_θ(x_t | t, z)
+is trained with the DDPM loss on that token (Eq. 2, with the learned-variance hybrid loss of improved DDPM)
+and sampled by a reverse diffusion chain with a temperature τ on the noise (§3.3). The head owns its
+diffusion process (`objectives/diffusion.py`): the training chain and a respaced chain for sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+
+from detok.layers import TimestepEmbedder
+from detok.objectives.diffusion import DDPMConfig, GaussianDiffusion
+from detok.objectives.guidance import guide
+
+
+@dataclass(frozen=True)
+class DiffLossConfig:
+    """Size of the denoising MLP and its diffusion process.
+
+    `batch_mul` is MAR's `diffusion_batch_mul`: each token is noised at `batch_mul` independent timesteps per
+    training step, which is cheap (the MLP is small) and reduces the variance of the loss.
+    """
+
+    width: int = 1024
+    depth: int = 3
+    train_steps: int = 1000
+    sample_steps: int = 100
+    schedule: Literal["linear", "cosine"] = "cosine"
+    batch_mul: int = 4
+
+    def __post_init__(self):
+        for name in ("width", "depth", "batch_mul"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        _ = self.diffusion  # DDPMConfig validates train_steps, sample_steps and schedule
+
+    @property
+    def diffusion(self) -> DDPMConfig:
+        """The DDPM of the head: learned variances, as in MAR."""
+        return DDPMConfig(
+            train_steps=self.train_steps, schedule=self.schedule, learn_sigma=True, sample_steps=self.sample_steps
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Denoising MLP with adaLN
+# --------------------------------------------------------------------------------------------------
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation x·(1 + scale) + shift (Peebles & Xie, 2023)."""
+    return x * (1 + scale) + shift
+
+
+class ResBlock(nn.Module):
+    """Residual MLP block: LayerNorm with adaLN shift/scale, Linear–SiLU–Linear, gated residual."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale, gate = self.ada(c).chunk(3, dim=-1)  # (M, D) each
+        return x + gate * self.mlp(modulate(self.norm(x), shift, scale))  # (M, D)
+
+
+class FinalLayer(nn.Module):
+    """Affine-free LayerNorm with adaLN shift/scale, then a linear map to the output channels."""
+
+    def __init__(self, width: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(width, out_dim)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.ada(c).chunk(2, dim=-1)  # (M, D) each
+        return self.linear(modulate(self.norm(x), shift, scale))  # (M, out)
+
+
+class DenoiserMLP(nn.Module):
+    """ε_θ(x_t | t, z): the token is projected to `width`, conditioned on embed(t) + linear(z) through adaLN."""
+
+    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int):
+        super().__init__()
+        self.input_proj = nn.Linear(token_dim, width)
+        self.t_embedder = TimestepEmbedder(width)
+        self.cond_embed = nn.Linear(cond_dim, width)
+        self.blocks = nn.ModuleList(ResBlock(width) for _ in range(depth))
+        self.final = FinalLayer(width, 2 * token_dim)  # [ε, v]: learned variances
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """x: (M, token_dim) noisy tokens; t: (M,) timesteps; cond: (M, cond_dim). Returns (M, 2·token_dim)."""
+        c = self.t_embedder(t) + self.cond_embed(cond)  # (M, D)
+        h = self.input_proj(x)  # (M, D)
+        for block in self.blocks:
+            h = block(h, c)  # (M, D)
+        return self.final(h, c)  # (M, 2·token_dim)
+
+
+# --------------------------------------------------------------------------------------------------
+# The loss head
+# --------------------------------------------------------------------------------------------------
+
+
+class DiffLoss(nn.Module):
+    """MAR's Diffusion Loss: a conditional per-token DDPM trained and sampled on token vectors (M, token_dim)."""
+
+    def __init__(self, token_dim: int, cond_dim: int, cfg: DiffLossConfig):
+        super().__init__()
+        self.token_dim = token_dim
+        self.cfg = cfg
+        self.net = DenoiserMLP(token_dim, cond_dim, cfg.width, cfg.depth)
+        # One process serves both: training uses its full chain, `sample` the chain respaced to sample_steps.
+        self.diffusion = GaussianDiffusion(cfg.diffusion)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        def init_linear(m: nn.Module) -> None:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+        self.apply(init_linear)
+        for layer in self.net.t_embedder.mlp:
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, std=0.02)
+        # adaLN-Zero: every block starts as the identity and the head predicts ε = 0, v = 0.
+        for block in self.net.blocks:
+            nn.init.zeros_(block.ada[-1].weight)
+            nn.init.zeros_(block.ada[-1].bias)
+        for layer in (self.net.final.ada[-1], self.net.final.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, target: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Masked mean of the per-token diffusion loss.
+
+        Args:
+            target: (M, token_dim) clean tokens.
+            cond: (M, cond_dim) conditions from the generator.
+            mask: (M,) weights, 1 = the token counts; None counts every token.
+
+        Returns:
+            A scalar loss. Timesteps and noise come from the global torch RNG.
+        """
+        b = self.cfg.batch_mul
+        target = target.repeat(b, 1)  # (b·M, token_dim)
+        cond = cond.repeat(b, 1)  # (b·M, cond_dim)
+        loss = self.diffusion.training_loss(lambda x, t: self.net(x, t, cond), target)  # (b·M,)
+        if mask is None:
+            return loss.mean()
+        mask = mask.to(loss.dtype).repeat(b)  # (b·M,)
+        # an all-zero mask gives 0, not NaN
+        return (loss * mask).sum() / mask.sum().clamp(min=torch.finfo(loss.dtype).tiny)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        cond: torch.Tensor,
+        temperature: float = 1.0,
+        cfg_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Draw one token per condition by the respaced reverse chain.
+
+        Args:
+            cond: (M, cond_dim), or (2M, cond_dim) = [conditional; unconditional] when cfg_scale != 1.
+            temperature: τ of MAR §3.3, multiplying the std of the noise added at each step.
+            cfg_scale: classifier-free guidance on ε (Ho & Salimans, 2022); the variance channels come from the
+                conditional half. Both halves share the same x_t at every step.
+            generator: the source of the initial noise and of every per-step draw.
+
+        Returns:
+            (M, token_dim) tokens (the conditional half when guided).
+        """
+        guided = cfg_scale != 1.0
+        if guided and cond.shape[0] % 2:
+            raise ValueError(f"guided sampling needs [cond; uncond] rows, got an odd count {cond.shape[0]}")
+        m = cond.shape[0] // 2 if guided else cond.shape[0]
+        noise = torch.randn(m, self.token_dim, generator=generator, device=cond.device, dtype=cond.dtype)
+
+        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if not guided:
+                return self.net(x, t, cond)  # (M, 2·token_dim)
+            out = self.net(torch.cat([x, x]), torch.cat([t, t]), cond)  # (2M, 2·token_dim)
+            return guide(out[:m], out[m:], cfg_scale, channels=self.token_dim)  # (M, 2·token_dim)
+
+        return self.diffusion.sample(model_fn, noise, temperature=temperature, generator=generator)
