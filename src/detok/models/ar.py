@@ -377,9 +377,24 @@ def _fmnist32(order: str) -> CausalARConfig:
         width=192,
         depth=6,
         heads=4,
-        diffloss=DiffLossConfig(width=256, depth=3, sample_steps=50, batch_mul=2),
+        diffloss=DiffLossConfig(width=256, depth=3, sample_steps=50, batch_mul=1),
     )
 
 
-_register_pair("randomar-fmnist32", lambda: _fmnist32("random"), "SPEED")
-_register_pair("rasterar-fmnist32", lambda: _fmnist32("raster"), "SPEED")
+_FMNIST_DOC = (
+    "FMNIST-32 latents (8×8×8 from detok-fmnist32, 64 tokens of 8 values), 10 classes, {order} order: 6 causal "
+    "blocks, width 192, 4 heads, DiffLoss 3 blocks × 256 with batch_mul 1 (every token is a target, so the head "
+    "sees 4k rows per batch of 64 even so) and 50 sampling steps. Measured on 2 CPU threads: a training step at "
+    "batch 64 takes ~{step} s (~{rate} img/s, so 10 minutes ≈ {images} images), and one sampling batch of 64 with "
+    "guidance ~{sample} s (64 token steps with the KV cache, each a 50-step DiffLoss chain)."
+)
+_register_pair(
+    "randomar-fmnist32",
+    lambda: _fmnist32("random"),
+    _FMNIST_DOC.format(order="random", step="0.77", rate="83", images="50k", sample="16"),
+)
+_register_pair(
+    "rasterar-fmnist32",
+    lambda: _fmnist32("raster"),
+    _FMNIST_DOC.format(order="raster", step="0.73", rate="88", images="53k", sample="11-15"),
+)
