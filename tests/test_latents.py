@@ -7,7 +7,8 @@ import torch
 from detok import create_model
 from detok.checkpoint import save_model_folder
 from detok.cli import main as cli_main
-from detok.latents import LatentDataset, store_latent_stats
+from detok.data import DataConfig, build_dataset
+from detok.latents import LatentDataset, cache_latents, store_latent_stats
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def tokenizer_and_data(tmp_path):
     return tmp_path, tok, imgs
 
 
-def _cache(tmp_path, out):
+def _cache(tmp_path, out, *extra):
     args = [
         "latents",
         "cache",
@@ -40,6 +41,7 @@ def _cache(tmp_path, out):
         "name=npz",
         "--set",
         f"root={tmp_path / 'd.npz'}",
+        *extra,
     ]
     assert cli_main(args) == 0
 
@@ -66,6 +68,19 @@ def test_cache_matches_encode_and_resumes(tokenizer_and_data):
     _cache(tmp_path, out)
     assert shards[1].exists() and shards[0].stat().st_mtime_ns == kept
     assert torch.equal(LatentDataset(out, normalize=False).latents, raw.latents)
+
+
+def test_max_images_caches_a_prefix(tokenizer_and_data):
+    tmp_path, tok, _ = tokenizer_and_data
+    out = tmp_path / "part"
+    _cache(tmp_path, out, "--max-images", "6")
+    full = tmp_path / "full"
+    _cache(tmp_path, full)
+    part = LatentDataset(out, normalize=False)
+    assert len(part) == 6 and part.meta["count"] == 6
+    assert torch.equal(part.latents, LatentDataset(full, normalize=False).latents[:6])
+    with pytest.raises(ValueError, match="another size"):
+        cache_latents(tok, build_dataset(DataConfig(name="npz", root=str(tmp_path / "d.npz")), "train"), out)
 
 
 def test_missing_cache_is_explained(tmp_path):

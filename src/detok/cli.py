@@ -93,8 +93,11 @@ def _cache_latents(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.tokenizer, device)
     args.run = args.tokenizer
     dataset = build_dataset(_data_for(tok, args), args.split)
-    out = cache_latents(tok, dataset, args.out, str(args.tokenizer), args.batch_size, args.shard_size)
-    print(f"cached {len(dataset)} latents (and their flips) in {out}")
+    out = cache_latents(
+        tok, dataset, args.out, str(args.tokenizer), args.batch_size, args.shard_size, max_images=args.max_images
+    )
+    count = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
+    print(f"cached {count} latents (and their flips) in {out}")
     return 0
 
 
@@ -214,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data config value")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--shard-size", type=int, default=10_000)
+    p.add_argument("--max-images", type=int, default=None, help="cache only the first N images of the split")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(fn=_cache_latents)

@@ -64,6 +64,7 @@ def cache_latents(
     batch_size: int = 256,
     shard_size: int = 10_000,
     progress: bool = True,
+    max_images: int | None = None,
 ) -> Path:
     """Encode every image of `dataset` and its horizontal flip into safetensors shards under `out_dir`.
 
@@ -71,10 +72,15 @@ def cache_latents(
     posterior means, not normalised — and "labels" (n,). Shards are written atomically; re-running skips
     the finished ones, so an interrupted cache resumes. `latents.json` records the layout and the
     tokenizer's own statistics (if it has them) so that consumers normalise with the tokenizer's numbers.
+    `max_images` caches only the first images of the split (a resumed cache must use the same value).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    n = len(dataset)
+    n = len(dataset) if max_images is None else min(len(dataset), max_images)
+    if n <= 0:
+        raise ValueError(f"nothing to cache: max_images={max_images}")
+    if (out / CACHE_META).is_file() and json.loads((out / CACHE_META).read_text())["count"] != n:
+        raise ValueError(f"{out} already holds a cache of another size; use a new --out or the same --max-images")
     num_shards = -(-n // shard_size)
     tokenizer.eval()
     device = next(tokenizer.parameters()).device
