@@ -379,7 +379,7 @@ _register_pair(
     _fmnist32,
     "Fashion-MNIST padded to 32×32×1: p=4 (an 8×8 token grid, fine enough for the thin strokes of clothing "
     "outlines), C=8 (512 latent numbers for 1,024 pixels; C=16 made the latent no smaller than the image), "
-    "width 192 with 4+4 blocks and 4 heads: ~74 img/s on 2 CPU cores, so the README demo's 40,000 training "
-    "images take ~9 minutes of its 15-minute budget and reach 23.6 dB test PSNR (docs/results.md); "
-    "γ=3, M=0.7 as in the paper.",
+    "width 192 with 4+4 blocks and 4 heads: 74–102 img/s on 2 CPU cores (measured 2026-11-22/24), so the "
+    "default 40,000 training images take 7–9 minutes and reach 23.6 dB test PSNR; the README demo trains "
+    "32,000 (22.9 dB) to leave room for its generator (docs/results.md); γ=3, M=0.7 as in the paper.",
 )
