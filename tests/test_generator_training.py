@@ -186,3 +186,26 @@ def test_ddp_two_processes_match_one_process(setup, tmp_path):
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+
+
+def test_sampling_keeps_the_models_own_guidance_interval(setup):
+    """Without an explicit interval, sample_images leaves LightningDiT's configured interval in force."""
+    from detok.checkpoint import load_tokenizer
+    from detok.generate import sample_images
+
+    tok = load_tokenizer(setup / "tok")
+    c, *size = tok.latent_shape
+    torch.manual_seed(0)
+    model = create_model(
+        "lightningdit-fmnist32-tiny", latent_channels=c, input_size=tuple(size), num_classes=3, cfg_interval=(0.9, 1.0)
+    ).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+
+    def run(interval):
+        return sample_images(model, tok, 3, cfg_scale=4.0, cfg_interval=interval, progress=False)[0]
+
+    default = run(None)
+    assert np.array_equal(default, run((0.9, 1.0)))
+    assert not np.array_equal(default, run((0.0, 1.0)))

@@ -148,7 +148,7 @@ def _sample_generator(args: argparse.Namespace) -> int:
         tok,
         args.num,
         cfg_scale=args.cfg,
-        cfg_interval=_parse_interval(args.cfg_interval),
+        cfg_interval=None if args.cfg_interval is None else _parse_interval(args.cfg_interval),
         temperature=args.temperature,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -242,7 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="generator run directory or model folder")
     p.add_argument("--num", type=int, default=100, help="number of images")
     p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = unguided)")
-    p.add_argument("--cfg-interval", default="0,1", help="guide only at noise levels in [lo,hi] (0 = data, 1 = noise)")
+    p.add_argument(
+        "--cfg-interval",
+        default=None,
+        help="guide only at noise levels in [lo,hi] (0 = data, 1 = noise); default: the model's own (all levels, "
+        "or the preset's interval for LightningDiT)",
+    )
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)

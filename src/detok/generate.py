@@ -23,7 +23,7 @@ def sample_images(
     tokenizer: torch.nn.Module,
     num: int,
     cfg_scale: float = 1.0,
-    cfg_interval: tuple[float, float] = (0.0, 1.0),
+    cfg_interval: tuple[float, float] | None = None,
     temperature: float = 1.0,
     batch_size: int = 64,
     seed: int = 0,
@@ -33,6 +33,7 @@ def sample_images(
     """Sample `num` images with class-balanced labels (or the given `labels`).
 
     The generator produces normalised latents; the tokenizer decodes them with its own statistics.
+    `cfg_interval` None keeps the model's own default (LightningDiT presets carry the paper's interval).
 
     Returns:
         images as uint8 (num, H, W, C) and labels as int64 (num,).
@@ -41,7 +42,7 @@ def sample_images(
         raise ValueError(f"the number of samples must be positive, got {num}")
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
-    cfg_interval = check_interval(cfg_interval)
+    interval = {} if cfg_interval is None else {"cfg_interval": check_interval(cfg_interval)}
     device = next(generator_model.parameters()).device
     num_classes = generator_model.config.num_classes
     if labels is None:
@@ -58,9 +59,9 @@ def sample_images(
         z = generator_model.sample(
             y,
             cfg_scale=cfg_scale,
-            cfg_interval=cfg_interval,
             temperature=temperature,
             generator=batch_generator(seed, b, device),
+            **interval,
         )  # (B, C, *input_size) normalised latents
         images.append(to_uint8(tokenizer.decode(z, normalized=True)))
     return np.concatenate(images), labels.cpu().numpy()
