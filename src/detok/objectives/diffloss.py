@@ -101,7 +101,10 @@ class DenoiserMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x: (M, token_dim) noisy tokens; t: (M,) timesteps; cond: (M, cond_dim). Returns (M, 2·token_dim)."""
-        c = self.t_embedder(t) + self.cond_embed(cond)  # (M, D)
+        return self.forward_conditioned(x, self.t_embedder(t) + self.cond_embed(cond))  # (M, 2·token_dim)
+
+    def forward_conditioned(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The network given its conditioning c = embed(t) + linear(z), (M, D); sampling reuses linear(z)."""
         h = self.input_proj(x)  # (M, D)
         for block in self.blocks:
             h = block(h, c)  # (M, D)
@@ -189,11 +192,14 @@ class DiffLoss(nn.Module):
             raise ValueError(f"guided sampling needs [cond; uncond] rows, got an odd count {cond.shape[0]}")
         m = cond.shape[0] // 2 if guided else cond.shape[0]
         noise = torch.randn(m, self.token_dim, generator=generator, device=cond.device, dtype=cond.dtype)
+        # z is the same at every step and all rows share t: project z once, embed t once per step
+        cond_emb = self.net.cond_embed(cond)  # (M or 2M, D)
 
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            c = self.net.t_embedder(t[:1]) + cond_emb  # (M or 2M, D)
             if not guided:
-                return self.net(x, t, cond)  # (M, 2·token_dim)
-            out = self.net(torch.cat([x, x]), torch.cat([t, t]), cond)  # (2M, 2·token_dim)
+                return self.net.forward_conditioned(x, c)  # (M, 2·token_dim)
+            out = self.net.forward_conditioned(torch.cat([x, x]), c)  # (2M, 2·token_dim)
             return guide(out[:m], out[m:], cfg_scale, channels=self.token_dim)  # (M, 2·token_dim)
 
         return self.diffusion.sample(model_fn, noise, temperature=temperature, generator=generator)
