@@ -159,6 +159,23 @@ def _sample_generator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_reference(args: argparse.Namespace) -> int:
+    from detok.data import DataConfig
+    from detok.eval.reference import ReferenceTrainConfig, train_reference
+
+    if args.dataset != "fashion-mnist":
+        raise ValueError(f"no reference-classifier recipe for {args.dataset!r} yet; known: fashion-mnist")
+    cfg = ReferenceTrainConfig(data=DataConfig(name="fashion-mnist", hflip=True))
+    cfg = apply_overrides(cfg, args.set or [])
+    out = Path(args.out or "runs/reference-fmnist32")
+    if args.dry_run:
+        print(json.dumps({"out": str(out), **to_dict(cfg)}, indent=2))
+        return 0
+    result = train_reference(cfg, out)
+    print(json.dumps({"out": str(out), **result}))
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     from detok.registry import get_preset, list_models
 
@@ -221,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(fn=_cache_latents)
+
+    ev = sub.add_parser("eval", help="evaluators and metrics").add_subparsers(dest="action", required=True)
+    p = ev.add_parser("train-reference", help="train the small-dataset reference classifier (FD/IS/P/R features)")
+    p.add_argument("--dataset", default="fashion-mnist", help="dataset with a reference recipe (fashion-mnist)")
+    p.add_argument("--out", help="model folder (default runs/reference-fmnist32)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. epochs=2 or threads=1")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(fn=_train_reference)
 
     gen = sub.add_parser("generator", help="train generators on tokenizer latents and sample from them")
     gen = gen.add_subparsers(dest="action", required=True)

@@ -43,6 +43,7 @@ def register_preset(name: str, kind: str, model_cls: type[nn.Module]) -> Callabl
 
 
 def _ensure_loaded() -> None:
+    import detok.eval.reference  # noqa: F401  (the evaluators' presets)
     import detok.models  # noqa: F401  (registers every preset)
 
 

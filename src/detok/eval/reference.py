@@ -1,0 +1,154 @@
+"""A reference classifier for small datasets: its penultimate features serve FD/IS/precision/recall offline.
+
+Inception-v3 (the field's feature extractor) costs ~0.13 s per image on 2 CPU cores and needs downloaded
+weights; for Fashion-MNIST-32 the project's default evaluator is this small CNN instead, trained once,
+deterministically, and cached. It is an *evaluator*: it must never be used as a training signal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from detok.checkpoint import load_model_folder, save_model_folder
+from detok.config import to_dict
+from detok.data import DataConfig, build_dataset, iter_batches
+from detok.registry import register_preset
+from detok.training.common import batch_indices, set_threads
+
+
+@dataclass(frozen=True)
+class ReferenceNetConfig:
+    """Architecture: three conv stages (two 3×3 conv + BN + ReLU each, then 2× pooling), global average pooling,
+    a `feature_dim` penultimate layer (the features used by the metrics) and the class logits."""
+
+    image_size: int = 32
+    channels: int = 1
+    num_classes: int = 10
+    widths: tuple[int, ...] = (16, 32, 64)
+    feature_dim: int = 128
+
+    def __post_init__(self):
+        if not self.widths or any(w <= 0 for w in self.widths):
+            raise ValueError(f"widths must be positive, got {self.widths}")
+
+
+class ReferenceNet(nn.Module):
+    """Small VGG-style CNN; `features` returns the penultimate activations used by FD/IS/P/R."""
+
+    kind = "evaluator"
+    config_cls = ReferenceNetConfig
+
+    def __init__(self, config: ReferenceNetConfig):
+        super().__init__()
+        self.config = config
+        layers, c_in = [], config.channels
+        for width in config.widths:
+            for _ in range(2):
+                layers += [nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+                c_in = width
+            layers.append(nn.MaxPool2d(2))
+        self.trunk = nn.Sequential(*layers)
+        self.embed = nn.Linear(c_in, config.feature_dim)
+        self.head = nn.Linear(config.feature_dim, config.num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, C, H, W) in [-1, 1] → penultimate features (N, feature_dim)."""
+        h = self.trunk(x).mean(dim=(2, 3))  # (N, C_last)
+        return F.relu(self.embed(h))  # (N, F)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, C, H, W) in [-1, 1] → class logits (N, K)."""
+        return self.head(self.features(x))  # (N, K)
+
+
+@register_preset("reference-fmnist32", "evaluator", ReferenceNet)
+def _fmnist32() -> ReferenceNetConfig:
+    """Fashion-MNIST-32 reference classifier (16/32/64 channels, 128-d features) for FD/IS/P/R offline.
+
+    With the default recipe (3 epochs, batch 128, AdamW one-cycle 2e-3, flips, seed 0): 91.78% test accuracy,
+    trained in 140 s on 2 CPU cores (2026-11-24). 32/64/128 channels would cost ~4× the time."""
+    return ReferenceNetConfig()
+
+
+@dataclass(frozen=True)
+class ReferenceTrainConfig:
+    """How the reference classifier is trained: fixed, seeded, never tuned on generation results."""
+
+    model: ReferenceNetConfig = field(default_factory=ReferenceNetConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(name="fashion-mnist", hflip=True))
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    seed: int = 0
+    threads: int = 0
+    max_train_images: int | None = None
+
+    def __post_init__(self):
+        if self.epochs <= 0 or self.batch_size <= 0:
+            raise ValueError("epochs and batch_size must be positive")
+        if (self.data.image_size, self.data.channels) != (self.model.image_size, self.model.channels):
+            raise ValueError("data.image_size/channels must match model.image_size/channels")
+
+
+@torch.no_grad()
+def accuracy(model: ReferenceNet, dataset, batch_size: int = 512) -> float:
+    """Top-1 accuracy of `model` over `dataset` (in order, no flips)."""
+    model.eval()
+    correct = total = 0
+    for x, y in iter_batches(dataset, batch_size, progress=False):
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    return correct / total
+
+
+def train_reference(cfg: ReferenceTrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Train the reference classifier deterministically under `cfg.seed`; writes a model folder to `out_dir`
+    (config.json with the test accuracy, model.safetensors). Returns {"test_accuracy", "train_images", ...}."""
+    set_threads(cfg.threads)
+    train = build_dataset(cfg.data, "train")
+    test = build_dataset(dataclasses.replace(cfg.data, hflip=False), "test")
+    n = len(train) if cfg.max_train_images is None else min(len(train), cfg.max_train_images)
+    model_cfg = dataclasses.replace(cfg.model, num_classes=train.num_classes)
+    torch.manual_seed(cfg.seed)
+    model = ReferenceNet(model_cfg)
+    steps = cfg.epochs * -(-n // cfg.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
+    model.train()
+    for step in tqdm(range(steps), disable=not progress, desc="reference classifier", unit="step"):
+        idx = batch_indices(step, cfg.batch_size, n, cfg.seed)
+        x, y = train.get_batch(idx, torch.Generator().manual_seed(cfg.seed * 7919 + step))
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    result = {"test_accuracy": accuracy(model, test), "train_images": n, "epochs": cfg.epochs, "steps": steps}
+    save_model_folder(out_dir, model, {"training": to_dict(cfg), **result})
+    return result
+
+
+def load_reference(path: str | Path, device: str | torch.device = "cpu") -> ReferenceNet:
+    """A trained reference classifier from its folder; a clear error says how to make one."""
+    if not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no reference classifier at {path}; train it with `detok eval train-reference --out {path}`"
+        )
+    model = load_model_folder(path, device)
+    if getattr(model, "kind", None) != "evaluator":
+        raise ValueError(f"{path} holds a {getattr(model, 'kind', 'unknown')} model, not a reference classifier")
+    return model
+
+
+def reference_accuracy(path: str | Path) -> float:
+    """The test accuracy recorded when the classifier in `path` was trained."""
+    return json.loads((Path(path) / "config.json").read_text())["test_accuracy"]

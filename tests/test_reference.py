@@ -1,0 +1,73 @@
+"""The reference classifier (the offline evaluator for small datasets): learns, is deterministic, loads safely."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from detok import create_model
+from detok.checkpoint import save_model_folder
+from detok.cli import main as cli_main
+from detok.config import apply_overrides
+from detok.data import DataConfig
+from detok.eval.reference import ReferenceTrainConfig, load_reference, train_reference
+
+
+def _squares(rng, n):
+    """28×28 images with a bright square in one of three places; the place is the label."""
+    labels = rng.integers(0, 3, n)
+    images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+    for img, y in zip(images, labels):
+        r, c = [(2, 2), (2, 16), (16, 9)][y] + rng.integers(0, 4, 2)
+        img[r : r + 9, c : c + 9] = 230
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    (xtr, ytr), (xte, yte) = _squares(rng, 256), _squares(rng, 96)
+    path = tmp_path_factory.mktemp("ref") / "squares.npz"
+    np.savez(path, images_train=xtr, labels_train=ytr, images_test=xte, labels_test=yte)
+    return path
+
+
+def _cfg(data, *extra):
+    base = ReferenceTrainConfig(data=DataConfig(name="npz", root=str(data)))
+    tiny = ["model.widths=[4, 8]", "model.feature_dim=16", "batch_size=32", "threads=1", "lr=0.01"]
+    return apply_overrides(base, tiny + list(extra))
+
+
+def test_learns_a_separable_task(data, tmp_path):
+    result = train_reference(_cfg(data, "epochs=10", "model.widths=[8, 16]"), tmp_path, progress=False)
+    assert result["test_accuracy"] >= 0.9, result
+    model = load_reference(tmp_path)
+    x = torch.rand(5, 1, 32, 32) * 2 - 1
+    assert model.features(x).shape == (5, 16) and model(x).shape == (5, 3)
+    assert json.loads((tmp_path / "config.json").read_text())["test_accuracy"] == result["test_accuracy"]
+
+
+def test_training_is_deterministic_under_a_seed(data, tmp_path):
+    train_reference(_cfg(data, "epochs=1"), tmp_path / "a", progress=False)
+    train_reference(_cfg(data, "epochs=1"), tmp_path / "b", progress=False)
+    train_reference(_cfg(data, "epochs=1", "seed=1"), tmp_path / "c", progress=False)
+    a, b, c = (load_file(str(tmp_path / k / "model.safetensors")) for k in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_loading_errors_say_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train-reference"):
+        load_reference(tmp_path / "missing")
+    save_model_folder(tmp_path / "tok", create_model("detok-fmnist32-tiny"))
+    with pytest.raises(ValueError, match="not a reference classifier"):
+        load_reference(tmp_path / "tok")
+
+
+def test_cli_dry_run_and_unknown_dataset(capsys):
+    assert cli_main(["eval", "train-reference", "--dry-run", "--set", "epochs=2"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 2
+    assert cli_main(["eval", "train-reference", "--dataset", "cifar10", "--dry-run"]) == 2
+    assert "fashion-mnist" in capsys.readouterr().err
