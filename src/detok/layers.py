@@ -1,7 +1,8 @@
 """Primitives shared verbatim by several model families.
 
-Only pieces that are truly identical across models live here (norms, RoPE, the SwiGLU feed-forward,
-patchify, timestep/label embedders). Blocks that differ between families stay in their model files.
+Only pieces that are truly identical across models live here (norms, RoPE, the SwiGLU feed-forward, patchify,
+the generators' latent token layout and sin-cos position embedding, timestep/label embedders). Blocks that
+differ between families stay in their model files.
 """
 
 from __future__ import annotations
@@ -151,6 +152,45 @@ def unpatchify(patches: torch.Tensor, patch_size: int, channels: int, grid: tupl
     gh, gw = grid
     x = patches.reshape(n, gh, gw, p, p, channels)
     return x.permute(0, 5, 1, 3, 2, 4).reshape(n, channels, gh * p, gw * p)
+
+
+# --------------------------------------------------------------------------------------------------
+# Latent token layout and fixed position embedding (generators: 2-D grids or 1-D sequences)
+# --------------------------------------------------------------------------------------------------
+
+
+def sincos_pos_embed(dim: int, sizes: tuple[int, ...]) -> torch.Tensor:
+    """Fixed sin-cos position embedding (Vaswani et al., 2017) of a row-major grid: (prod(sizes), dim).
+
+    Each axis gets dim/A channels laid out as [sin(pos·ω), cos(pos·ω)] with ω_i = 10000^(−i/(dim/2A)). For a
+    2-D grid the first half encodes the column and the second half the row, as in MAE and DiT.
+    """
+    pos = grid_positions(*sizes).flip(-1)  # (T, A): (col, row) for a grid, (l,) for a sequence
+    half = dim // (2 * len(sizes))  # frequencies per axis
+    omega = 1.0 / 10000 ** (torch.arange(half, dtype=torch.float32) / half)  # (half,)
+    parts = []
+    for a in range(pos.shape[1]):
+        angles = pos[:, a : a + 1] * omega  # (T, half)
+        parts += [torch.sin(angles), torch.cos(angles)]
+    return torch.cat(parts, dim=-1)  # (T, dim)
+
+
+def latents_to_tokens(z: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(N, C, h, w) → (N, h/p·w/p, p·p·C) patches, or a sequence (N, C, L) → (N, L/p, p·C) groups of p tokens."""
+    if z.dim() == 4:
+        return patchify(z, patch_size)
+    n, c, length = z.shape
+    x = z.reshape(n, c, length // patch_size, patch_size)  # (N, C, L/p, p)
+    return x.permute(0, 2, 3, 1).reshape(n, length // patch_size, patch_size * c)
+
+
+def tokens_to_latents(x: torch.Tensor, patch_size: int, channels: int, input_size: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of `latents_to_tokens` for latents of spatial shape `input_size`."""
+    p = patch_size
+    if len(input_size) == 2:
+        return unpatchify(x, p, channels, (input_size[0] // p, input_size[1] // p))
+    n, length = x.shape[0], input_size[0]
+    return x.reshape(n, length // p, p, channels).permute(0, 3, 1, 2).reshape(n, channels, length)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,8 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from detok.layers import LabelEmbedder
-from detok.models.dit import latents_to_tokens, tokens_to_latents
+from detok.layers import LabelEmbedder, latents_to_tokens, tokens_to_latents
 from detok.models.mar import random_orders
 from detok.objectives.diffloss import DiffLoss, DiffLossConfig
 from detok.objectives.guidance import check_interval, linear_cfg_scale

@@ -21,10 +21,17 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from detok.layers import Attention, LabelEmbedder, TimestepEmbedder, grid_positions, patchify, unpatchify
+from detok.layers import (
+    Attention,
+    LabelEmbedder,
+    TimestepEmbedder,
+    latents_to_tokens,
+    sincos_pos_embed,
+    tokens_to_latents,
+)
 from detok.objectives.diffusion import DDPMConfig, GaussianDiffusion
 from detok.objectives.flow import FlowConfig, FlowMatching
-from detok.objectives.guidance import check_interval, guide
+from detok.objectives.guidance import guided_model_fn
 from detok.registry import register_preset
 
 # --------------------------------------------------------------------------------------------------
@@ -83,80 +90,6 @@ class SiTConfig(DiTBackboneConfig):
     """
 
     flow: FlowConfig = field(default_factory=lambda: FlowConfig(t_dist="uniform", sampler="heun", sample_steps=50))
-
-
-# --------------------------------------------------------------------------------------------------
-# Position embedding and token layout (shared with lightningdit.py)
-# --------------------------------------------------------------------------------------------------
-
-
-def sincos_pos_embed(dim: int, sizes: tuple[int, ...]) -> torch.Tensor:
-    """Fixed sin-cos position embedding (Vaswani et al., 2017) of a row-major grid: (prod(sizes), dim).
-
-    Each axis gets dim/A channels laid out as [sin(pos·ω), cos(pos·ω)] with ω_i = 10000^(−i/(dim/2A)). For a
-    2-D grid the first half encodes the column and the second half the row, as in MAE and DiT.
-    """
-    pos = grid_positions(*sizes).flip(-1)  # (T, A): (col, row) for a grid, (l,) for a sequence
-    half = dim // (2 * len(sizes))  # frequencies per axis
-    omega = 1.0 / 10000 ** (torch.arange(half, dtype=torch.float32) / half)  # (half,)
-    parts = []
-    for a in range(pos.shape[1]):
-        angles = pos[:, a : a + 1] * omega  # (T, half)
-        parts += [torch.sin(angles), torch.cos(angles)]
-    return torch.cat(parts, dim=-1)  # (T, dim)
-
-
-def latents_to_tokens(z: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(N, C, h, w) → (N, h/p·w/p, p·p·C) patches, or a sequence (N, C, L) → (N, L/p, p·C) groups of p tokens."""
-    if z.dim() == 4:
-        return patchify(z, patch_size)
-    n, c, length = z.shape
-    x = z.reshape(n, c, length // patch_size, patch_size)  # (N, C, L/p, p)
-    return x.permute(0, 2, 3, 1).reshape(n, length // patch_size, patch_size * c)
-
-
-def tokens_to_latents(x: torch.Tensor, patch_size: int, channels: int, input_size: tuple[int, ...]) -> torch.Tensor:
-    """Inverse of `latents_to_tokens` for latents of spatial shape `input_size`."""
-    p = patch_size
-    if len(input_size) == 2:
-        return unpatchify(x, p, channels, (input_size[0] // p, input_size[1] // p))
-    n, length = x.shape[0], input_size[0]
-    return x.reshape(n, length // p, p, channels).permute(0, 3, 1, 2).reshape(n, channels, length)
-
-
-def guided_model_fn(
-    net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-    labels: torch.Tensor,
-    null_label: int,
-    scale: float,
-    interval: tuple[float, float],
-    noise_level: Callable[[torch.Tensor], torch.Tensor],
-    channels: int,
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The `model_fn(x_t, t)` handed to an objective's sampler, with classifier-free guidance.
-
-    Scale 1 always runs the conditional batch alone. Otherwise, while some sample's noise level lies in the
-    closed `interval` (0 = data, 1 = noise), the batch is doubled as [cond; null] and the first `channels` output
-    channels are combined by `guidance.guide`; the remaining channels (DiT's learned variances, or channels left
-    unguided by `cfg_channels`) come from the conditional half. Samples outside the interval get the conditional
-    output.
-    """
-    lo, hi = check_interval(interval)
-    null = torch.full_like(labels, null_label)
-
-    def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if scale == 1.0:
-            return net(x, t, labels)
-        level = noise_level(t)  # (N,)
-        on = (level >= lo) & (level <= hi)  # (N,)
-        if not bool(on.any()):
-            return net(x, t, labels)
-        out = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))  # (2N, C_out, ...)
-        cond, uncond = out.chunk(2)  # (N, C_out, ...) each
-        guided = guide(cond, uncond, scale, channels=channels)  # (N, C_out, ...)
-        return torch.where(on.view(-1, *[1] * (cond.dim() - 1)), guided, cond)
-
-    return model_fn
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,12 +25,15 @@ from detok.layers import (
     SwiGLU,
     TimestepEmbedder,
     grid_positions,
+    latents_to_tokens,
     rope_tables,
+    sincos_pos_embed,
     swiglu_hidden_dim,
+    tokens_to_latents,
 )
-from detok.models.dit import guided_model_fn, latents_to_tokens, modulate, sincos_pos_embed, tokens_to_latents
+from detok.models.dit import modulate
 from detok.objectives.flow import FlowConfig, FlowMatching
-from detok.objectives.guidance import check_interval
+from detok.objectives.guidance import check_interval, guided_model_fn
 from detok.registry import register_preset
 
 # --------------------------------------------------------------------------------------------------

@@ -24,8 +24,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from detok.layers import Attention, LabelEmbedder
-from detok.models.dit import latents_to_tokens, tokens_to_latents
+from detok.layers import Attention, LabelEmbedder, latents_to_tokens, tokens_to_latents
 from detok.objectives.diffloss import DiffLoss, DiffLossConfig
 from detok.objectives.guidance import check_interval, linear_cfg_scale
 from detok.registry import register_preset

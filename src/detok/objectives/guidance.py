@@ -1,11 +1,16 @@
 """Classifier-free guidance (Ho & Salimans, 2022) shared by every generator, and class-balanced labels.
 
+`guided_model_fn` wraps a DiT-style network (x, t, y) into the guided `model_fn(x_t, t)` that the DDPM and
+flow samplers call; MAR/AR guide inside their DiffLoss head with `guide` directly.
+
 Convention for guidance intervals: the *noise level* runs from 0 (clean data) to 1 (pure noise), whatever
 the objective's own time variable; guidance is applied only while the noise level lies in the interval
 (Kynkäänniemi et al., 2024, "Applying guidance in a limited interval").
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -55,3 +60,38 @@ def balanced_labels(num: int, num_classes: int, device: torch.device | str = "cp
     if num_classes <= 0:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     return torch.arange(num, device=device) % num_classes
+
+
+def guided_model_fn(
+    net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    labels: torch.Tensor,
+    null_label: int,
+    scale: float,
+    interval: tuple[float, float],
+    noise_level: Callable[[torch.Tensor], torch.Tensor],
+    channels: int,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The `model_fn(x_t, t)` handed to an objective's sampler, with classifier-free guidance.
+
+    Scale 1 always runs the conditional batch alone. Otherwise, while some sample's noise level lies in the
+    closed `interval` (0 = data, 1 = noise), the batch is doubled as [cond; null] and the first `channels` output
+    channels are combined by `guidance.guide`; the remaining channels (DiT's learned variances, or channels left
+    unguided by `cfg_channels`) come from the conditional half. Samples outside the interval get the conditional
+    output.
+    """
+    lo, hi = check_interval(interval)
+    null = torch.full_like(labels, null_label)
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if scale == 1.0:
+            return net(x, t, labels)
+        level = noise_level(t)  # (N,)
+        on = (level >= lo) & (level <= hi)  # (N,)
+        if not bool(on.any()):
+            return net(x, t, labels)
+        out = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))  # (2N, C_out, ...)
+        cond, uncond = out.chunk(2)  # (N, C_out, ...) each
+        guided = guide(cond, uncond, scale, channels=channels)  # (N, C_out, ...)
+        return torch.where(on.view(-1, *[1] * (cond.dim() - 1)), guided, cond)
+
+    return model_fn
