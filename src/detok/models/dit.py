@@ -134,6 +134,27 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))  # (N, T, out_dim)
 
 
+def init_adaln_zero(net: nn.Module) -> None:
+    """DiT's initialisation of an adaLN-Zero network (`x_embedder`, `t_embedder`, `y_embedder`, `blocks` with
+    `adaLN_modulation`, `final_layer`): xavier linears, N(0, 0.02) embeddings, and zeroed modulation and output
+    so that every block starts as the identity and the prediction starts at zero."""
+
+    def init_linear(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    net.apply(init_linear)
+    nn.init.normal_(net.y_embedder.table.weight, std=0.02)
+    nn.init.normal_(net.t_embedder.mlp[0].weight, std=0.02)
+    nn.init.normal_(net.t_embedder.mlp[2].weight, std=0.02)
+    for m in [*(b.adaLN_modulation[-1] for b in net.blocks), net.final_layer.adaLN_modulation[-1]]:
+        nn.init.zeros_(m.weight)
+        nn.init.zeros_(m.bias)
+    nn.init.zeros_(net.final_layer.linear.weight)
+    nn.init.zeros_(net.final_layer.linear.bias)
+
+
 class DiTNet(nn.Module):
     """The DiT backbone: patch embedding + sin-cos positions, adaLN-Zero blocks, final adaLN layer, unpatchify."""
 
@@ -156,21 +177,7 @@ class DiTNet(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        def init_linear(m: nn.Module) -> None:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-
-        self.apply(init_linear)
-        nn.init.normal_(self.y_embedder.table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        # adaLN-Zero: zero modulation makes each block the identity and the network output zero at init
-        for m in [*(b.adaLN_modulation[-1] for b in self.blocks), self.final_layer.adaLN_modulation[-1]]:
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+        init_adaln_zero(self)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, *input_size) noisy latents; t: (N,) timesteps in the objective's units; y: (N,) labels,
@@ -189,16 +196,17 @@ class DiTNet(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-class _BackboneGenerator(nn.Module):
-    """Shared plumbing of DiT and SiT: label dropout, the training loss and guided sampling via the objective."""
+class BackboneGenerator(nn.Module):
+    """Plumbing shared by DiT, SiT and LightningDiT: label dropout, the training loss and guided sampling through
+    the objective. `net(x, t, y)` is the backbone; it owns `y_embedder` (the class table) and `pos_embed`."""
 
     kind = "generator"
 
-    def __init__(self, config: DiTBackboneConfig, objective: GaussianDiffusion | FlowMatching, out_channels: int):
+    def __init__(self, config, objective: GaussianDiffusion | FlowMatching, net: nn.Module):
         super().__init__()
         self.config = config
         self.objective = objective
-        self.net = DiTNet(config, out_channels)
+        self.net = net
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean training loss for normalised latents z (N, C, *input_size) and labels (N,) in [0, K)."""
@@ -211,15 +219,21 @@ class _BackboneGenerator(nn.Module):
         self,
         labels: torch.Tensor,
         cfg_scale: float = 1.0,
-        cfg_interval: tuple[float, float] = (0.0, 1.0),
+        cfg_interval: tuple[float, float] | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Normalised latents (N, C, *input_size) for labels (N,); see docs/generator-contract.md."""
+        """Normalised latents (N, C, *input_size) for labels (N,); see docs/generator-contract.md.
+
+        `cfg_interval=None` uses the config's `cfg_interval` where the config has one (LightningDiT), else
+        guidance at every noise level.
+        """
         cfg = self.config
         device = self.net.pos_embed.device
         labels = labels.to(device)
+        if cfg_interval is None:
+            cfg_interval = getattr(cfg, "cfg_interval", (0.0, 1.0))
         noise = torch.randn(len(labels), cfg.latent_channels, *cfg.input_size, generator=generator, device=device)
         channels = cfg.latent_channels if cfg.cfg_channels is None else cfg.cfg_channels
         model_fn = guided_model_fn(
@@ -228,23 +242,23 @@ class _BackboneGenerator(nn.Module):
         return self.objective.sample(model_fn, noise, temperature=temperature, generator=generator, progress=progress)
 
 
-class DiT(_BackboneGenerator):
+class DiT(BackboneGenerator):
     """DiT (Peebles & Xie, 2023): the adaLN-Zero transformer as a DDPM ε-predictor with learned variances."""
 
     config_cls = DiTConfig
 
     def __init__(self, config: DiTConfig):
         diffusion = GaussianDiffusion(config.diffusion)
-        super().__init__(config, diffusion, config.latent_channels * diffusion.out_mult)
+        super().__init__(config, diffusion, DiTNet(config, config.latent_channels * diffusion.out_mult))
 
 
-class SiT(_BackboneGenerator):
+class SiT(BackboneGenerator):
     """SiT (Ma et al., 2024): the same backbone as a velocity field on the linear interpolant."""
 
     config_cls = SiTConfig
 
     def __init__(self, config: SiTConfig):
-        super().__init__(config, FlowMatching(config.flow), config.latent_channels)
+        super().__init__(config, FlowMatching(config.flow), DiTNet(config, config.latent_channels))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -31,9 +31,9 @@ from detok.layers import (
     swiglu_hidden_dim,
     tokens_to_latents,
 )
-from detok.models.dit import modulate
+from detok.models.dit import BackboneGenerator, init_adaln_zero, modulate
 from detok.objectives.flow import FlowConfig, FlowMatching
-from detok.objectives.guidance import check_interval, guided_model_fn
+from detok.objectives.guidance import check_interval
 from detok.registry import register_preset
 
 # --------------------------------------------------------------------------------------------------
@@ -145,21 +145,7 @@ class LightningDiTNet(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        def init_linear(m: nn.Module) -> None:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-
-        self.apply(init_linear)
-        nn.init.normal_(self.y_embedder.table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        # adaLN-Zero: every block starts as the identity and the velocity prediction starts at zero
-        for m in [*(b.adaLN_modulation[-1] for b in self.blocks), self.final_layer.adaLN_modulation[-1]]:
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+        init_adaln_zero(self)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, *input_size) interpolated latents; t: (N,) model time (1000·t); y: (N,) labels,
@@ -178,49 +164,17 @@ class LightningDiTNet(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-class LightningDiT(nn.Module):
-    """LightningDiT (Yao et al., 2025): the modernised backbone as a rectified-flow velocity field."""
+class LightningDiT(BackboneGenerator):
+    """LightningDiT (Yao et al., 2025): the modernised backbone as a rectified-flow velocity field.
 
-    kind = "generator"
+    `sample(cfg_interval=None)` uses the config's interval. The default Euler ODE is deterministic given the
+    initial noise, so `temperature` only matters for the SDE sampler.
+    """
+
     config_cls = LightningDiTConfig
 
     def __init__(self, config: LightningDiTConfig):
-        super().__init__()
-        self.config = config
-        self.objective = FlowMatching(config.flow)
-        self.net = LightningDiTNet(config)
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean flow-matching loss for normalised latents z (N, C, *input_size) and labels (N,) in [0, K)."""
-        if self.training:
-            labels = self.net.y_embedder.drop(labels, self.config.class_dropout)  # CFG dropout from the global RNG
-        return self.objective.training_loss(lambda x, t: self.net(x, t, labels), z).mean()
-
-    @torch.no_grad()
-    def sample(
-        self,
-        labels: torch.Tensor,
-        cfg_scale: float = 1.0,
-        cfg_interval: tuple[float, float] | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-    ) -> torch.Tensor:
-        """Normalised latents (N, C, *input_size) for labels (N,); see docs/generator-contract.md.
-
-        `cfg_interval=None` uses the config's interval. The default Euler ODE is deterministic given the initial
-        noise, so `temperature` only matters for the SDE sampler.
-        """
-        cfg = self.config
-        device = self.net.rope.device
-        labels = labels.to(device)
-        interval = cfg.cfg_interval if cfg_interval is None else cfg_interval
-        noise = torch.randn(len(labels), cfg.latent_channels, *cfg.input_size, generator=generator, device=device)
-        channels = cfg.latent_channels if cfg.cfg_channels is None else cfg.cfg_channels
-        model_fn = guided_model_fn(
-            self.net, labels, cfg.num_classes, cfg_scale, interval, self.objective.noise_level, channels
-        )
-        return self.objective.sample(model_fn, noise, temperature=temperature, generator=generator, progress=progress)
+        super().__init__(config, FlowMatching(config.flow), LightningDiTNet(config))
 
 
 # --------------------------------------------------------------------------------------------------
