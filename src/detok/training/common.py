@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
 
 from detok import dist
+from detok.checkpoint import latest_checkpoint, load_training_state, save_model_folder, save_training_state
+from detok.optim import EMA
 
 
 @dataclass(frozen=True)
@@ -107,3 +110,52 @@ def shard_seed(seed: int, step: int, shard: int) -> int:
 def autocast(device: torch.device, precision: str):
     """Autocast context for `precision` ("fp32" disables it)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def start_run(tc: TrainConfig, run_dir: Path) -> tuple[torch.device, int]:
+    """Pick the device, join the process group, set threads and create `run_dir`.
+
+    Returns:
+        the device and the number of data shards per step (processes × accumulation steps).
+    """
+    device = resolve_device(tc.device)
+    dist.init(device)
+    set_threads(tc.threads)
+    shards = dist.world_size() * tc.grad_accum
+    if tc.batch_size % shards:
+        raise ValueError(f"batch_size {tc.batch_size} is not divisible by processes × grad_accum = {shards}")
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    return device, shards
+
+
+def resume(
+    run_dir: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer], ema: EMA
+) -> tuple[int, int]:
+    """Restore the newest checkpoint in `run_dir` (if any); returns (step, images seen)."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return 0, 0
+    meta = load_training_state(ckpt, modules, optimizers)
+    ema.updates = meta["ema_updates"]
+    dist.print0(f"resumed from {ckpt} (step {meta['step']}, {meta['images_seen']} images)")
+    return meta["step"], meta["images_seen"]
+
+
+def save_checkpoint(
+    run_dir: Path,
+    tc: TrainConfig,
+    step: int,
+    images_seen: int,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    ema: EMA,
+    extra: dict,
+) -> None:
+    """Write the training state and the EMA model folder (rank 0), then wait for every rank."""
+    if dist.is_main():
+        meta = {"step": step, "images_seen": images_seen, "ema_updates": ema.updates}
+        save_training_state(run_dir, step, modules, optimizers, meta, tc.keep_checkpoints)
+        save_model_folder(run_dir, ema.model, {**extra, "step": step})
+    dist.barrier()

@@ -22,11 +22,7 @@ from tqdm import tqdm
 
 from detok import dist
 from detok.checkpoint import (
-    latest_checkpoint,
     load_tokenizer,
-    load_training_state,
-    save_model_folder,
-    save_training_state,
     write_json,
 )
 from detok.config import apply_overrides, from_dict, to_dict
@@ -37,7 +33,15 @@ from detok.objectives.guidance import balanced_labels
 from detok.optim import EMA, lr_at, param_groups
 from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
-from detok.training.common import TrainConfig, autocast, batch_indices, resolve_device, set_threads, shard_seed
+from detok.training.common import (
+    TrainConfig,
+    autocast,
+    batch_indices,
+    resume,
+    save_checkpoint,
+    shard_seed,
+    start_run,
+)
 
 
 @dataclass(frozen=True)
@@ -162,17 +166,9 @@ class _OnTheFlyLatents:
 def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
     """Train (or resume) a generator in `run_dir`; returns the run directory, which then holds the EMA model."""
     tc = cfg.train
-    device = resolve_device(tc.device)
-    dist.init(device)
-    set_threads(tc.threads)
     run_dir = Path(run_dir)
+    device, shards = start_run(tc, run_dir)
     world, rank = dist.world_size(), dist.rank()
-    shards = world * tc.grad_accum
-    if tc.batch_size % shards:
-        raise ValueError(f"batch_size {tc.batch_size} is not divisible by processes × grad_accum = {shards}")
-    if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-    dist.barrier()
 
     tokenizer = load_tokenizer(cfg.tokenizer, device)
     if tokenizer.config.latent_mean is None:
@@ -197,12 +193,7 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.peak_lr(), betas=(tc.beta1, tc.beta2))
     modules, optimizers = {"model": model, "ema": ema.model}, {"opt": opt}
 
-    step, images_seen = 0, 0
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
-        meta = load_training_state(ckpt, modules, optimizers)
-        step, images_seen, ema.updates = meta["step"], meta["images_seen"], meta["ema_updates"]
-        dist.print0(f"resumed from {ckpt} (step {step}, {images_seen} images)")
+    step, images_seen = resume(run_dir, modules, optimizers, ema)
     num_params = sum(p.numel() for p in model.parameters())
     record = {"run": to_dict(cfg), "world_size": world, "effective_batch": tc.batch_size, "parameters": num_params}
     if dist.is_main():
@@ -259,12 +250,8 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
         if dist.is_main() and (step % tc.sample_every == 0 or step == total):
             _preview(ema.model, tokenizer, cfg, run_dir / "samples" / f"step-{step:08d}.png", device)
         if step % tc.ckpt_every == 0 or step == total:
-            if dist.is_main():
-                meta = {"step": step, "images_seen": images_seen, "ema_updates": ema.updates}
-                save_training_state(run_dir, step, modules, optimizers, meta, tc.keep_checkpoints)
-                extra = {"preset": cfg.preset, "step": step, "tokenizer": cfg.tokenizer}
-                save_model_folder(run_dir, ema.model, extra)
-            dist.barrier()
+            extra = {"preset": cfg.preset, "tokenizer": cfg.tokenizer}
+            save_checkpoint(run_dir, tc, step, images_seen, modules, optimizers, ema, extra)
     bar.close()
     log.close()
     return run_dir

@@ -19,11 +19,7 @@ from tqdm import tqdm
 
 from detok import dist
 from detok.checkpoint import (
-    latest_checkpoint,
     load_model_folder,
-    load_training_state,
-    save_model_folder,
-    save_training_state,
     write_json,
 )
 from detok.config import to_dict
@@ -33,7 +29,15 @@ from detok.models.detok import DeTok, DeTokConfig
 from detok.optim import EMA, lr_at, param_groups
 from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
-from detok.training.common import TrainConfig, autocast, batch_indices, resolve_device, set_threads, shard_seed
+from detok.training.common import (
+    TrainConfig,
+    autocast,
+    batch_indices,
+    resume,
+    save_checkpoint,
+    shard_seed,
+    start_run,
+)
 
 
 @dataclass(frozen=True)
@@ -138,17 +142,9 @@ def _build_perceptual(loss: LossConfig, device: torch.device):
 def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     """Train (or resume) a tokenizer in `run_dir`; returns the run directory, which then holds the EMA model."""
     tc, lc = cfg.train, cfg.loss
-    device = resolve_device(tc.device)
-    dist.init(device)
-    set_threads(tc.threads)
     run_dir = Path(run_dir)
+    device, shards = start_run(tc, run_dir)
     world, rank = dist.world_size(), dist.rank()
-    shards = world * tc.grad_accum
-    if tc.batch_size % shards:
-        raise ValueError(f"batch_size {tc.batch_size} is not divisible by processes × grad_accum = {shards}")
-    if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-    dist.barrier()
 
     dataset = build_dataset(cfg.data, "train")
     torch.manual_seed(tc.seed)
@@ -175,12 +171,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
         optimizers["opt_d"], modules["disc"] = opt_d, disc
     perceptual = _build_perceptual(lc, device)
 
-    step, images_seen = 0, 0
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
-        meta = load_training_state(ckpt, modules, optimizers)
-        step, images_seen, ema.updates = meta["step"], meta["images_seen"], meta["ema_updates"]
-        dist.print0(f"resumed from {ckpt} (step {step}, {images_seen} images)")
+    step, images_seen = resume(run_dir, modules, optimizers, ema)
     run_record = {"run": to_dict(cfg), "world_size": world, "effective_batch": tc.batch_size}
     if dist.is_main():
         write_json(run_dir / "run_config.json", run_record)
@@ -272,11 +263,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
                 recon = ema.model(preview, corrupt=False, sample_posterior=False)["recon"]
             save_grid(torch.cat([preview, recon]), run_dir / "samples" / f"step-{step:08d}.png", nrow=len(preview))
         if step % tc.ckpt_every == 0 or step == total:
-            if dist.is_main():
-                meta = {"step": step, "images_seen": images_seen, "ema_updates": ema.updates}
-                save_training_state(run_dir, step, modules, optimizers, meta, tc.keep_checkpoints)
-                save_model_folder(run_dir, ema.model, {"preset": cfg.preset, "step": step})
-            dist.barrier()
+            save_checkpoint(run_dir, tc, step, images_seen, modules, optimizers, ema, {"preset": cfg.preset})
     bar.close()
     log.close()
     return run_dir
