@@ -36,6 +36,13 @@ def _batch(model, n=4, seed=0):
     return z, y
 
 
+@torch.no_grad()
+def _perturb(model, scale=0.02):
+    """Add N(0, scale²) noise to every parameter: untrained generators start with zeroed output layers."""
+    for p in model.parameters():
+        p.add_(torch.randn_like(p) * scale)
+
+
 def _sample(model, labels, seed=0, **kw):
     return model.sample(labels, generator=torch.Generator().manual_seed(seed), **kw)
 
@@ -87,9 +94,7 @@ def test_one_dimensional_token_sequences(name):
 def test_every_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
     model = create_model(name).train()
-    with torch.no_grad():  # move zero-initialised (adaLN-Zero) layers off zero so gradients can flow through
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    _perturb(model)  # move zero-initialised (adaLN-Zero) layers off zero so gradients can flow through
     z, y = _batch(model, n=8)
     y[:2] = model.config.num_classes  # include the null class, as label dropout would
     model(z, y).backward()
@@ -117,9 +122,7 @@ def test_same_seed_same_model_same_loss(name):
 def test_save_load_roundtrip(name, tmp_path):
     torch.manual_seed(0)
     model = create_model(name).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    _perturb(model)
     save_model_folder(tmp_path, model)
     loaded = load_generator(tmp_path)
     z, y = _batch(model)
@@ -130,9 +133,7 @@ def test_save_load_roundtrip(name, tmp_path):
 def test_seeded_sampling_is_reproducible(name):
     torch.manual_seed(0)
     model = create_model(name).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    _perturb(model)
     y = torch.arange(4) % model.config.num_classes
     a, b, c = _sample(model, y, seed=5), _sample(model, y, seed=5), _sample(model, y, seed=6)
     assert torch.equal(a, b)
@@ -170,9 +171,7 @@ def test_cfg_scale_one_takes_the_unguided_path(name):
 def test_guidance_changes_the_samples(name):
     torch.manual_seed(0)
     model = create_model(name).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    _perturb(model, 0.05)
     y = torch.arange(4) % model.config.num_classes
     assert not torch.allclose(_sample(model, y, cfg_scale=1.0), _sample(model, y, cfg_scale=4.0))
 

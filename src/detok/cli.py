@@ -11,22 +11,26 @@ from pathlib import Path
 from detok.config import apply_overrides, to_dict
 
 
-def _train_tokenizer(args: argparse.Namespace) -> int:
-    from detok.training.tokenizer import default_run_config, train_tokenizer
-
-    cfg = apply_overrides(default_run_config(args.preset), args.set or [])
-    out = Path(args.out or f"runs/{args.preset}")
-    if args.dry_run:
+def _run_training(cfg, out: Path, train, what: str, dry_run: bool) -> int:
+    """Print the resolved config (`--dry-run`) or train, then leave the process group."""
+    if dry_run:
         print(json.dumps({"out": str(out), **to_dict(cfg)}, indent=2))
         return 0
     from detok import dist
 
     try:
-        train_tokenizer(cfg, out)
-        dist.print0(f"trained tokenizer written to {out}")
+        train(cfg, out)
+        dist.print0(f"trained {what} written to {out}")
     finally:
         dist.cleanup()
     return 0
+
+
+def _train_tokenizer(args: argparse.Namespace) -> int:
+    from detok.training.tokenizer import default_run_config, train_tokenizer
+
+    cfg = apply_overrides(default_run_config(args.preset), args.set or [])
+    return _run_training(cfg, Path(args.out or f"runs/{args.preset}"), train_tokenizer, "tokenizer", args.dry_run)
 
 
 def _eval_tokenizer(args: argparse.Namespace) -> int:
@@ -105,18 +109,7 @@ def _train_generator(args: argparse.Namespace) -> int:
     from detok.training.generator import default_run_config, train_generator
 
     cfg = default_run_config(args.preset, args.tokenizer, args.latents, args.set or [])
-    out = Path(args.out or f"runs/{args.preset}")
-    if args.dry_run:
-        print(json.dumps({"out": str(out), **to_dict(cfg)}, indent=2))
-        return 0
-    from detok import dist
-
-    try:
-        train_generator(cfg, out)
-        dist.print0(f"trained generator written to {out}")
-    finally:
-        dist.cleanup()
-    return 0
+    return _run_training(cfg, Path(args.out or f"runs/{args.preset}"), train_generator, "generator", args.dry_run)
 
 
 def _parse_interval(text: str) -> tuple[float, float]:

@@ -8,7 +8,6 @@ deterministically, and cached. It is an *evaluator*: it must never be used as a 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,8 +146,3 @@ def load_reference(path: str | Path, device: str | torch.device = "cpu") -> Refe
     if getattr(model, "kind", None) != "evaluator":
         raise ValueError(f"{path} holds a {getattr(model, 'kind', 'unknown')} model, not a reference classifier")
     return model
-
-
-def reference_accuracy(path: str | Path) -> float:
-    """The test accuracy recorded when the classifier in `path` was trained."""
-    return json.loads((Path(path) / "config.json").read_text())["test_accuracy"]

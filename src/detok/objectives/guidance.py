@@ -31,12 +31,6 @@ def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float, channels: int 
     return guided if k == cond.shape[1] else torch.cat([guided, cond[:, k:]], dim=1)
 
 
-def in_interval(noise_level: float, interval: tuple[float, float]) -> bool:
-    """Whether guidance is on at this noise level (0 = data, 1 = noise); the interval is closed."""
-    lo, hi = interval
-    return lo <= noise_level <= hi
-
-
 def check_interval(interval: tuple[float, float]) -> tuple[float, float]:
     """Validate a guidance interval (0 ≤ lo ≤ hi ≤ 1) and return it as a tuple of floats."""
     lo, hi = float(interval[0]), float(interval[1])

@@ -153,7 +153,6 @@ class _OnTheFlyLatents:
     def __init__(self, data: DataConfig, tokenizer, device: torch.device):
         self.dataset = build_dataset(data, "train")
         self.tokenizer, self.device = tokenizer, device
-        self.num_classes = self.dataset.num_classes
 
     def __len__(self) -> int:
         return len(self.dataset)
