@@ -55,6 +55,8 @@ def inception_score(probs, splits: int = 10) -> tuple[float, float]:
     p = _np(probs)
     if p.ndim != 2 or (p < 0).any() or not np.allclose(p.sum(1), 1.0, atol=1e-4):
         raise ValueError("probs must be (N, K) non-negative rows summing to 1")
+    if not 1 <= splits <= len(p):
+        raise ValueError(f"splits must be in [1, N={len(p)}], got {splits}")
     scores = []
     for part in np.array_split(p, splits):
         marginal = part.mean(0, keepdims=True)

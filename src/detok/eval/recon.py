@@ -1,4 +1,4 @@
-"""Reconstruction quality: PSNR and SSIM of tokenizer round trips over a dataset split."""
+"""Reconstruction quality of tokenizer round trips over a dataset split: PSNR, SSIM, and optionally rFID, LPIPS."""
 
 from __future__ import annotations
 
@@ -51,25 +51,49 @@ def evaluate_reconstruction(
     max_images: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    extractor=None,
+    lpips: torch.nn.Module | None = None,
 ) -> dict[str, float]:
-    """Mean PSNR/SSIM of encode → decode over the first `max_images` images of `dataset`.
+    """Mean PSNR/SSIM (and rFID, LPIPS when given) of encode → decode over the first `max_images` images.
 
     Computed on [-1, 1] images with data range 2, which equals the usual [0, 1] / range-1 convention.
-    Reconstructions are clamped to [-1, 1] as an image writer would. Returns the means, their standard
-    errors and the image count.
+    Reconstructions are clamped to [-1, 1] as an image writer would.
+
+    Args:
+        extractor: a `FeatureExtractor` (eval/features.py); rFID is the Fréchet distance between its features
+            of the originals and of the reconstructions, both rounded to uint8 as image files would be.
+        lpips: an LPIPS module (losses/perceptual.py); its mean distance is reported.
+
+    Returns:
+        The means, their standard errors, the image count, and "rfid"/"lpips" when requested.
     """
+    from detok.eval.features import to_uint8_nchw
+    from detok.eval.metrics import feature_stats, frechet_distance
+
     tokenizer.eval()
-    psnrs, ssims = [], []
+    psnrs, ssims, dists, feats_real, feats_fake = [], [], [], [], []
     for x, _ in iter_batches(dataset, batch_size, max_images, "reconstruct", progress):
         x = x.to(device)
         recon = tokenizer.decode(tokenizer.encode(x)).clamp(-1, 1)
         psnrs.append(psnr(recon, x).cpu())
         ssims.append(ssim(recon, x).cpu())
+        if lpips is not None:
+            dists.append(lpips(recon, x).cpu())
+        if extractor is not None:
+            feats_real.append(extractor(to_uint8_nchw(x))[0].double())
+            feats_fake.append(extractor(to_uint8_nchw(recon))[0].double())
     p, s = torch.cat(psnrs), torch.cat(ssims)
-    return {
+    out = {
         "psnr": p.mean().item(),
         "psnr_sem": (p.std() / math.sqrt(len(p))).item(),
         "ssim": s.mean().item(),
         "ssim_sem": (s.std() / math.sqrt(len(s))).item(),
         "images": len(p),
     }
+    if lpips is not None:
+        d = torch.cat(dists)
+        out["lpips"], out["lpips_sem"] = d.mean().item(), (d.std() / math.sqrt(len(d))).item()
+    if extractor is not None:
+        real, fake = feature_stats(torch.cat(feats_real)), feature_stats(torch.cat(feats_fake))
+        out["rfid"] = frechet_distance(*real, *fake)
+    return out

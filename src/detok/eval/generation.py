@@ -1,0 +1,152 @@
+"""Generation metrics: score a set of samples (gFID, IS, precision/recall) and sweep the CFG scale.
+
+Paper protocol (l-DeTok App. A.2, after DiT/MAR): search the guidance scale on a smaller sample count, then
+report the best scale on the full count. Here the final set is drawn with a different seed from the search
+sets, so the reported number is not the minimum over noisy estimates of the same samples.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from detok.checkpoint import write_json
+from detok.eval.features import FeatureExtractor, ReferenceSet, extract
+from detok.eval.metrics import feature_stats, frechet_distance, inception_score, precision_recall
+
+
+def score_images(
+    images: np.ndarray,
+    extractor: FeatureExtractor,
+    ref: ReferenceSet,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """FID against `ref`, Inception Score, and k-NN precision/recall (k=3) of uint8 images (N, H, W, C).
+
+    Precision/recall are defined for sets of equal size, so a larger reference set is subsampled (seeded) to N;
+    with published statistics only (no reference features) they are None.
+    """
+    feats, probs = extract(extractor, images, batch_size, progress)
+    mu, sigma = feature_stats(feats)
+    out: dict = {"num": len(images), "fid": frechet_distance(mu, sigma, ref.mu, ref.sigma)}
+    out["is"], out["is_std"] = inception_score(probs, min(10, len(probs))) if probs is not None else (None, None)
+    out["precision"] = out["recall"] = None
+    if ref.features is not None:
+        real = ref.features
+        if len(real) > len(feats):
+            real = real[np.sort(np.random.default_rng(seed).permutation(len(real))[: len(feats)])]
+        out["precision"], out["recall"] = precision_recall(real, feats)
+    return out
+
+
+@dataclass(frozen=True)
+class GenerationEvalConfig:
+    """A CFG sweep: every scale scored on `num` samples, the best (lowest FID) re-scored on `final_num`.
+
+    `final_num <= num` reports the best search row itself (no extra samples).
+    """
+
+    cfg_scales: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0)
+    num: int = 10_000
+    final_num: int = 50_000
+    seed: int = 0
+    batch_size: int = 64
+    temperature: float = 1.0
+    cfg_interval: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        if not self.cfg_scales or any(s < 0 for s in self.cfg_scales):
+            raise ValueError(f"cfg scales must be a non-empty list of numbers >= 0, got {self.cfg_scales}")
+        if self.num < 4:  # precision/recall need more than k = 3 samples
+            raise ValueError(f"num must be at least 4, got {self.num}")
+
+
+def _samples_path(out_dir: Path, scale: float, num: int, seed: int, cfg: GenerationEvalConfig) -> Path:
+    tag = f"cfg{scale:g}-n{num}-seed{seed}"
+    if cfg.temperature != 1.0:
+        tag += f"-t{cfg.temperature:g}"
+    if cfg.cfg_interval is not None:
+        tag += f"-i{cfg.cfg_interval[0]:g},{cfg.cfg_interval[1]:g}"
+    return out_dir / f"samples-{tag}.npz"
+
+
+def _scored_samples(model, tokenizer, extractor, ref, path: Path, scale: float, num: int, seed: int, cfg, progress):
+    """Sample (or reuse the .npz at `path`) and score (or reuse its .json sidecar scored by the same evaluator)."""
+    from detok.generate import sample_images, save_samples
+
+    scores_path = path.with_suffix(".json")
+    if scores_path.is_file():
+        scores = json.loads(scores_path.read_text())
+        if scores.get("evaluator") == extractor.name and scores.get("reference") == ref.source:
+            return scores
+    if path.is_file():
+        with np.load(path) as f:
+            images = f["images"]
+        if len(images) != num:
+            raise ValueError(f"{path} holds {len(images)} samples, expected {num}; delete it to resample")
+    else:
+        images, labels = sample_images(
+            model,
+            tokenizer,
+            num,
+            cfg_scale=scale,
+            cfg_interval=cfg.cfg_interval,
+            temperature=cfg.temperature,
+            batch_size=cfg.batch_size,
+            seed=seed,
+            progress=progress,
+        )
+        save_samples(path, images, labels)
+    scores = {"cfg": scale, "seed": seed, **score_images(images, extractor, ref, seed=seed, progress=progress)}
+    scores.update(samples=path.name, evaluator=extractor.name, reference=ref.source)
+    write_json(scores_path, scores)
+    return scores
+
+
+def evaluate_generation(
+    model: torch.nn.Module,
+    tokenizer: torch.nn.Module,
+    extractor: FeatureExtractor,
+    ref: ReferenceSet,
+    out_dir: str | Path,
+    cfg: GenerationEvalConfig,
+    progress: bool = True,
+) -> dict:
+    """Run the CFG sweep and the final evaluation; resumable (samples and scores are kept per setting).
+
+    Writes `out_dir/generation.json` (rows per scale, best scale, final row) after every step, and the
+    samples of each setting as .npz (uint8 images + labels) + PNG grid, so another evaluator can re-score them.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "evaluator": extractor.name,
+        "reference": ref.source,
+        "settings": asdict(cfg),
+        "rows": [],
+        "best_cfg": None,
+        "final": None,
+    }
+    for scale in cfg.cfg_scales:
+        path = _samples_path(out_dir, scale, cfg.num, cfg.seed, cfg)
+        record["rows"].append(
+            _scored_samples(model, tokenizer, extractor, ref, path, scale, cfg.num, cfg.seed, cfg, progress)
+        )
+        write_json(out_dir / "generation.json", record)
+    best = min(record["rows"], key=lambda r: r["fid"])
+    record["best_cfg"] = best["cfg"]
+    if cfg.final_num > cfg.num:
+        path = _samples_path(out_dir, best["cfg"], cfg.final_num, cfg.seed + 1, cfg)
+        record["final"] = _scored_samples(
+            model, tokenizer, extractor, ref, path, best["cfg"], cfg.final_num, cfg.seed + 1, cfg, progress
+        )
+    else:
+        record["final"] = dict(best)
+    write_json(out_dir / "generation.json", record)
+    return record
