@@ -344,6 +344,28 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_reproduce(args: argparse.Namespace) -> int:
+    import shlex
+
+    import torch
+
+    from detok.bench.reproduce import parse_budget, run_suite
+    from detok.training.common import set_threads
+
+    budget = parse_budget(args.budget, args.set or [])
+    if args.suite == "noise" and not torch.cuda.is_available() and not args.allow_cpu and args.budget != "smoke":
+        raise ValueError("the noise suite (7 tokenizers × 2 generators) is sized for a GPU; pass --allow-cpu to run it")
+    set_threads(args.threads)
+    out = Path(args.out or f"docs/results/{args.suite}")
+    work = Path(args.work or f"runs/bench-{args.suite}")
+    command = "detok " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+    record = run_suite(
+        args.suite, budget, work, out, args.evaluator, command or f"detok bench reproduce --suite {args.suite}"
+    )
+    print(f"{len(record['cells'])} cells done; results in {out / 'results.md'}")
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     from detok.registry import get_preset, list_models
 
@@ -508,6 +530,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(fn=_sample_generator)
+
+    bench = sub.add_parser("bench", help="benchmark suites").add_subparsers(dest="action", required=True)
+    p = bench.add_parser("reproduce", help="reproduce the paper's claims at small scale (resumable: rerun to continue)")
+    p.add_argument("--suite", default="table2", choices=["table2", "noise"])
+    p.add_argument("--budget", default="cpu", help="named budget: cpu (<= 2 h on 2 cores) or smoke (tests)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a budget value, e.g. final_num=5000")
+    p.add_argument("--out", help="results folder (default docs/results/<suite>)")
+    p.add_argument("--work", help="run directories (default runs/bench-<suite>)")
+    p.add_argument("--evaluator", default="reference", help="reference[:FOLDER] (default) or inception[:WEIGHTS]")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--allow-cpu", action="store_true", help="run the GPU-sized noise suite on CPU anyway")
+    p.set_defaults(fn=_bench_reproduce)
 
     p = sub.add_parser("report", help="write a Markdown + HTML report for one run or a comparison of runs")
     p.add_argument("runs", nargs="+", help="run directories (tokenizers and/or generators)")

@@ -1,0 +1,1 @@
+"""Benchmark suites that reproduce the paper's claims (`detok bench`)."""

@@ -1,0 +1,382 @@
+"""`detok bench reproduce`: the l-DeTok paper's central claim at small scale, as one resumable command.
+
+Paper: "Latent Denoising Makes Good Visual Tokenizers" (Yang et al., arXiv:2507.15856), Table 2: tokenizers with
+the same architecture and budget — baseline (γ=0, M=0), masking only, noise only, joint — each judged by the
+generators trained on its latents (SiT for non-AR, MAR for AR), FID with CFG. Here on Fashion-MNIST-32, with the
+project's reference classifier as the evaluator (fixed before any grid run; never tuned on its outcome).
+
+Every step (tokenizer training, statistics, reconstruction metrics, latent cache, generator training, CFG search
+and final scoring) records its result and wall-clock time in a `done.json` beside its outputs; a rerun skips the
+finished steps and resumes the unfinished one from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from detok.checkpoint import load_generator, load_tokenizer, write_json
+from detok.config import apply_overrides, to_dict
+from detok.data import DataConfig, build_dataset
+
+# --------------------------------------------------------------------------------------------------
+# Suites and budgets
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenizerVariant:
+    """One tokenizer row: a name, its corruption overrides (model.corruption.*) and the seeds to train."""
+
+    name: str
+    overrides: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+    paper: dict[str, float] = field(default_factory=dict)  # the paper's ImageNet numbers, for the table
+
+
+def _corruption(gamma: float, mask: float, *extra: str) -> tuple[str, ...]:
+    return (f"model.corruption.noise_gamma={gamma}", f"model.corruption.mask_max={mask}", *extra)
+
+
+SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
+    # Table 2 (ImageNet 256, FID with CFG; MAR-B / SiT-B).
+    "table2": (
+        TokenizerVariant("baseline", _corruption(0, 0), (0, 1), {"MAR-B": 3.31, "SiT-B": 6.97}),
+        TokenizerVariant("masking", _corruption(0, 0.7), (0,), {"MAR-B": 2.90, "SiT-B": 6.43}),
+        TokenizerVariant("noise", _corruption(3, 0), (0,), {"MAR-B": 2.77, "SiT-B": 5.56}),
+        TokenizerVariant("joint", _corruption(3, 0.7), (0, 1), {"MAR-B": 2.65, "SiT-B": 5.50}),
+    ),
+    # Fig. 2 and Table 1: noise form, strength γ, and the τ distribution (sized for a GPU).
+    "noise": (
+        TokenizerVariant("additive-g1", _corruption(1, 0.7, "model.corruption.noise_form=additive")),
+        *(TokenizerVariant(f"interp-g{g:g}", _corruption(g, 0.7)) for g in (0.5, 1, 2, 3, 4)),
+        TokenizerVariant("interp-g3-logitnormal", _corruption(3, 0.7, "model.corruption.tau_dist=logit_normal")),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Presets and step counts of one suite run; every cell gets exactly the same."""
+
+    tokenizer: str = "detok-fmnist32"
+    tokenizer_images: int = 24_000
+    stats_images: int = 5_000
+    recon_images: int = 5_000
+    cache_images: int = 10_000
+    sit: str = "sit-fmnist32"
+    sit_images: int = 24_000
+    sit_sampling: tuple[str, ...] = ("flow.sampler=euler", "flow.sample_steps=10")
+    mar: str = "mar-fmnist32"
+    mar_images: int = 16_000
+    mar_sampling: tuple[str, ...] = ("num_iter=8", "diffloss.sample_steps=20")
+    search_cfgs: tuple[float, ...] = (1.5, 3.0)
+    search_num: int = 1_000
+    final_num: int = 10_000
+    sample_batch: int = 250
+    data: tuple[str, ...] = ()  # data config overrides, shared by every step (the smoke test uses an npz)
+    train: tuple[str, ...] = ()  # train.* overrides for every training run (e.g. train.progress=false)
+
+
+BUDGETS = {
+    "cpu": Budget(),
+    # For the test suite: tiny twins, a few dozen images, two samples per class.
+    "smoke": Budget(
+        tokenizer="detok-fmnist32-tiny",
+        tokenizer_images=16,
+        stats_images=16,
+        recon_images=8,
+        cache_images=16,
+        sit="sit-fmnist32-tiny",
+        sit_images=16,
+        sit_sampling=("flow.sampler=euler", "flow.sample_steps=2"),
+        mar="mar-fmnist32-tiny",
+        mar_images=16,
+        mar_sampling=("num_iter=2", "diffloss.sample_steps=2"),
+        search_cfgs=(1.0, 2.0),
+        search_num=6,
+        final_num=8,
+        sample_batch=8,
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------------------
+
+
+def _step(marker: Path, fn: Callable[[], dict], log: Callable[[str], None]) -> dict:
+    """Run `fn` unless `marker` records it as done; store its result and wall-clock seconds in the marker."""
+    if marker.is_file():
+        return json.loads(marker.read_text())
+    log(f"→ {marker.parent}")
+    start = time.perf_counter()
+    result = {**fn(), "seconds": round(time.perf_counter() - start, 1)}
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    write_json(marker, result)
+    return result
+
+
+def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell: Path, ctx: dict) -> dict:
+    from detok.eval.recon import evaluate_reconstruction
+    from detok.latents import cache_latents, compute_latent_stats, store_latent_stats
+    from detok.training.tokenizer import default_run_config, train_tokenizer
+
+    tok_dir, data, device, log = cell / "tokenizer", ctx["data"], ctx["device"], ctx["log"]
+
+    def train() -> dict:
+        overrides = [*variant.overrides, f"train.images={budget.tokenizer_images}", f"train.seed={seed}"]
+        overrides += [f"data.{o}" for o in budget.data] + list(budget.train)
+        train_tokenizer(apply_overrides(default_run_config(budget.tokenizer), overrides), tok_dir)
+        tok = load_tokenizer(tok_dir, device)
+        mean, std = compute_latent_stats(tok, build_dataset(data, "train"), 256, budget.stats_images, device, False)
+        store_latent_stats(tok_dir, mean, std)
+        return {"overrides": overrides}
+
+    trained = _step(tok_dir / "done.json", train, log)
+
+    def recon() -> dict:
+        tok = load_tokenizer(tok_dir, device)
+        test = build_dataset(data, "test")
+        return evaluate_reconstruction(tok, test, 256, budget.recon_images, device, False, extractor=ctx["extractor"])
+
+    metrics = _step(cell / "recon" / "done.json", recon, log)
+
+    def cache() -> dict:
+        tok = load_tokenizer(tok_dir, device)
+        cache_latents(tok, build_dataset(data, "train"), cell / "latents", str(tok_dir), max_images=budget.cache_images)
+        return {"images": budget.cache_images}
+
+    cached = _step(cell / "latents" / "done.json", cache, log)
+    return {"train": trained, "recon": metrics, "cache": cached}
+
+
+def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict) -> dict:
+    from detok.eval.generation import GenerationEvalConfig, evaluate_generation
+    from detok.training.generator import default_run_config, train_generator
+
+    preset, images, sampling = (
+        getattr(budget, name),
+        getattr(budget, f"{name}_images"),
+        getattr(budget, f"{name}_sampling"),
+    )
+    run, tok_dir, device, log = cell / name, cell / "tokenizer", ctx["device"], ctx["log"]
+
+    def train() -> dict:
+        overrides = [f"train.images={images}", *(f"data.{o}" for o in budget.data), *budget.train]
+        cfg = default_run_config(preset, str(tok_dir), str(cell / "latents"), overrides)
+        train_generator(cfg, run)
+        return {"overrides": overrides}
+
+    trained = _step(run / "done.json", train, log)
+
+    def evaluate() -> dict:
+        model = load_generator(run, device)
+        model = type(model)(apply_overrides(model.config, list(sampling))).to(device).eval()
+        model.load_state_dict(load_generator(run, device).state_dict())
+        cfg = GenerationEvalConfig(
+            cfg_scales=budget.search_cfgs,
+            num=budget.search_num,
+            final_num=budget.final_num,
+            batch_size=budget.sample_batch,
+        )
+        record = evaluate_generation(
+            model, load_tokenizer(tok_dir, device), ctx["extractor"], ctx["ref"], run / "eval", cfg, progress=False
+        )
+        return {"sampling": list(sampling), **record}
+
+    evaluated = _step(run / "eval" / "done.json", evaluate, log)
+    return {"train": trained, "eval": evaluated}
+
+
+# --------------------------------------------------------------------------------------------------
+# The suite
+# --------------------------------------------------------------------------------------------------
+
+
+def run_suite(
+    suite: str,
+    budget: Budget,
+    work_dir: str | Path,
+    out_dir: str | Path,
+    evaluator: str = "reference",
+    command: str = "",
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run (or resume) every cell of `suite` under `budget`; write the results table after each cell.
+
+    Returns the results record also written to `out_dir/results.json`.
+    """
+    from detok.eval.features import build_extractor, reference_set
+    from detok.training.common import resolve_device
+
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
+    work_dir, out_dir = Path(work_dir), Path(out_dir)
+    device = resolve_device("auto")
+    data = apply_overrides(DataConfig(name="fashion-mnist"), list(budget.data))
+    extractor = build_extractor(evaluator, device, data.name)
+    ref = reference_set(extractor, build_dataset(data, "train"), f"{data.name}-train-{data.image_size}x{data.channels}")
+    ctx = {"data": data, "device": device, "extractor": extractor, "ref": ref, "log": log}
+    record = {
+        "suite": suite,
+        "budget": to_dict(budget),
+        "evaluator": extractor.name,
+        "reference": ref.source,
+        "command": command,
+        "environment": _environment(),
+        "cells": [],
+    }
+    for variant in SUITES[suite]:
+        for seed in variant.seeds:
+            cell = work_dir / f"{variant.name}-seed{seed}"
+            result = {"variant": variant.name, "seed": seed, "run_dir": str(cell), "paper": variant.paper}
+            result["tokenizer"] = _tokenizer_steps(variant, seed, budget, cell, ctx)
+            for name in ("sit", "mar"):
+                result[name] = _generator_steps(name, budget, cell, ctx)
+            record["cells"].append(result)
+            write_results(record, out_dir)
+    return record
+
+
+def _environment() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    return {
+        "commit": commit.strip(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "device": device,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Results: table, plot, record
+# --------------------------------------------------------------------------------------------------
+
+
+def _seconds(cell: dict) -> float:
+    parts = [cell["tokenizer"][k]["seconds"] for k in ("train", "recon", "cache")]
+    parts += [cell[g][k]["seconds"] for g in ("sit", "mar") for k in ("train", "eval")]
+    return sum(parts)
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """One value, or the mean ± half the range over seeds (with the seed count)."""
+    if len(values) == 1:
+        return format(values[0], fmt)
+    half = (max(values) - min(values)) / 2
+    return f"{format(float(np.mean(values)), fmt)} ± {format(half, fmt)} (n={len(values)})"
+
+
+def summarize(record: dict) -> list[dict]:
+    """One row per tokenizer variant, seeds pooled: lists of the per-seed numbers."""
+    rows: dict[str, dict] = {}
+    for cell in record["cells"]:
+        row = rows.setdefault(cell["variant"], {"variant": cell["variant"], "paper": cell["paper"], "seeds": []})
+        row["seeds"].append(cell["seed"])
+        recon = cell["tokenizer"]["recon"]
+        for key, value in (("rfid", recon.get("rfid")), ("psnr", recon["psnr"])):
+            row.setdefault(key, []).append(value)
+        for g in ("sit", "mar"):
+            final = cell[g]["eval"]["final"]
+            for key in ("fid", "is", "precision", "recall", "cfg"):
+                row.setdefault(f"{g}_{key}", []).append(final[key])
+    return list(rows.values())
+
+
+def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write results.json, results.md (paper layout) and gfid.png (if matplotlib is installed) into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "results.json", record)
+    rows = summarize(record)
+    env, budget = record["environment"], record["budget"]
+    total = sum(_seconds(c) for c in record["cells"])
+    lines = [
+        f"# detok bench reproduce --suite {record['suite']}",
+        "",
+        "Generated by the command below; numbers are not edited. Spread: mean ± half the range over seeds.",
+        "",
+        f"- command: `{record['command']}`",
+        f"- commit {env['commit']}, {env['date']}, {env['device']} ({env['machine']}), torch {env['torch']}",
+        f"- wall-clock: {total / 60:.1f} min over {len(record['cells'])} cells (sum of step times, resumes included)",
+        f"- evaluator: {record['evaluator']} on {record['reference']} (Fashion-MNIST-32 reference classifier "
+        "features; not Inception — not comparable with ImageNet FIDs)",
+        f"- gFID: CFG searched over {budget['search_cfgs']} on {budget['search_num']} samples, best scale "
+        f"reported on {budget['final_num']} fresh samples",
+        "",
+        "| Tokenizer | rFID | PSNR (dB) | SiT gFID | MAR gFID | paper SiT-B | paper MAR-B |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        rfid = _spread(r["rfid"], ".2f") if None not in r["rfid"] else "—"
+        lines.append(
+            f"| {r['variant']} | {rfid} | {_spread(r['psnr'], '.2f')} | {_spread(r['sit_fid'], '.2f')} | "
+            f"{_spread(r['mar_fid'], '.2f')} | {r['paper'].get('SiT-B', '—')} | {r['paper'].get('MAR-B', '—')} |"
+        )
+    lines += ["", "| Tokenizer | generator | CFG | IS | precision | recall |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        for g, label in (("sit", "SiT"), ("mar", "MAR")):
+            cfgs = "/".join(f"{c:g}" for c in r[f"{g}_cfg"])
+            lines.append(
+                f"| {r['variant']} | {label} | {cfgs} | {_spread(r[f'{g}_is'], '.2f')} | "
+                f"{_spread(r[f'{g}_precision'], '.3f')} | {_spread(r[f'{g}_recall'], '.3f')} |"
+            )
+    lines += ["", "Per cell (run directories keep checkpoints and the samples as .npz):", ""]
+    for c in record["cells"]:
+        lines.append(f"- {c['variant']} seed {c['seed']}: `{c['run_dir']}`, {_seconds(c) / 60:.1f} min")
+    paths = {"json": out_dir / "results.json", "md": out_dir / "results.md"}
+    plot = _plot(rows, out_dir / "gfid.png")
+    if plot is not None:
+        lines += ["", "![gFID per tokenizer](gfid.png)"]
+        paths["png"] = plot
+    paths["md"].write_text("\n".join(lines) + "\n")
+    return paths
+
+
+def _plot(rows: list[dict], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(rows))
+    for offset, (g, label) in zip((-0.2, 0.2), (("sit", "SiT"), ("mar", "MAR"))):
+        vals = [r[f"{g}_fid"] for r in rows]
+        means = [float(np.mean(v)) for v in vals]
+        err = [(max(v) - min(v)) / 2 for v in vals]
+        ax.bar(x + offset, means, 0.4, yerr=err, capsize=3, label=label)
+    ax.set_xticks(x, [r["variant"] for r in rows])
+    ax.set_ylabel("gFID (reference features)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def parse_budget(name: str, overrides: list[str]) -> Budget:
+    """A named budget with typed `key=value` overrides (e.g. final_num=5000)."""
+    if name not in BUDGETS:
+        raise ValueError(f"unknown budget {name!r}; known: {', '.join(BUDGETS)}")
+    return apply_overrides(BUDGETS[name], overrides)
+
+
+__all__ = ["BUDGETS", "SUITES", "Budget", "TokenizerVariant", "parse_budget", "run_suite", "summarize", "write_results"]

@@ -1,0 +1,104 @@
+"""`detok bench reproduce` at the smoke budget: every cell runs, the table is written, reruns resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from detok.bench.reproduce import BUDGETS, SUITES, parse_budget, summarize
+from detok.checkpoint import save_model_folder
+from detok.cli import main as cli_main
+from detok.eval.reference import ReferenceNet, ReferenceNetConfig
+
+
+@pytest.fixture(scope="module")
+def suite_run(tmp_path_factory):
+    """The table2 suite at the smoke budget on a 3-class npz, scored by an untrained tiny reference classifier."""
+    root = tmp_path_factory.mktemp("bench")
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (48, 32, 32), dtype=np.uint8), np.arange(48) % 3
+    np.savez(
+        root / "d.npz",
+        images_train=images[:36],
+        labels_train=labels[:36],
+        images_test=images[36:],
+        labels_test=labels[36:],
+    )
+    torch.manual_seed(0)
+    save_model_folder(root / "ref", ReferenceNet(ReferenceNetConfig(widths=(4, 8), feature_dim=8, num_classes=3)))
+    data = json.dumps(["name=npz", f"root={root / 'd.npz'}"])
+    train = json.dumps(["train.progress=false", "train.threads=1", "train.batch_size=8", "train.sample_every=1000"])
+    args = ["bench", "reproduce", "--suite", "table2", "--budget", "smoke", "--set", f"data={data}"]
+    args += ["--set", f"train={train}", "--evaluator", f"reference:{root / 'ref'}", "--threads", "1"]
+    args += ["--out", str(root / "results"), "--work", str(root / "work")]
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DETOK_CACHE", str(root / "cache"))
+    assert cli_main(args) == 0
+    patch.undo()
+    return root, args
+
+
+def test_every_cell_is_run_with_the_same_budget(suite_run):
+    root, _ = suite_run
+    record = json.loads((root / "results" / "results.json").read_text())
+    expected = [(v.name, s) for v in SUITES["table2"] for s in v.seeds]
+    assert [(c["variant"], c["seed"]) for c in record["cells"]] == expected
+    assert len({c["seed"] for c in record["cells"] if c["variant"] in ("baseline", "joint")}) == 2
+    for cell in record["cells"]:
+        overrides = cell["tokenizer"]["train"]["overrides"]
+        assert (
+            f"train.images={BUDGETS['smoke'].tokenizer_images}" in overrides
+            and f"train.seed={cell['seed']}" in overrides
+        )
+        for g in ("sit", "mar"):
+            ev = cell[g]["eval"]
+            assert [r["cfg"] for r in ev["rows"]] == list(BUDGETS["smoke"].search_cfgs)
+            assert ev["final"]["num"] == BUDGETS["smoke"].final_num
+            npz = root / "work" / f"{cell['variant']}-seed{cell['seed']}" / g / "eval" / ev["final"]["samples"]
+            with np.load(npz) as f:
+                assert f["images"].shape == (BUDGETS["smoke"].final_num, 32, 32, 1)
+    joint = next(c for c in record["cells"] if c["variant"] == "joint")
+    assert "model.corruption.noise_gamma=3" in joint["tokenizer"]["train"]["overrides"]
+    config = json.loads((root / "work" / "joint-seed0" / "tokenizer" / "config.json").read_text())
+    assert config["model"]["corruption"]["noise_gamma"] == 3 and config["model"]["corruption"]["mask_max"] == 0.7
+
+
+def test_table_is_in_the_papers_layout(suite_run):
+    root, _ = suite_run
+    record = json.loads((root / "results" / "results.json").read_text())
+    table = (root / "results" / "results.md").read_text()
+    rows = {r["variant"]: r for r in summarize(record)}
+    assert "| Tokenizer | rFID | PSNR (dB) | SiT gFID | MAR gFID | paper SiT-B | paper MAR-B |" in table
+    assert f"| masking | {rows['masking']['rfid'][0]:.2f} | {rows['masking']['psnr'][0]:.2f} |" in table
+    base = rows["baseline"]["sit_fid"]
+    assert f"{np.mean(base):.2f} ± {(max(base) - min(base)) / 2:.2f} (n=2)" in table
+    assert "| joint |" in table and "6.97" in table and record["environment"]["commit"]
+
+
+def test_rerun_resumes_from_finished_steps(suite_run, monkeypatch):
+    root, args = suite_run
+    before = json.loads((root / "results" / "results.json").read_text())
+    marker = root / "work" / "noise-seed0" / "mar" / "eval" / "done.json"
+    marker.unlink()  # as if interrupted during the last-but-two cell's MAR evaluation
+
+    def refuse(*a, **k):
+        raise AssertionError("finished training must not run again")
+
+    monkeypatch.setattr("detok.training.tokenizer.train_tokenizer", refuse)
+    monkeypatch.setattr("detok.training.generator.train_generator", refuse)
+    monkeypatch.setenv("DETOK_CACHE", str(root / "cache"))
+    assert cli_main(args) == 0
+    after = json.loads((root / "results" / "results.json").read_text())
+    cell = next(c for c in after["cells"] if c["variant"] == "noise")
+    old = next(c for c in before["cells"] if c["variant"] == "noise")
+    assert cell["mar"]["eval"]["final"]["fid"] == old["mar"]["eval"]["final"]["fid"]  # samples reused, same score
+    assert [c["tokenizer"] for c in after["cells"]] == [c["tokenizer"] for c in before["cells"]]
+
+
+def test_bad_budget_and_suite_names(capsys):
+    with pytest.raises(ValueError, match="unknown budget"):
+        parse_budget("huge", [])
+    assert parse_budget("cpu", ["final_num=5000"]).final_num == 5000
+    assert cli_main(["bench", "reproduce", "--suite", "noise", "--budget", "cpu"]) == 2 or torch.cuda.is_available()
+    assert "sized for a GPU" in capsys.readouterr().err or torch.cuda.is_available()
