@@ -162,17 +162,13 @@ def _parse_interval(text: str) -> tuple[float, float]:
 
 def _sample_generator(args: argparse.Namespace) -> int:
     from detok.checkpoint import load_generator, load_tokenizer, read_model_config
-    from detok.generate import sample_images, save_samples
+    from detok.generate import sample_images, save_samples, with_sampling_settings
     from detok.training.common import resolve_device, set_threads
 
     set_threads(args.threads)
     device = resolve_device(args.device)
     model = load_generator(args.run, device)
-    if args.set:  # sampling-time settings, e.g. model.flow.sample_steps=100 (weights stay the same)
-        cfg = apply_overrides(model.config, [s.removeprefix("model.") for s in args.set])
-        state = model.state_dict()
-        model = type(model)(cfg).to(device).eval()
-        model.load_state_dict(state)
+    model = with_sampling_settings(model, args.set or [])  # e.g. model.flow.sample_steps=100
     tokenizer_path = args.tokenizer or read_model_config(args.run)[2].get("tokenizer")
     if not tokenizer_path:
         raise ValueError(f"{args.run} does not record its tokenizer; pass --tokenizer")
@@ -237,6 +233,7 @@ def _eval_generation(args: argparse.Namespace) -> int:
     from detok.checkpoint import load_generator, load_tokenizer, read_model_config
     from detok.eval.features import build_extractor
     from detok.eval.generation import GenerationEvalConfig, evaluate_generation
+    from detok.generate import with_sampling_settings
     from detok.training.common import resolve_device, set_threads
 
     set_threads(args.threads)
@@ -250,7 +247,7 @@ def _eval_generation(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         cfg_interval=None if args.cfg_interval is None else _parse_interval(args.cfg_interval),
     )
-    model = load_generator(args.run, device)
+    model = with_sampling_settings(load_generator(args.run, device), args.sampling or [])
     tokenizer_path = args.tokenizer or read_model_config(args.run)[2].get("tokenizer")
     if not tokenizer_path:
         raise ValueError(f"{args.run} does not record its tokenizer; pass --tokenizer")
@@ -474,6 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--tokenizer", help="tokenizer to decode with (default: the one the generator was trained on)")
     p.add_argument("--out", help="results folder (default RUN/eval)")
+    p.add_argument(
+        "--sampling",
+        action="append",
+        metavar="KEY=VALUE",
+        help="sampling setting of the generator, e.g. flow.sample_steps=10 or diffloss.sample_steps=20",
+    )
     add_reference_args(p)
     p.set_defaults(fn=_eval_generation)
 

@@ -12,6 +12,23 @@ from detok.objectives.guidance import balanced_labels, check_interval
 from detok.runlog import save_grid, to_uint8
 
 
+def with_sampling_settings(model: torch.nn.Module, overrides: list[str]) -> torch.nn.Module:
+    """The same weights under changed config values, e.g. ["flow.sample_steps=10"] (a leading "model." is optional).
+
+    Only settings that do not change parameter shapes make sense here (samplers, step counts, temperatures);
+    anything else fails to load the weights with a clear error.
+    """
+    if not overrides:
+        return model
+    from detok.config import apply_overrides
+
+    cfg = apply_overrides(model.config, [o.removeprefix("model.") for o in overrides])
+    device = next(model.parameters()).device
+    rebuilt = type(model)(cfg).to(device).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt
+
+
 def batch_generator(seed: int, batch: int, device: torch.device) -> torch.Generator:
     """The random stream of sampling batch `batch` under `seed` (so a batch's samples do not depend on the others)."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + batch)

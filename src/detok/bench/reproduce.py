@@ -162,6 +162,7 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
 
 def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict) -> dict:
     from detok.eval.generation import GenerationEvalConfig, evaluate_generation
+    from detok.generate import with_sampling_settings
     from detok.training.generator import default_run_config, train_generator
 
     preset, images, sampling = (
@@ -180,9 +181,7 @@ def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict) -> dict:
     trained = _step(run / "done.json", train, log)
 
     def evaluate() -> dict:
-        model = load_generator(run, device)
-        model = type(model)(apply_overrides(model.config, list(sampling))).to(device).eval()
-        model.load_state_dict(load_generator(run, device).state_dict())
+        model = with_sampling_settings(load_generator(run, device), list(sampling))
         cfg = GenerationEvalConfig(
             cfg_scales=budget.search_cfgs,
             num=budget.search_num,
