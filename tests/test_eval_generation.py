@@ -275,3 +275,24 @@ def test_uint8_conversion_round_trips_every_value():
     values = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
     assert torch.equal(to_uint8_nchw(values.float() / 127.5 - 1), values)
     assert to_uint8_nchw(torch.tensor([[[[-3.0, 3.0]]]])).tolist() == [[[[0, 255]]]]  # clamped like a PNG writer
+
+
+def test_cli_latent_analysis_and_report(setup, tmp_path, capsys):
+    import shutil
+
+    tok, gen = tmp_path / "tok", tmp_path / "gen"
+    shutil.copytree(setup / "tok", tok)
+    shutil.copytree(setup / "gen", gen)
+    data = ["--set", "name=npz", "--set", f"root={setup / 'd.npz'}", "--threads", "1"]
+    assert cli_main(["eval", "latents", str(tok), *data]) == 0
+    analysis = json.loads((tok / "analysis" / "latent_analysis.json").read_text())
+    assert {"linear_probe", "gmm", "robustness"} <= set(analysis)
+    args = ["eval", "generation", str(gen), "--evaluator", f"reference:{setup / 'ref'}", "--cfg", "1,2", "--num", "6"]
+    assert cli_main([*args, "--final-num", "6", "--tokenizer", str(tok), "--ref-split", "test", *data]) == 0
+    assert (gen / "eval" / "fid_vs_cfg.png").is_file()
+    final = json.loads((gen / "eval" / "generation.json").read_text())["final"]
+    assert cli_main(["report", str(tok), str(gen), "--out", str(tmp_path / "report")]) == 0
+    capsys.readouterr()
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert f"{analysis['linear_probe']['test_accuracy']:.1%}" in md and f"{final['fid']:.2f}" in md
+    assert (tmp_path / "report" / "report.html").is_file()

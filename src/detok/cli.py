@@ -328,7 +328,7 @@ def _eval_latents(args: argparse.Namespace) -> int:
     print(f"linear probe: {probe['test_accuracy']:.2%} test accuracy ({probe['feature_dim']}-d latents)")
     print(f"GMM: {gmm['pca_dims']} PCA dims, best K by BIC {gmm['best_k_bic']}")
     print("robustness (PSNR): " + ", ".join(f"τ={r['tau']:g}: {r['psnr']:.2f}" for r in result["robustness"]["noise"]))
-    print(f"results: {out / 'latents.json'}")
+    print(f"results: {out / 'latent_analysis.json'}")
     return 0
 
 
