@@ -199,6 +199,9 @@ def _train_reference(args: argparse.Namespace) -> int:
     cfg = ReferenceTrainConfig(data=DataConfig(name="fashion-mnist", hflip=True))
     cfg = apply_overrides(cfg, args.set or [])
     out = Path(args.out or default_reference_dir(args.dataset))
+    if args.if_missing and (out / "config.json").is_file():
+        print(f"reference classifier already trained: {out}")
+        return 0
     if args.dry_run:
         print(json.dumps({"out": str(out), **to_dict(cfg)}, indent=2))
         return 0
@@ -444,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="model folder (default runs/reference-fmnist32)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. epochs=2 or threads=1")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--if-missing", action="store_true", help="do nothing if the model folder already exists")
     p.set_defaults(fn=_train_reference)
 
     def add_reference_args(p: argparse.ArgumentParser) -> None:
