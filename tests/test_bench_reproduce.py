@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from detok.bench.reproduce import BUDGETS, SUITES, parse_budget, summarize
+from detok.bench.reproduce import BUDGETS, SUITES, parse_budget, summarize, write_results
 from detok.checkpoint import save_model_folder
 from detok.cli import main as cli_main
 from detok.eval.reference import ReferenceNet, ReferenceNetConfig
@@ -74,6 +74,14 @@ def test_table_is_in_the_papers_layout(suite_run):
     base = rows["baseline"]["sit_fid"]
     assert f"{np.mean(base):.2f} ± {(max(base) - min(base)) / 2:.2f} (n=2)" in table
     assert "| joint |" in table and "6.97" in table and record["environment"]["commit"]
+    assert "Partial" not in table
+
+
+def test_an_unfinished_run_is_labelled_partial(suite_run, tmp_path):
+    root, _ = suite_run
+    record = json.loads((root / "results" / "results.json").read_text())
+    paths = write_results(dict(record, cells=record["cells"][:2]), tmp_path)
+    assert "**Partial: 2 of 6 cells finished**" in paths["md"].read_text()
 
 
 def test_rerun_resumes_from_finished_steps(suite_run, monkeypatch):
