@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detok.eval.report import html_inline, plot_fid_vs_cfg, write_report
+from detok.eval.document import html_inline
+from detok.eval.report import plot_fid_vs_cfg, write_report
 
 pytest.importorskip("matplotlib")
 
