@@ -74,14 +74,18 @@ def test_table_is_in_the_papers_layout(suite_run):
     base = rows["baseline"]["sit_fid"]
     assert f"{np.mean(base):.2f} ± {(max(base) - min(base)) / 2:.2f} (n=2)" in table
     assert "| joint |" in table and "6.97" in table and record["environment"]["commit"]
-    assert "Partial" not in table
+    assert "Partial" not in table and "commits**" not in table  # one commit ran every step
+    assert all(c["tokenizer"]["train"]["commit"] == record["environment"]["commit"] for c in record["cells"])
 
 
 def test_an_unfinished_run_is_labelled_partial(suite_run, tmp_path):
     root, _ = suite_run
     record = json.loads((root / "results" / "results.json").read_text())
-    paths = write_results(dict(record, cells=record["cells"][:2]), tmp_path)
-    assert "**Partial: 2 of 6 cells finished**" in paths["md"].read_text()
+    cells = json.loads(json.dumps(record["cells"][:2]))
+    cells[1]["mar"]["eval"]["commit"] = "0123456789abcdef"  # as if resumed from another checkout
+    table = write_results(dict(record, cells=cells), tmp_path)["md"].read_text()
+    assert "**Partial: 2 of 6 cells finished**" in table
+    assert "**the cells ran on 2 commits**" in table and "01234567" in table
 
 
 def test_rerun_resumes_from_finished_steps(suite_run, monkeypatch):

@@ -122,12 +122,15 @@ BUDGETS = {
 
 
 def _step(marker: Path, fn: Callable[[], dict], log: Callable[[str], None]) -> dict:
-    """Run `fn` unless `marker` records it as done; store its result and wall-clock seconds in the marker."""
+    """Run `fn` unless `marker` records it as done; store its result, wall-clock seconds and commit in the marker.
+
+    The commit matters because a suite may be resumed by a later checkout: the table names every commit used.
+    """
     if marker.is_file():
         return json.loads(marker.read_text())
     log(f"→ {marker.parent}")
     start = time.perf_counter()
-    result = {**fn(), "seconds": round(time.perf_counter() - start, 1)}
+    result = {**fn(), "seconds": round(time.perf_counter() - start, 1), "commit": _commit()}
     marker.parent.mkdir(parents=True, exist_ok=True)
     write_json(marker, result)
     return result
@@ -255,14 +258,25 @@ def run_suite(
     return record
 
 
-def _environment() -> dict:
+def _commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+        return "unknown"
+    return out.strip()
+
+
+def _cell_commits(cell: dict) -> set[str]:
+    steps = [cell["tokenizer"][k] for k in ("train", "recon", "cache")]
+    steps += [cell[g][k] for g in ("sit", "mar") for k in ("train", "eval")]
+    return {s.get("commit", "unrecorded") for s in steps}
+
+
+def _environment() -> dict:
+    commit = _commit()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     return {
-        "commit": commit.strip(),
+        "commit": commit,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "device": device,
         "torch": torch.__version__,
@@ -314,6 +328,7 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
     env, budget = record["environment"], record["budget"]
     total = sum(_seconds(c) for c in record["cells"])
     done, planned = len(record["cells"]), record.get("planned_cells", len(record["cells"]))
+    commits = {c[:8] for cell in record["cells"] for c in _cell_commits(cell)}
     lines = [
         f"# detok bench reproduce --suite {record['suite']}",
         "",
@@ -327,6 +342,7 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
         f"- command: `{record['command']}`",
         f"- commit {env['commit']}, {env['date']}, {env['device']} ({env['machine']}), torch {env['torch']}",
         f"- wall-clock: {total / 60:.1f} min over {len(record['cells'])} cells (sum of step times, resumes included)",
+        *([f"- **the cells ran on {len(commits)} commits**: {', '.join(sorted(commits))}"] if len(commits) > 1 else []),
         f"- evaluator: {record['evaluator']} on {record['reference']} (Fashion-MNIST-32 reference classifier "
         "features; not Inception — not comparable with ImageNet FIDs)",
         f"- gFID: CFG searched over {budget['search_cfgs']} on {budget['search_num']} samples, best scale "
@@ -351,7 +367,10 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
             )
     lines += ["", "Per cell (run directories keep checkpoints and the samples as .npz):", ""]
     for c in record["cells"]:
-        lines.append(f"- {c['variant']} seed {c['seed']}: `{c['run_dir']}`, {_seconds(c) / 60:.1f} min")
+        commits = ", ".join(sorted(x[:8] for x in _cell_commits(c)))
+        lines.append(
+            f"- {c['variant']} seed {c['seed']}: `{c['run_dir']}`, {_seconds(c) / 60:.1f} min, commit {commits}"
+        )
     paths = {"json": out_dir / "results.json", "md": out_dir / "results.md"}
     plot = _plot(rows, out_dir / "gfid.png")
     if plot is not None:
