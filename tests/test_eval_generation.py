@@ -242,6 +242,13 @@ def test_cli_eval_generation_and_samples(setup, tmp_path, monkeypatch, capsys):
     assert cli_main([*score, *data]) == 0
     capsys.readouterr()
     assert json.loads((tmp_path / "s.json").read_text())["fid"] == pytest.approx(record["final"]["fid"])
+    ref = np.load(next((tmp_path / "cache" / "refstats").glob("*.npz")))
+    np.savez(tmp_path / "adm.npz", mu=ref["mu"], sigma=ref["sigma"])  # published statistics: no features
+    assert cli_main([*score, "--ref-stats", str(tmp_path / "adm.npz"), *data]) == 0
+    capsys.readouterr()
+    adm = json.loads((tmp_path / "s.json").read_text())
+    assert adm["fid"] == pytest.approx(record["final"]["fid"]) and adm["precision"] is None
+    assert adm["reference"] == "adm:adm.npz"
     assert cli_main([*args[:3], "--evaluator", "reference", "--num", "6", "--threads", "1"]) == 2
     assert "train-reference" in capsys.readouterr().err  # no cached fashion-mnist classifier in this DETOK_CACHE
     assert cli_main([*args[:3], "--cfg", "1,x", *data]) == 2
