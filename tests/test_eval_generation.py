@@ -303,3 +303,34 @@ def test_cli_latent_analysis_and_report(setup, tmp_path, capsys):
     md = (tmp_path / "report" / "report.md").read_text()
     assert f"{analysis['linear_probe']['test_accuracy']:.1%}" in md and f"{final['fid']:.2f}" in md
     assert (tmp_path / "report" / "report.html").is_file()
+
+
+def test_sampling_to_file_in_pieces_equals_one_call_and_resumes(setup, tmp_path, monkeypatch):
+    import detok.generate as generate
+    from detok.checkpoint import load_generator, load_tokenizer
+
+    gen, tok = load_generator(setup / "gen"), load_tokenizer(setup / "tok")
+    kwargs = dict(batch_size=3, seed=5, progress=False, cfg_scale=2.0)
+    whole, labels = generate.sample_images(gen, tok, 10, **kwargs)
+    images, got = generate.sample_to_file(tmp_path / "a.npz", gen, tok, 10, chunk_batches=2, **kwargs)
+    assert np.array_equal(images, whole) and np.array_equal(got, labels)
+    with np.load(tmp_path / "a.npz") as f:
+        assert np.array_equal(f["images"], whole)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "a.png"]  # pieces removed once complete
+
+    real, calls = generate.sample_images, []
+
+    def interrupted(*args, **kw):
+        calls.append(kw["first_batch"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(generate, "sample_images", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate.sample_to_file(tmp_path / "b.npz", gen, tok, 10, chunk_batches=2, **kwargs)
+    assert (tmp_path / "b.part0.npz").is_file() and not (tmp_path / "b.npz").exists()
+    calls.clear()
+    monkeypatch.setattr(generate, "sample_images", lambda *a, **kw: calls.append(kw["first_batch"]) or real(*a, **kw))
+    images, _ = generate.sample_to_file(tmp_path / "b.npz", gen, tok, 10, chunk_batches=2, **kwargs)
+    assert np.array_equal(images, whole) and calls == [2]  # only the unfinished piece (batches 2-3) was sampled

@@ -162,7 +162,7 @@ def _parse_interval(text: str) -> tuple[float, float]:
 
 def _sample_generator(args: argparse.Namespace) -> int:
     from detok.checkpoint import load_generator, load_tokenizer, read_model_config
-    from detok.generate import sample_images, save_samples, with_sampling_settings
+    from detok.generate import sample_to_file, with_sampling_settings
     from detok.training.common import resolve_device, set_threads
 
     set_threads(args.threads)
@@ -173,17 +173,18 @@ def _sample_generator(args: argparse.Namespace) -> int:
     if not tokenizer_path:
         raise ValueError(f"{args.run} does not record its tokenizer; pass --tokenizer")
     tok = load_tokenizer(tokenizer_path, device)
-    images, labels = sample_images(
+    path = Path(args.out).with_suffix(".npz")
+    images, _ = sample_to_file(  # resumable: rerunning an interrupted command keeps the finished batches
+        path,
         model,
         tok,
         args.num,
+        batch_size=args.batch_size,
+        seed=args.seed,
         cfg_scale=args.cfg,
         cfg_interval=None if args.cfg_interval is None else _parse_interval(args.cfg_interval),
         temperature=args.temperature,
-        batch_size=args.batch_size,
-        seed=args.seed,
     )
-    path = save_samples(args.out, images, labels)
     settings = {"cfg": args.cfg, "cfg_interval": args.cfg_interval, "temperature": args.temperature}
     print(json.dumps({"samples": str(path), "num": len(images), "seed": args.seed, **settings}))
     return 0

@@ -46,11 +46,14 @@ def sample_images(
     seed: int = 0,
     labels: torch.Tensor | None = None,
     progress: bool = True,
+    first_batch: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample `num` images with class-balanced labels (or the given `labels`).
 
     The generator produces normalised latents; the tokenizer decodes them with its own statistics.
     `cfg_interval` None keeps the model's own default (LightningDiT presets carry the paper's interval).
+    Batch b draws from `batch_generator(seed, first_batch + b)`, so a run split into pieces (`sample_to_file`)
+    gives the same images as one call.
 
     Returns:
         images as uint8 (num, H, W, C) and labels as int64 (num,).
@@ -77,11 +80,64 @@ def sample_images(
             y,
             cfg_scale=cfg_scale,
             temperature=temperature,
-            generator=batch_generator(seed, b, device),
+            generator=batch_generator(seed, first_batch + b, device),
             **interval,
         )  # (B, C, *input_size) normalised latents
         images.append(to_uint8(tokenizer.decode(z, normalized=True)))
     return np.concatenate(images), labels.cpu().numpy()
+
+
+def sample_to_file(
+    path: str | Path,
+    generator_model: torch.nn.Module,
+    tokenizer: torch.nn.Module,
+    num: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    chunk_batches: int = 8,
+    progress: bool = True,
+    **kwargs,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`sample_images` into `save_samples(path, …)`, resumable: every `chunk_batches` batches are kept in
+    `<path>.partK.npz` until the whole set is written, so an interrupted run continues where it stopped.
+
+    The result equals one `sample_images` call with the same arguments (class-balanced labels, per-batch seeds).
+    `kwargs` go to `sample_images` (cfg_scale, cfg_interval, temperature).
+    """
+    path = Path(path).with_suffix(".npz")
+    if batch_size <= 0 or chunk_batches <= 0:
+        raise ValueError(f"batch_size and chunk_batches must be positive, got {batch_size}, {chunk_batches}")
+    labels = balanced_labels(num, generator_model.config.num_classes)
+    chunk = batch_size * chunk_batches
+    images, parts = [], []
+    for k, start in enumerate(range(0, num, chunk)):
+        part = path.with_name(f"{path.stem}.part{k}.npz")
+        parts.append(part)
+        if part.is_file():
+            with np.load(part) as f:
+                images.append(f["images"])
+            continue
+        piece, _ = sample_images(
+            generator_model,
+            tokenizer,
+            min(chunk, num - start),
+            batch_size=batch_size,
+            seed=seed,
+            labels=labels[start : start + chunk],
+            progress=progress,
+            first_batch=start // batch_size,
+            **kwargs,
+        )
+        part.parent.mkdir(parents=True, exist_ok=True)
+        tmp = part.with_name(part.stem + ".tmp.npz")
+        np.savez(tmp, images=piece)
+        tmp.replace(part)  # a part exists only once complete
+        images.append(piece)
+    out = np.concatenate(images), labels.numpy()
+    save_samples(path, *out)
+    for part in parts:
+        part.unlink()
+    return out
 
 
 def save_samples(path: str | Path, images: np.ndarray, labels: np.ndarray, grid_per_class: int = 8) -> Path:

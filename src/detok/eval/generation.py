@@ -78,7 +78,7 @@ def _samples_path(out_dir: Path, scale: float, num: int, seed: int, cfg: Generat
 
 def _scored_samples(model, tokenizer, extractor, ref, path: Path, scale: float, num: int, seed: int, cfg, progress):
     """Sample (or reuse the .npz at `path`) and score (or reuse its .json sidecar scored by the same evaluator)."""
-    from detok.generate import sample_images, save_samples
+    from detok.generate import sample_to_file
 
     scores_path = path.with_suffix(".json")
     if scores_path.is_file():
@@ -91,18 +91,18 @@ def _scored_samples(model, tokenizer, extractor, ref, path: Path, scale: float, 
         if len(images) != num:
             raise ValueError(f"{path} holds {len(images)} samples, expected {num}; delete it to resample")
     else:
-        images, labels = sample_images(
+        images, _ = sample_to_file(
+            path,
             model,
             tokenizer,
             num,
-            cfg_scale=scale,
-            cfg_interval=cfg.cfg_interval,
-            temperature=cfg.temperature,
             batch_size=cfg.batch_size,
             seed=seed,
             progress=progress,
+            cfg_scale=scale,
+            cfg_interval=cfg.cfg_interval,
+            temperature=cfg.temperature,
         )
-        save_samples(path, images, labels)
     scores = {"cfg": scale, "seed": seed, **score_images(images, extractor, ref, seed=seed, progress=progress)}
     scores.update(samples=path.name, evaluator=extractor.name, reference=ref.source)
     write_json(scores_path, scores)
