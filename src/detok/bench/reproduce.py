@@ -13,6 +13,7 @@ finished steps and resumes the unfinished one from its checkpoints.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -272,12 +273,23 @@ def _cell_commits(cell: dict) -> set[str]:
     return {s.get("commit", "unrecorded") for s in steps}
 
 
+def _machine() -> str:
+    """CPU model and core count (from /proc/cpuinfo where there is one), e.g. "AMD EPYC, 2 cores, x86_64"."""
+    model = platform.processor() or ""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model or 'unknown CPU'}, {os.cpu_count()} cores, {platform.machine()}"
+
+
 def _environment() -> dict:
     commit = _commit()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     return {
         "commit": commit,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": _machine(),
         "device": device,
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
