@@ -108,6 +108,14 @@ def test_rerun_resumes_from_finished_steps(suite_run, monkeypatch):
     assert [c["tokenizer"] for c in after["cells"]] == [c["tokenizer"] for c in before["cells"]]
 
 
+def test_a_changed_budget_is_refused_not_mixed(suite_run, monkeypatch, capsys):
+    root, args = suite_run
+    monkeypatch.setenv("DETOK_CACHE", str(root / "cache"))
+    assert cli_main([*args, "--set", "mar_images=24"]) == 2
+    err = capsys.readouterr().err
+    assert "baseline-seed0/mar was made with" in err and "another --work folder" in err
+
+
 def test_bad_budget_and_suite_names(capsys):
     with pytest.raises(ValueError, match="unknown budget"):
         parse_budget("huge", [])

@@ -122,16 +122,25 @@ BUDGETS = {
 # --------------------------------------------------------------------------------------------------
 
 
-def _step(marker: Path, fn: Callable[[], dict], log: Callable[[str], None]) -> dict:
-    """Run `fn` unless `marker` records it as done; store its result, wall-clock seconds and commit in the marker.
+def _step(marker: Path, spec: dict, fn: Callable[[], dict], log: Callable[[str], None]) -> dict:
+    """Run `fn` unless `marker` records it as done with the same `spec` (the settings that decide its outcome);
+    store its result, spec, wall-clock seconds and commit in the marker.
 
-    The commit matters because a suite may be resumed by a later checkout: the table names every commit used.
+    A finished step made with other settings is an error, never silently reused or redone: a table must not mix
+    budgets. The commit matters because a suite may be resumed by a later checkout: the table names every commit.
     """
+    spec = json.loads(json.dumps(spec))  # tuples → lists, as they come back from the marker
     if marker.is_file():
-        return json.loads(marker.read_text())
+        done = json.loads(marker.read_text())
+        if done.get("spec") != spec:
+            raise ValueError(
+                f"{marker.parent} was made with {done.get('spec', 'unrecorded settings')}, but this run asks for "
+                f"{spec}; use another --work folder, or delete {marker.parent} (and what was made from it) to redo it"
+            )
+        return done
     log(f"→ {marker.parent}")
     start = time.perf_counter()
-    result = {**fn(), "seconds": round(time.perf_counter() - start, 1), "commit": _commit()}
+    result = {**fn(), "spec": spec, "seconds": round(time.perf_counter() - start, 1), "commit": _commit()}
     marker.parent.mkdir(parents=True, exist_ok=True)
     write_json(marker, result)
     return result
@@ -144,30 +153,33 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
 
     tok_dir, data, device, log = cell / "tokenizer", ctx["data"], ctx["device"], ctx["log"]
 
+    overrides = [*variant.overrides, f"train.images={budget.tokenizer_images}", f"train.seed={seed}"]
+    overrides += [f"data.{o}" for o in budget.data] + list(budget.train)
+
     def train() -> dict:
-        overrides = [*variant.overrides, f"train.images={budget.tokenizer_images}", f"train.seed={seed}"]
-        overrides += [f"data.{o}" for o in budget.data] + list(budget.train)
         train_tokenizer(apply_overrides(default_run_config(budget.tokenizer), overrides), tok_dir)
         tok = load_tokenizer(tok_dir, device)
         mean, std = compute_latent_stats(tok, build_dataset(data, "train"), 256, budget.stats_images, device, False)
         store_latent_stats(tok_dir, mean, std)
         return {"overrides": overrides}
 
-    trained = _step(tok_dir / "done.json", train, log)
+    spec = {"preset": budget.tokenizer, "overrides": overrides, "stats_images": budget.stats_images}
+    trained = _step(tok_dir / "done.json", spec, train, log)
 
     def recon() -> dict:
         tok = load_tokenizer(tok_dir, device)
         test = build_dataset(data, "test")
         return evaluate_reconstruction(tok, test, 256, budget.recon_images, device, False, extractor=ctx["extractor"])
 
-    metrics = _step(cell / "recon" / "done.json", recon, log)
+    spec = {"images": budget.recon_images, "evaluator": ctx["extractor"].name}
+    metrics = _step(cell / "recon" / "done.json", spec, recon, log)
 
     def cache() -> dict:
         tok = load_tokenizer(tok_dir, device)
         cache_latents(tok, build_dataset(data, "train"), cell / "latents", str(tok_dir), max_images=budget.cache_images)
         return {"images": budget.cache_images}
 
-    cached = _step(cell / "latents" / "done.json", cache, log)
+    cached = _step(cell / "latents" / "done.json", {"images": budget.cache_images}, cache, log)
     return {"train": trained, "recon": metrics, "cache": cached}
 
 
@@ -183,13 +195,14 @@ def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict) -> dict:
     )
     run, tok_dir, device, log = cell / name, cell / "tokenizer", ctx["device"], ctx["log"]
 
+    overrides = [f"train.images={images}", *(f"data.{o}" for o in budget.data), *budget.train]
+
     def train() -> dict:
-        overrides = [f"train.images={images}", *(f"data.{o}" for o in budget.data), *budget.train]
         cfg = default_run_config(preset, str(tok_dir), str(cell / "latents"), overrides)
         train_generator(cfg, run)
         return {"overrides": overrides}
 
-    trained = _step(run / "done.json", train, log)
+    trained = _step(run / "done.json", {"preset": preset, "overrides": overrides}, train, log)
 
     def evaluate() -> dict:
         model = with_sampling_settings(load_generator(run, device), list(sampling))
@@ -204,7 +217,16 @@ def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict) -> dict:
         )
         return {"sampling": list(sampling), **record}
 
-    evaluated = _step(run / "eval" / "done.json", evaluate, log)
+    spec = {
+        "sampling": sampling,
+        "cfg_scales": budget.search_cfgs,
+        "num": budget.search_num,
+        "final_num": budget.final_num,
+        "batch": budget.sample_batch,
+        "evaluator": ctx["extractor"].name,
+        "reference": ctx["ref"].source,
+    }
+    evaluated = _step(run / "eval" / "done.json", spec, evaluate, log)
     return {"train": trained, "eval": evaluated}
 
 
