@@ -329,3 +329,19 @@ def test_flow_sde_is_seeded_and_temperature_only_moves_the_sde():
     assert torch.equal(draw("sde", 0), draw("sde", 0)) and not torch.allclose(draw("sde", 0), draw("sde", 1))
     assert torch.equal(draw("sde", 0, temperature=0.0), draw("sde", 1, temperature=0.0))
     assert torch.equal(draw("heun", 0, temperature=0.0), draw("heun", 1, temperature=2.0))
+
+
+def test_diffloss_clip_denoised_bounds_the_first_step_blow_up():
+    """With the cosine schedule's first ᾱ ≈ 2.4e-9, a small ε error explodes x̂_0 unless it is clamped."""
+    from detok.objectives.diffloss import DiffLoss, DiffLossConfig
+
+    torch.manual_seed(0)
+    stds = {}
+    for clip in (None, 5.0):
+        head = DiffLoss(8, 16, DiffLossConfig(width=32, depth=1, sample_steps=10, clip_denoised=clip)).eval()
+        with torch.no_grad():  # an untrained head: its ε is far from x_t at the first step
+            x = head.sample(torch.randn(256, 16), generator=torch.Generator().manual_seed(0))
+        stds[clip] = x.std().item()
+    assert stds[None] > 50 and stds[5.0] < 5
+    with pytest.raises(ValueError, match="clip_denoised"):
+        DiffLossConfig(clip_denoised=0.0)

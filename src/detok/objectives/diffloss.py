@@ -26,6 +26,11 @@ class DiffLossConfig:
 
     `batch_mul` is MAR's `diffusion_batch_mul`: each token is noised at `batch_mul` independent timesteps per
     training step, which is cheap (the MLP is small) and reduces the variance of the loss.
+
+    `clip_denoised` clamps x̂_0 to [−c, c] at every sampling step; None (MAR's choice) leaves it unbounded. With
+    the cosine schedule the first step has ᾱ ≈ 2.4e-9, so x̂_0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ multiplies an ε error δ by
+    ~2·10⁴: a head trained for minutes rather than days (δ ≈ 0.03 after 48k FMNIST images) then starts the chain
+    from latents of std ~600 and samples noise (measured FID 175 → 31 with c = 5 on normalised latents).
     """
 
     width: int = 1024
@@ -34,12 +39,15 @@ class DiffLossConfig:
     sample_steps: int = 100
     schedule: Literal["linear", "cosine"] = "cosine"
     batch_mul: int = 4
+    clip_denoised: float | None = None
 
     def __post_init__(self):
         for name in ("width", "depth", "batch_mul"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.clip_denoised is not None and self.clip_denoised <= 0:
+            raise ValueError(f"clip_denoised must be positive or None, got {self.clip_denoised}")
         _ = self.diffusion  # DDPMConfig validates train_steps, sample_steps and schedule
 
     @property
@@ -202,4 +210,6 @@ class DiffLoss(nn.Module):
             out = self.net.forward_conditioned(torch.cat([x, x]), c)  # (2M, 2·token_dim)
             return guide(out[:m], out[m:], cfg_scale, channels=self.token_dim)  # (M, 2·token_dim)
 
-        return self.diffusion.sample(model_fn, noise, temperature=temperature, generator=generator)
+        return self.diffusion.sample(
+            model_fn, noise, temperature=temperature, generator=generator, clip_denoised=self.cfg.clip_denoised
+        )
