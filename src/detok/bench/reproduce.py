@@ -68,11 +68,11 @@ SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
 class Budget:
     """Presets and step counts of one suite run; every cell gets exactly the same.
 
-    The `cpu` defaults are sized from speeds measured on 2 CPU cores (2026-11-24): detok-fmnist32 trains at
-    ~85 img/s, encodes at ~400 img/s; sit-fmnist32 trains at ~250 img/s and samples at ~35 img/s (10 Euler
-    steps, CFG); mar-fmnist32 trains at ~110 img/s and samples at ~12 img/s with 8 MAR steps and 20 DiffLoss
-    steps, hence 6 and 10 here. Per cell (tokenizer seed) ≈ 20 minutes, of which ~12 are sampling the
-    2 × 500 search and 10,000 final images of each generator; 6 cells ≈ 2 hours.
+    The `cpu` defaults are sized from a first run on 2 CPU cores (2026-11-24, runs/bench-table2-v1): per cell the
+    16k-image tokenizer took 234 s, statistics + reconstruction + cache 60 s, SiT training on 24k latents 112 s and
+    its 11k samples (10-step Euler) 298 s, MAR training on 12k latents 111 s and its 11k samples (6 MAR steps,
+    10 DiffLoss steps) 618 s — ~24 min per cell, too slow for 6 cells in 2 hours. Hence 16k latents for both
+    generators, 8 Euler steps for SiT and 4 MAR steps for MAR: ~19 min per cell, ~2 hours for the 6 cells.
     """
 
     tokenizer: str = "detok-fmnist32"
@@ -81,11 +81,11 @@ class Budget:
     recon_images: int = 5_000
     cache_images: int = 8_000
     sit: str = "sit-fmnist32"
-    sit_images: int = 24_000
-    sit_sampling: tuple[str, ...] = ("flow.sampler=euler", "flow.sample_steps=10")
+    sit_images: int = 16_000
+    sit_sampling: tuple[str, ...] = ("flow.sampler=euler", "flow.sample_steps=8")
     mar: str = "mar-fmnist32"
-    mar_images: int = 12_000
-    mar_sampling: tuple[str, ...] = ("num_iter=6", "diffloss.sample_steps=10")
+    mar_images: int = 16_000
+    mar_sampling: tuple[str, ...] = ("num_iter=4", "diffloss.sample_steps=10")
     search_cfgs: tuple[float, ...] = (1.5, 3.0)
     search_num: int = 500
     final_num: int = 10_000
