@@ -264,3 +264,23 @@ def test_init_from_checkpoint_with_other_channels_is_refused(npz_data, tmp_path)
     cfg = _cfg(npz_data, "train.images=8", "train.batch_size=8", f"init_from={tmp_path / 'rgb'}")
     with pytest.raises(ValueError, match="channel mismatch"):
         train_tokenizer(cfg, tmp_path / "run")
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through temporary files; the renamed files must not stay owner-only (0600)."""
+    import os
+    import stat
+
+    from detok import create_model
+    from detok.checkpoint import save_model_folder, save_training_state, write_json
+
+    old = os.umask(0o022)
+    try:
+        save_model_folder(tmp_path / "m", create_model("detok-fmnist32-tiny"))
+        write_json(tmp_path / "x.json", {"a": 1})
+        save_training_state(tmp_path / "run", 3, {"model": create_model("detok-fmnist32-tiny")}, {}, {"step": 3})
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "m" / "model.safetensors", tmp_path / "m" / "config.json", tmp_path / "x.json"):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+    assert stat.S_IMODE((tmp_path / "run" / "checkpoints" / "step-00000003").stat().st_mode) == 0o755

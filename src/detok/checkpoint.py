@@ -27,11 +27,23 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Rename a finished temporary file or folder onto `path`, with the permissions `open`/`mkdir` would give it.
+
+    `tempfile.mkstemp`/`mkdtemp` results are for their owner only (0600/0700); renamed into place as they are,
+    models, checkpoints and metrics would be unreadable for the rest of a team sharing a machine.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, (0o777 if Path(tmp).is_dir() else 0o666) & ~umask)
+    os.replace(tmp, path)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    os.replace(tmp, path)
+    publish(tmp, path)
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -50,7 +62,7 @@ def save_model_folder(folder: str | Path, model: nn.Module, extra: dict[str, Any
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS_FILE}.")
     os.close(fd)
     save_file(_contiguous_state(model), tmp)
-    os.replace(tmp, folder / WEIGHTS_FILE)
+    publish(tmp, folder / WEIGHTS_FILE)
     meta = {"kind": model.kind, "arch": type(model).__name__, "model": to_dict(model.config)}
     write_json(folder / CONFIG_FILE, {**meta, **(extra or {})})
 
@@ -133,7 +145,7 @@ def save_training_state(
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     if final.exists():
         shutil.rmtree(final)
-    os.replace(tmp, final)
+    publish(tmp, final)
     for old in _step_dirs(Path(run_dir))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

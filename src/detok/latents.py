@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from detok.checkpoint import CONFIG_FILE, read_model_config, write_json
+from detok.checkpoint import CONFIG_FILE, publish, read_model_config, write_json
 from detok.config import to_dict
 from detok.data import iter_batches
 
@@ -100,7 +100,7 @@ def cache_latents(
         fd, tmp = tempfile.mkstemp(dir=out, prefix=".shard-")
         os.close(fd)
         save_file({k: torch.cat(v).contiguous() for k, v in parts.items()}, tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     cfg = tokenizer.config
     meta = {
         "tokenizer": tokenizer_path,
