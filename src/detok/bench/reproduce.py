@@ -12,6 +12,7 @@ finished steps and resumes the unfinished one from its checkpoints.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -281,7 +282,9 @@ def run_suite(
     return record
 
 
+@functools.lru_cache(maxsize=1)
 def _commit() -> str:
+    """HEAD when the suite process first asked, i.e. the code it imported, even if commits land while it runs."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
