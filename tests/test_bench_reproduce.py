@@ -1,6 +1,8 @@
 """`detok bench reproduce` at the smoke budget: every cell runs, the table is written, reruns resume."""
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -93,6 +95,12 @@ def test_rerun_resumes_from_finished_steps(suite_run, monkeypatch):
     before = json.loads((root / "results" / "results.json").read_text())
     marker = root / "work" / "noise-seed0" / "mar" / "eval" / "done.json"
     marker.unlink()  # as if interrupted during the last-but-two cell's MAR evaluation
+    # the interrupted attempt started 100 s ago and last wrote a file 40 s ago: it ran for (at least) 60 s
+    now = time.time()
+    (marker.parent / "attempt.json").write_text(json.dumps({"started": now - 100, "earlier_seconds": 0.0}))
+    for f in marker.parent.rglob("*"):
+        if f.is_file() and f.name != "attempt.json":
+            os.utime(f, (now - 40, now - 40))
 
     def refuse(*a, **k):
         raise AssertionError("finished training must not run again")
@@ -105,6 +113,10 @@ def test_rerun_resumes_from_finished_steps(suite_run, monkeypatch):
     cell = next(c for c in after["cells"] if c["variant"] == "noise")
     old = next(c for c in before["cells"] if c["variant"] == "noise")
     assert cell["mar"]["eval"]["final"]["fid"] == old["mar"]["eval"]["final"]["fid"]  # samples reused, same score
+    done = json.loads(marker.read_text())
+    assert done["interrupted_seconds"] == pytest.approx(60, abs=1) and done["seconds"] >= done["interrupted_seconds"]
+    assert not (marker.parent / "attempt.json").exists()
+    assert "interrupted_seconds" not in json.loads((marker.parent.parent / "done.json").read_text())
     assert [c["tokenizer"] for c in after["cells"]] == [c["tokenizer"] for c in before["cells"]]
 
 

@@ -7,7 +7,9 @@ project's reference classifier as the evaluator (fixed before any grid run; neve
 
 Every step (tokenizer training, statistics, reconstruction metrics, latent cache, generator training, CFG search
 and final scoring) records its result and wall-clock time in a `done.json` beside its outputs; a rerun skips the
-finished steps and resumes the unfinished one from its checkpoints.
+finished steps and resumes the unfinished one from its checkpoints. An interrupted attempt leaves an
+`attempt.json`; the resumed step adds the interrupted attempt's time, counted up to the last file it wrote (a
+lower bound: the work after that file was lost and is redone), so the recorded time covers the whole step.
 """
 
 from __future__ import annotations
@@ -140,11 +142,30 @@ def _step(marker: Path, spec: dict, fn: Callable[[], dict], log: Callable[[str],
             )
         return done
     log(f"→ {marker.parent}")
-    start = time.perf_counter()
-    result = {**fn(), "spec": spec, "seconds": round(time.perf_counter() - start, 1), "commit": _commit()}
     marker.parent.mkdir(parents=True, exist_ok=True)
+    attempt = marker.parent / "attempt.json"
+    earlier = _interrupted_seconds(attempt)
+    write_json(attempt, {"started": time.time(), "earlier_seconds": earlier})
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start + earlier
+    result = {**result, "spec": spec, "seconds": round(seconds, 1), "commit": _commit()}
+    if earlier:
+        result["interrupted_seconds"] = round(earlier, 1)
     write_json(marker, result)
+    attempt.unlink()
     return result
+
+
+def _interrupted_seconds(attempt: Path) -> float:
+    """Time spent by earlier, interrupted attempts of a step: each counted from its start to the newest file
+    written beside `attempt` (0 when there was none)."""
+    if not attempt.is_file():
+        return 0.0
+    record = json.loads(attempt.read_text())
+    files = [f for f in attempt.parent.rglob("*") if f.is_file() and f != attempt]
+    last = max((f.stat().st_mtime for f in files), default=record["started"])
+    return record.get("earlier_seconds", 0.0) + max(0.0, last - record["started"])
 
 
 def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell: Path, ctx: dict) -> dict:
@@ -378,7 +399,8 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
         ),
         f"- command: `{record['command']}`",
         f"- commit {env['commit']}, {env['date']}, {env['device']} ({env['machine']}), torch {env['torch']}",
-        f"- wall-clock: {total / 60:.1f} min over {len(record['cells'])} cells (sum of step times, resumes included)",
+        f"- wall-clock: {total / 60:.1f} min over {len(record['cells'])} cells (sum of step times; an interrupted "
+        "attempt counts up to the last file it wrote)",
         *([f"- **the cells ran on {len(commits)} commits**: {', '.join(sorted(commits))}"] if len(commits) > 1 else []),
         f"- evaluator: {record['evaluator']} on {record['reference']} (Fashion-MNIST-32 reference classifier "
         "features; not Inception — not comparable with ImageNet FIDs)",
