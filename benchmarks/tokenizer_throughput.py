@@ -5,13 +5,20 @@ Runs the real training loop (`train_tokenizer`) on an in-memory random dataset, 
 torch's FlopCounterMode averaged over masking ratios drawn from the run's distribution, and compares with
 the fp32 matmul peak measured here. Prints one line per configuration.
 
-    python benchmarks/tokenizer_throughput.py [--threads 2] [--steps 60] [--only reference]
+    python benchmarks/tokenizer_throughput.py [--threads 2] [--steps 60] [--only reference] [--procs 1 2]
+
+`--procs 1 2` also times the same run launched as P processes (torchrun, gloo DDP) sharing the `--threads`
+cores, P × (threads / P), through the CLI for every P so that the launches are compared in one harness:
+on small models the intra-op threading of element-wise kernels, not the GEMMs, limits a 2-thread process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -114,6 +121,41 @@ def train_throughput(cfg, steps: int, threads: int) -> float:
     return float(np.median(rates))
 
 
+def launch_throughput(cfg, overrides: list[str], steps: int, threads: int, procs: int) -> float:
+    """img/s of `detok tokenizer train` on random data, launched as `procs` processes of threads/procs each.
+
+    Median over log intervals of 5 steps after the first; procs = 1 runs the CLI without torchrun.
+    """
+    if threads % procs:
+        raise ValueError(f"--threads {threads} is not divisible by {procs} processes")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "random.npz"
+        size, ch, batch = cfg.model.image_size, cfg.model.channels, cfg.train.batch_size
+        np.savez(data, images=np.random.default_rng(0).integers(0, 256, (batch * 8, size, size, ch), dtype=np.uint8))
+        sets = overrides + [
+            "data.name=npz",
+            f"data.root={data}",
+            f"train.threads={threads // procs}",
+            f"train.images={steps * batch}",
+            "train.log_every=5",
+            "train.progress=false",
+            f"train.ckpt_every={10**9}",
+            f"train.sample_every={10**9}",
+        ]
+        cli = ["-m", "detok.cli", "tokenizer", "train", "--preset", "detok-fmnist32", "--out", f"{tmp}/run"]
+        for item in sets:
+            cli += ["--set", item]
+        launcher = (
+            [sys.executable]
+            if procs == 1
+            else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+        )
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads // procs))
+        subprocess.run(launcher + cli, check=True, env=env, stdout=subprocess.DEVNULL)
+        logs = [json.loads(line) for line in (Path(tmp) / "run" / "log.jsonl").read_text().splitlines()]
+    return float(np.median([r["img_per_s"] for r in logs[1:]]))
+
+
 @torch.no_grad()
 def codec_throughput(model: DeTok, batch: int = 256, reps: int = 5, precision: str = "fp32") -> tuple[float, float]:
     """(encode img/s, decode img/s) in eval mode."""
@@ -142,6 +184,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--only", choices=["reference", "fmnist32", "bb"], default=None)
+    parser.add_argument(
+        "--procs", type=int, nargs="+", default=None, help="also time the CLI launched as P processes (CPU)"
+    )
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -182,6 +227,15 @@ def main() -> None:
             f"= {100 * achieved / ref:.0f}% of {device} {cfg.train.precision} peak; "
             f"encode {enc:.0f} img/s, decode {dec:.0f} img/s"
         )
+        if args.procs and device == "cpu":
+            overrides = REFERENCE if name == "reference" else []
+            for procs in args.procs:
+                ips = launch_throughput(cfg, overrides, args.steps, args.threads, procs)
+                achieved = ips * flops / 1e9
+                print(
+                    f"  {name} via the CLI, {procs} process(es) x {args.threads // procs} thread(s): "
+                    f"train {ips:.1f} img/s -> {achieved:.1f} GFLOP/s = {100 * achieved / peak:.0f}% of peak"
+                )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """`detok bench reproduce` at the smoke budget: every cell runs, the table is written, reruns resume."""
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -93,6 +95,12 @@ def test_rerun_resumes_from_finished_steps(suite_run, monkeypatch):
     before = json.loads((root / "results" / "results.json").read_text())
     marker = root / "work" / "noise-seed0" / "mar" / "eval" / "done.json"
     marker.unlink()  # as if interrupted during the last-but-two cell's MAR evaluation
+    # the interrupted attempt started 100 s ago and last wrote a file 40 s ago: it ran for (at least) 60 s
+    now = time.time()
+    (marker.parent / "attempt.json").write_text(json.dumps({"started": now - 100, "earlier_seconds": 0.0}))
+    for f in marker.parent.rglob("*"):
+        if f.is_file() and f.name != "attempt.json":
+            os.utime(f, (now - 40, now - 40))
 
     def refuse(*a, **k):
         raise AssertionError("finished training must not run again")
@@ -105,6 +113,10 @@ def test_rerun_resumes_from_finished_steps(suite_run, monkeypatch):
     cell = next(c for c in after["cells"] if c["variant"] == "noise")
     old = next(c for c in before["cells"] if c["variant"] == "noise")
     assert cell["mar"]["eval"]["final"]["fid"] == old["mar"]["eval"]["final"]["fid"]  # samples reused, same score
+    done = json.loads(marker.read_text())
+    assert done["interrupted_seconds"] == pytest.approx(60, abs=1) and done["seconds"] >= done["interrupted_seconds"]
+    assert not (marker.parent / "attempt.json").exists()
+    assert "interrupted_seconds" not in json.loads((marker.parent.parent / "done.json").read_text())
     assert [c["tokenizer"] for c in after["cells"]] == [c["tokenizer"] for c in before["cells"]]
 
 
@@ -122,3 +134,31 @@ def test_bad_budget_and_suite_names(capsys):
     assert parse_budget("cpu", ["final_num=5000"]).final_num == 5000
     assert cli_main(["bench", "reproduce", "--suite", "noise", "--budget", "cpu"]) == 2 or torch.cuda.is_available()
     assert "sized for a GPU" in capsys.readouterr().err or torch.cuda.is_available()
+
+
+def test_followup_fine_tunes_the_suites_own_tokenizers_and_scores_sit_only(suite_run, tmp_path, monkeypatch):
+    from detok.checkpoint import load_tokenizer
+
+    root, args = suite_run
+    monkeypatch.setenv("DETOK_CACHE", str(root / "cache"))
+    base = root / "work" / "joint-seed0" / "tokenizer"
+    before = (base / "done.json").read_text()
+    follow = [("table2-followup" if a == "table2" else a) for a in args]
+    follow[follow.index("--out") + 1] = str(tmp_path)  # same --work: the table2 tokenizers are reused
+    assert cli_main(follow) == 0
+    assert (base / "done.json").read_text() == before  # the base tokenizer was not trained again
+    cells = {c["variant"]: c for c in json.loads((tmp_path / "results.json").read_text())["cells"]}
+    assert set(cells) == {"baseline-ft", "joint-ft", "baseline-2x", "joint-2x"}
+    ft = cells["joint-ft"]
+    assert ft["tokenizer"]["base"] == json.loads(before) and "mar" not in ft and "sit" in ft
+    assert "decoder_finetune=true" in ft["tokenizer"]["train"]["overrides"]
+    # decoder fine-tuning: the encoder is the base's, the decoder has moved
+    tuned, original = load_tokenizer(root / "work" / "joint-ft-seed0" / "tokenizer"), load_tokenizer(base)
+    assert torch.equal(tuned.patch_embed.weight, original.patch_embed.weight)
+    assert not torch.equal(tuned.dec_head.weight, original.dec_head.weight)
+    doubled = cells["baseline-2x"]["tokenizer"]["train"]["overrides"]
+    assert f"train.images={2 * BUDGETS['smoke'].tokenizer_images}" in doubled
+    table = (tmp_path / "results.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| joint-ft |"))
+    assert row.split("|")[5].strip() == "—"  # no MAR column value
+    assert "| joint-ft | MAR |" not in table and "| joint-ft | SiT |" in table

@@ -185,6 +185,23 @@ def test_ddpm_sampling_is_reproducible_with_a_generator():
     assert torch.equal(*runs)
 
 
+@pytest.mark.parametrize("learn_sigma", [True, False])
+def test_ddpm_shared_step_coefficients_equal_the_per_row_ones(learn_sigma):
+    """The sampler passes one int step for the whole batch (scalar coefficients): the same numbers, exactly."""
+    diffusion = GaussianDiffusion(
+        DDPMConfig(train_steps=100, schedule="cosine", learn_sigma=learn_sigma, sample_steps=7)
+    )
+    chain = diffusion.respaced(7)
+    torch.manual_seed(0)
+    xt = torch.randn(5, 4, 2)
+    out = torch.randn(5, 4 * diffusion.out_mult, 2)
+    for i in (0, 3, 6):
+        per_row = diffusion._p_mean_variance(chain, torch.full((5,), i), xt, out, clip_denoised=2.0)
+        shared = diffusion._p_mean_variance(chain, i, xt, out, clip_denoised=2.0)
+        for a, b in zip(per_row, shared):
+            assert a.shape == b.shape and torch.equal(a, b)
+
+
 # --------------------------------------------------------------------------------------------------
 # DiffLoss
 # --------------------------------------------------------------------------------------------------
@@ -216,6 +233,18 @@ def test_diffloss_every_parameter_gets_a_gradient():
     head(torch.randn(4, 3), torch.randn(4, 5), torch.tensor([1.0, 1.0, 0.0, 1.0])).backward()
     missing = [n for n, p in head.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing
+
+
+def test_diffloss_stacked_adaln_equals_the_per_block_projections():
+    torch.manual_seed(0)
+    head = tiny_head(depth=3)
+    with torch.no_grad():  # away from adaLN-Zero, where every projection is 0 and any stacking would agree
+        for p in head.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, c = torch.randn(6, 3), torch.randn(6, 32)
+    stacked = head.net.stacked_modulation()
+    assert stacked[0].shape == ((3 * 3 + 2) * 32, 32)
+    torch.testing.assert_close(head.net.forward_stacked(x, c, stacked), head.net.forward_conditioned(x, c))
 
 
 def test_diffloss_guidance():

@@ -358,7 +358,7 @@ def _bench_reproduce(args: argparse.Namespace) -> int:
         raise ValueError("the noise suite (7 tokenizers × 2 generators) is sized for a GPU; pass --allow-cpu to run it")
     set_threads(args.threads)
     out = Path(args.out or f"docs/results/{args.suite}")
-    work = Path(args.work or f"runs/bench-{args.suite}")
+    work = Path(args.work or f"runs/bench-{args.suite.removesuffix('-followup')}")
     command = "detok " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
     record = run_suite(
         args.suite, budget, work, out, args.evaluator, command or f"detok bench reproduce --suite {args.suite}"
@@ -541,11 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark suites").add_subparsers(dest="action", required=True)
     p = bench.add_parser("reproduce", help="reproduce the paper's claims at small scale (resumable: rerun to continue)")
-    p.add_argument("--suite", default="table2", choices=["table2", "noise"])
+    p.add_argument("--suite", default="table2", choices=["table2", "table2-followup", "noise"])
     p.add_argument("--budget", default="cpu", help="named budget: cpu (<= 2 h on 2 cores) or smoke (tests)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a budget value, e.g. final_num=5000")
     p.add_argument("--out", help="results folder (default docs/results/<suite>)")
-    p.add_argument("--work", help="run directories (default runs/bench-<suite>)")
+    p.add_argument("--work", help="run directories (default runs/bench-<suite>; a follow-up shares its suite's)")
     p.add_argument("--evaluator", default="reference", help="reference[:FOLDER] (default) or inception[:WEIGHTS]")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--allow-cpu", action="store_true", help="run the GPU-sized noise suite on CPU anyway")

@@ -7,7 +7,9 @@ project's reference classifier as the evaluator (fixed before any grid run; neve
 
 Every step (tokenizer training, statistics, reconstruction metrics, latent cache, generator training, CFG search
 and final scoring) records its result and wall-clock time in a `done.json` beside its outputs; a rerun skips the
-finished steps and resumes the unfinished one from its checkpoints.
+finished steps and resumes the unfinished one from its checkpoints. An interrupted attempt leaves an
+`attempt.json`; the resumed step adds the interrupted attempt's time, counted up to the last file it wrote (a
+lower bound: the work after that file was lost and is redone), so the recorded time covers the whole step.
 """
 
 from __future__ import annotations
@@ -36,12 +38,24 @@ from detok.data import DataConfig, build_dataset
 
 @dataclass(frozen=True)
 class TokenizerVariant:
-    """One tokenizer row: a name, its corruption overrides (model.corruption.*) and the seeds to train."""
+    """One tokenizer row: a name, its corruption overrides (model.corruption.*) and the seeds to train.
+
+    Attributes:
+        finetune_from: the name of another variant with the same overrides whose trained tokenizer (the cell
+            `<finetune_from>-seed<k>` of the same work folder, trained there first if missing) gets its decoder
+            fine-tuned on clean latents for `Budget.finetune_images` images (paper App. A.3: encoder frozen,
+            masking and noise off); None trains from scratch.
+        tokenizer_scale: multiplies the budget's `tokenizer_images` for this variant's tokenizer.
+        generators: which of the budget's generators ("sit", "mar") are trained and scored on its latents.
+    """
 
     name: str
     overrides: tuple[str, ...]
     seeds: tuple[int, ...] = (0,)
     paper: dict[str, float] = field(default_factory=dict)  # the paper's ImageNet numbers, for the table
+    finetune_from: str | None = None
+    tokenizer_scale: int = 1
+    generators: tuple[str, ...] = ("sit", "mar")
 
 
 def _corruption(gamma: float, mask: float, *extra: str) -> tuple[str, ...]:
@@ -61,6 +75,15 @@ SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
         TokenizerVariant("additive-g1", _corruption(1, 0.7, "model.corruption.noise_form=additive")),
         *(TokenizerVariant(f"interp-g{g:g}", _corruption(g, 0.7)) for g in (0.5, 1, 2, 3, 4)),
         TokenizerVariant("interp-g3-logitnormal", _corruption(3, 0.7, "model.corruption.tau_dist=logit_normal")),
+    ),
+    # Follow-up of table2 on CPU (run in the same --work folder to reuse its tokenizers), SiT only: the joint
+    # tokenizer reconstructs worst at the table2 budget; does decoder fine-tuning (App. A.3) or a doubled
+    # tokenizer budget change the ranking? Each change is given to the baseline as well. ~55 min on 2 cores.
+    "table2-followup": (
+        TokenizerVariant("baseline-ft", _corruption(0, 0), (0, 1), finetune_from="baseline", generators=("sit",)),
+        TokenizerVariant("joint-ft", _corruption(3, 0.7), (0, 1), finetune_from="joint", generators=("sit",)),
+        TokenizerVariant("baseline-2x", _corruption(0, 0), tokenizer_scale=2, generators=("sit",)),
+        TokenizerVariant("joint-2x", _corruption(3, 0.7), tokenizer_scale=2, generators=("sit",)),
     ),
 }
 
@@ -87,6 +110,7 @@ class Budget:
     mar: str = "mar-fmnist32"
     mar_images: int = 16_000
     mar_sampling: tuple[str, ...] = ("num_iter=4", "diffloss.sample_steps=10")
+    finetune_images: int = 8_000
     search_cfgs: tuple[float, ...] = (1.5, 3.0)
     search_num: int = 500
     final_num: int = 10_000
@@ -140,11 +164,30 @@ def _step(marker: Path, spec: dict, fn: Callable[[], dict], log: Callable[[str],
             )
         return done
     log(f"→ {marker.parent}")
-    start = time.perf_counter()
-    result = {**fn(), "spec": spec, "seconds": round(time.perf_counter() - start, 1), "commit": _commit()}
     marker.parent.mkdir(parents=True, exist_ok=True)
+    attempt = marker.parent / "attempt.json"
+    earlier = _interrupted_seconds(attempt)
+    write_json(attempt, {"started": time.time(), "earlier_seconds": earlier})
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start + earlier
+    result = {**result, "spec": spec, "seconds": round(seconds, 1), "commit": _commit()}
+    if earlier:
+        result["interrupted_seconds"] = round(earlier, 1)
     write_json(marker, result)
+    attempt.unlink()
     return result
+
+
+def _interrupted_seconds(attempt: Path) -> float:
+    """Time spent by earlier, interrupted attempts of a step: each counted from its start to the newest file
+    written beside `attempt` (0 when there was none)."""
+    if not attempt.is_file():
+        return 0.0
+    record = json.loads(attempt.read_text())
+    files = [f for f in attempt.parent.rglob("*") if f.is_file() and f != attempt]
+    last = max((f.stat().st_mtime for f in files), default=record["started"])
+    return record.get("earlier_seconds", 0.0) + max(0.0, last - record["started"])
 
 
 def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell: Path, ctx: dict) -> dict:
@@ -153,19 +196,29 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
     from detok.training.tokenizer import default_run_config, train_tokenizer
 
     tok_dir, data, device, log = cell / "tokenizer", ctx["data"], ctx["device"], ctx["log"]
+    common = [f"train.seed={seed}", *(f"data.{o}" for o in budget.data), *budget.train]
 
-    overrides = [*variant.overrides, f"train.images={budget.tokenizer_images}", f"train.seed={seed}"]
-    overrides += [f"data.{o}" for o in budget.data] + list(budget.train)
+    def trainer(run: Path, overrides: list[str]) -> Callable[[], dict]:
+        def train() -> dict:
+            train_tokenizer(apply_overrides(default_run_config(budget.tokenizer), overrides), run)
+            tok = load_tokenizer(run, device)
+            mean, std = compute_latent_stats(tok, build_dataset(data, "train"), 256, budget.stats_images, device, False)
+            store_latent_stats(run, mean, std)
+            return {"overrides": overrides}
 
-    def train() -> dict:
-        train_tokenizer(apply_overrides(default_run_config(budget.tokenizer), overrides), tok_dir)
-        tok = load_tokenizer(tok_dir, device)
-        mean, std = compute_latent_stats(tok, build_dataset(data, "train"), 256, budget.stats_images, device, False)
-        store_latent_stats(tok_dir, mean, std)
-        return {"overrides": overrides}
+        return train
 
+    images = variant.tokenizer_scale * budget.tokenizer_images
+    overrides = [*variant.overrides, f"train.images={images}", *common]
+    base_dir = cell.parent / f"{variant.finetune_from}-seed{seed}" / "tokenizer" if variant.finetune_from else tok_dir
     spec = {"preset": budget.tokenizer, "overrides": overrides, "stats_images": budget.stats_images}
-    trained = _step(tok_dir / "done.json", spec, train, log)
+    trained = _step(base_dir / "done.json", spec, trainer(base_dir, overrides), log)
+    result = {"train": trained}
+    if variant.finetune_from:
+        ft = [*variant.overrides, f"init_from={base_dir}", "decoder_finetune=true"]
+        ft += [f"train.images={budget.finetune_images}", *common]
+        spec = {"preset": budget.tokenizer, "overrides": ft, "stats_images": budget.stats_images}
+        result = {"base": trained, "train": _step(tok_dir / "done.json", spec, trainer(tok_dir, ft), log)}
 
     def recon() -> dict:
         tok = load_tokenizer(tok_dir, device)
@@ -181,7 +234,7 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
         return {"images": budget.cache_images}
 
     cached = _step(cell / "latents" / "done.json", {"images": budget.cache_images}, cache, log)
-    return {"train": trained, "recon": metrics, "cache": cached}
+    return {**result, "recon": metrics, "cache": cached}
 
 
 def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict) -> dict:
@@ -275,7 +328,7 @@ def run_suite(
             cell = work_dir / f"{variant.name}-seed{seed}"
             result = {"variant": variant.name, "seed": seed, "run_dir": str(cell), "paper": variant.paper}
             result["tokenizer"] = _tokenizer_steps(variant, seed, budget, cell, ctx)
-            for name in ("sit", "mar"):
+            for name in variant.generators:
                 result[name] = _generator_steps(name, budget, cell, ctx)
             record["cells"].append(result)
             write_results(record, out_dir)
@@ -292,10 +345,14 @@ def _commit() -> str:
     return out.strip()
 
 
+def _cell_steps(cell: dict) -> list[dict]:
+    """The done records of a cell's steps (a fine-tuned tokenizer's base training included)."""
+    steps = [cell["tokenizer"][k] for k in ("base", "train", "recon", "cache") if k in cell["tokenizer"]]
+    return steps + [cell[g][k] for g in ("sit", "mar") if g in cell for k in ("train", "eval")]
+
+
 def _cell_commits(cell: dict) -> set[str]:
-    steps = [cell["tokenizer"][k] for k in ("train", "recon", "cache")]
-    steps += [cell[g][k] for g in ("sit", "mar") for k in ("train", "eval")]
-    return {s.get("commit", "unrecorded") for s in steps}
+    return {s.get("commit", "unrecorded") for s in _cell_steps(cell)}
 
 
 def _machine() -> str:
@@ -327,13 +384,15 @@ def _environment() -> dict:
 
 
 def _seconds(cell: dict) -> float:
-    parts = [cell["tokenizer"][k]["seconds"] for k in ("train", "recon", "cache")]
-    parts += [cell[g][k]["seconds"] for g in ("sit", "mar") for k in ("train", "eval")]
-    return sum(parts)
+    """Wall-clock of a cell's steps; a fine-tuned cell also counts its base tokenizer (shared with the base cell
+    when both are in the run, so such a run's total counts it twice)."""
+    return sum(s["seconds"] for s in _cell_steps(cell))
 
 
 def _spread(values: list[float], fmt: str) -> str:
-    """One value, or the mean ± half the range over seeds (with the seed count)."""
+    """One value, or the mean ± half the range over seeds (with the seed count); "—" for none."""
+    if not values:
+        return "—"
     if len(values) == 1:
         return format(values[0], fmt)
     half = (max(values) - min(values)) / 2
@@ -350,9 +409,10 @@ def summarize(record: dict) -> list[dict]:
         for key, value in (("rfid", recon.get("rfid")), ("psnr", recon["psnr"])):
             row.setdefault(key, []).append(value)
         for g in ("sit", "mar"):
-            final = cell[g]["eval"]["final"]
             for key in ("fid", "is", "precision", "recall", "cfg"):
-                row.setdefault(f"{g}_{key}", []).append(final[key])
+                row.setdefault(f"{g}_{key}", [])
+                if g in cell:
+                    row[f"{g}_{key}"].append(cell[g]["eval"]["final"][key])
     return list(rows.values())
 
 
@@ -378,7 +438,8 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
         ),
         f"- command: `{record['command']}`",
         f"- commit {env['commit']}, {env['date']}, {env['device']} ({env['machine']}), torch {env['torch']}",
-        f"- wall-clock: {total / 60:.1f} min over {len(record['cells'])} cells (sum of step times, resumes included)",
+        f"- wall-clock: {total / 60:.1f} min over {len(record['cells'])} cells (sum of step times; an interrupted "
+        "attempt counts up to the last file it wrote)",
         *([f"- **the cells ran on {len(commits)} commits**: {', '.join(sorted(commits))}"] if len(commits) > 1 else []),
         f"- evaluator: {record['evaluator']} on {record['reference']} (Fashion-MNIST-32 reference classifier "
         "features; not Inception — not comparable with ImageNet FIDs)",
@@ -397,6 +458,8 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
     lines += ["", "| Tokenizer | generator | CFG | IS | precision | recall |", "|---|---|---|---|---|---|"]
     for r in rows:
         for g, label in (("sit", "SiT"), ("mar", "MAR")):
+            if not r[f"{g}_fid"]:
+                continue
             cfgs = "/".join(f"{c:g}" for c in r[f"{g}_cfg"])
             lines.append(
                 f"| {r['variant']} | {label} | {cfgs} | {_spread(r[f'{g}_is'], '.2f')} | "
@@ -429,8 +492,8 @@ def _plot(rows: list[dict], path: Path) -> Path | None:
     x = np.arange(len(rows))
     for offset, (g, label) in zip((-0.2, 0.2), (("sit", "SiT"), ("mar", "MAR"))):
         vals = [r[f"{g}_fid"] for r in rows]
-        means = [float(np.mean(v)) for v in vals]
-        err = [(max(v) - min(v)) / 2 for v in vals]
+        means = [float(np.mean(v)) if v else np.nan for v in vals]  # nan: not trained on this tokenizer
+        err = [(max(v) - min(v)) / 2 if v else 0.0 for v in vals]
         ax.bar(x + offset, means, 0.4, yerr=err, capsize=3, label=label)
     ax.set_xticks(x, [r["variant"] for r in rows])
     ax.set_ylabel("gFID (reference features)")

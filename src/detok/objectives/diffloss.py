@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from detok.layers import TimestepEmbedder
 from detok.objectives.diffusion import DDPMConfig, GaussianDiffusion
@@ -78,7 +79,11 @@ class ResBlock(nn.Module):
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale, gate = self.ada(c).chunk(3, dim=-1)  # (M, D) each
+        return self.modulated(x, self.ada(c))  # (M, D)
+
+    def modulated(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+        """The block given its adaLN output mod = [shift, scale, gate] (M, 3D)."""
+        shift, scale, gate = mod.chunk(3, dim=-1)  # (M, D) each
         return x + gate * self.mlp(modulate(self.norm(x), shift, scale))  # (M, D)
 
 
@@ -92,7 +97,11 @@ class FinalLayer(nn.Module):
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.ada(c).chunk(2, dim=-1)  # (M, D) each
+        return self.modulated(x, self.ada(c))  # (M, out)
+
+    def modulated(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+        """The layer given its adaLN output mod = [shift, scale] (M, 2D)."""
+        shift, scale = mod.chunk(2, dim=-1)  # (M, D) each
         return self.linear(modulate(self.norm(x), shift, scale))  # (M, out)
 
 
@@ -117,6 +126,25 @@ class DenoiserMLP(nn.Module):
         for block in self.blocks:
             h = block(h, c)  # (M, D)
         return self.final(h, c)  # (M, 2·token_dim)
+
+    def stacked_modulation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every adaLN projection (blocks, then the final layer) stacked: weight ((3·depth + 2)·D, D) and bias.
+
+        They all read the same SiLU(c), so one GEMM per step replaces depth + 1 small ones.
+        """
+        layers = [block.ada[-1] for block in self.blocks] + [self.final.ada[-1]]
+        return torch.cat([layer.weight for layer in layers]), torch.cat([layer.bias for layer in layers])
+
+    def forward_stacked(
+        self, x: torch.Tensor, c: torch.Tensor, stacked: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """forward_conditioned with the adaLN projections of `stacked_modulation()` run as one linear map."""
+        mods = F.linear(F.silu(c), *stacked)  # (M, (3·depth + 2)·D)
+        d = c.shape[-1]
+        h = self.input_proj(x)  # (M, D)
+        for k, block in enumerate(self.blocks):
+            h = block.modulated(h, mods[:, 3 * d * k : 3 * d * (k + 1)])  # (M, D)
+        return self.final.modulated(h, mods[:, 3 * d * len(self.blocks) :])  # (M, 2·token_dim)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -200,14 +228,16 @@ class DiffLoss(nn.Module):
             raise ValueError(f"guided sampling needs [cond; uncond] rows, got an odd count {cond.shape[0]}")
         m = cond.shape[0] // 2 if guided else cond.shape[0]
         noise = torch.randn(m, self.token_dim, generator=generator, device=cond.device, dtype=cond.dtype)
-        # z is the same at every step and all rows share t: project z once, embed t once per step
+        # z is the same at every step and all rows share t: project z once, embed t once per step; the adaLN
+        # projections of all blocks run as one GEMM
         cond_emb = self.net.cond_embed(cond)  # (M or 2M, D)
+        stacked = self.net.stacked_modulation()
 
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             c = self.net.t_embedder(t[:1]) + cond_emb  # (M or 2M, D)
             if not guided:
-                return self.net.forward_conditioned(x, c)  # (M, 2·token_dim)
-            out = self.net.forward_conditioned(torch.cat([x, x]), c)  # (2M, 2·token_dim)
+                return self.net.forward_stacked(x, c, stacked)  # (M, 2·token_dim)
+            out = self.net.forward_stacked(torch.cat([x, x]), c, stacked)  # (2M, 2·token_dim)
             return guide(out[:m], out[m:], cfg_scale, channels=self.token_dim)  # (M, 2·token_dim)
 
         return self.diffusion.sample(

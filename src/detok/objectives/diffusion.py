@@ -89,6 +89,9 @@ class Chain:
     posterior_logvar: torch.Tensor  # log β̃_t with β̃_0 := β̃_1 (β̃_0 = 0 would give −inf)
     posterior_coef_x0: torch.Tensor  # Eq. 7: μ̃ = coef_x0·x_0 + coef_xt·x_t
     posterior_coef_xt: torch.Tensor
+    recip_sqrt_alphabar: torch.Tensor  # x̂_0 = √(1/ᾱ)·x_t − √(1/ᾱ − 1)·ε̂
+    recipm1_sqrt_alphabar: torch.Tensor
+    log_betas: torch.Tensor
 
 
 def make_chain(alphabar: torch.Tensor, timesteps: torch.Tensor) -> Chain:
@@ -108,6 +111,9 @@ def make_chain(alphabar: torch.Tensor, timesteps: torch.Tensor) -> Chain:
         posterior_logvar=posterior_logvar,
         posterior_coef_x0=betas * alphabar_prev.sqrt() / (1 - alphabar),
         posterior_coef_xt=(1 - alphabar_prev) * (1 - betas).sqrt() / (1 - alphabar),
+        recip_sqrt_alphabar=(1 / alphabar).sqrt(),
+        recipm1_sqrt_alphabar=(1 / alphabar - 1).sqrt(),
+        log_betas=betas.log(),
     )
 
 
@@ -164,8 +170,14 @@ def discretized_gaussian_log_likelihood(
 # --------------------------------------------------------------------------------------------------
 
 
-def _per_sample(values: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """values[t] for a batch of indices t (N,), shaped (N, 1, ..., 1) to broadcast against x (N, ...)."""
+def _per_sample(values: torch.Tensor, t: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor | float:
+    """values[t] for a batch of indices t (N,), shaped (N, 1, ..., 1) to broadcast against x (N, ...).
+
+    An int t (every row at the same step, as in sampling) gives a Python float instead: the same float32 value,
+    hence the same products, without the gather and reshape kernels at every step.
+    """
+    if isinstance(t, int):
+        return float(values[t].to(torch.float32))
     # Cast on the CPU first: float64 is not supported on every accelerator (MPS).
     picked = values.to(torch.float32).to(x.device)[t.to(x.device).long()].to(x.dtype)  # (N,)
     return picked.view(-1, *([1] * (x.dim() - 1)))
@@ -214,40 +226,51 @@ class GaussianDiffusion:
         return _per_sample(ab.sqrt(), t, x0) * x0 + _per_sample((1 - ab).sqrt(), t, x0) * noise
 
     def _posterior(
-        self, chain: Chain, i: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and clipped log-variance of q(x_{t−1} | x_t, x_0) at chain steps i (N,) (Ho et al. Eq. 6–7)."""
+        self, chain: Chain, i: torch.Tensor | int, x0: torch.Tensor, xt: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """Mean and clipped log-variance of q(x_{t−1} | x_t, x_0) at chain steps i (Ho et al. Eq. 6–7).
+
+        i is (N,) step indices, or one int for the whole batch; then the log-variance is a float.
+        """
         mean = _per_sample(chain.posterior_coef_x0, i, xt) * x0 + _per_sample(chain.posterior_coef_xt, i, xt) * xt
-        return mean, _per_sample(chain.posterior_logvar, i, xt).expand_as(xt)
+        logvar = _per_sample(chain.posterior_logvar, i, xt)
+        return mean, (logvar if isinstance(logvar, float) else logvar.expand_as(xt))
 
     def _p_mean_variance(
-        self, chain: Chain, i: torch.Tensor, xt: torch.Tensor, out: torch.Tensor, clip_denoised: float | None = None
+        self,
+        chain: Chain,
+        i: torch.Tensor | int,
+        xt: torch.Tensor,
+        out: torch.Tensor,
+        clip_denoised: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, log-variance and x̂_0 of p(x_{t−1} | x_t) from the model output (N, C·out_mult, ...).
 
         Args:
-            chain: the chain being run; i (N,) are its step indices (not the model's timesteps).
+            chain: the chain being run; i (N,) are its step indices (not the model's timesteps), or one int
+                when every row is at the same step.
             clip_denoised: clamp x̂_0 to [−c, c]; None for unbounded latents.
         """
         c = xt.shape[1]
         if out.shape[1] != c * self.out_mult:
             raise ValueError(f"model output has {out.shape[1]} channels, expected {c * self.out_mult}")
         eps = out[:, :c]
-        ab = chain.alphabar
         # x̂_0 = (x_t − √(1 − ᾱ_t)·ε̂) / √ᾱ_t, inverting Eq. 4.
-        x0 = _per_sample((1 / ab).sqrt(), i, xt) * xt - _per_sample((1 / ab - 1).sqrt(), i, xt) * eps
+        a, b = _per_sample(chain.recip_sqrt_alphabar, i, xt), _per_sample(chain.recipm1_sqrt_alphabar, i, xt)
+        x0 = a * xt - b * eps
         if clip_denoised is not None:
             x0 = x0.clamp(-clip_denoised, clip_denoised)
         mean, min_log = self._posterior(chain, i, x0, xt)
         if self.cfg.learn_sigma:
             # Improved DDPM Eq. 15: log Σ = frac·log β_t + (1 − frac)·log β̃_t, frac = (v + 1)/2.
             frac = (out[:, c:] + 1) / 2
-            max_log = _per_sample(chain.betas.log(), i, xt)
+            max_log = _per_sample(chain.log_betas, i, xt)
             logvar = frac * max_log + (1 - frac) * min_log
         else:
             # Fixed "large" variance β_t (β̃_1 at t = 0), as DiT's sigma_small=False.
             large = torch.cat([chain.posterior_var[1:2], chain.betas[1:]]) if len(chain.betas) > 1 else chain.betas
-            logvar = _per_sample(large.log(), i, xt).expand_as(xt)
+            logvar = _per_sample(large.log(), i, xt)
+            logvar = torch.full_like(xt, logvar) if isinstance(logvar, float) else logvar.expand_as(xt)
         return mean, logvar, x0
 
     # ----------------------------------------------------------------------------------------------
@@ -328,10 +351,10 @@ class GaussianDiffusion:
 
             order = tqdm(order, desc="ddpm")
         for i in order:
-            step = torch.full((n,), i, dtype=torch.long)  # chain index, for the coefficients
             t = torch.full((n,), float(chain.timesteps[i]), device=x.device)  # what the model sees
             out = model_fn(x, t)
-            mean, logvar, _ = self._p_mean_variance(chain, step, x, out.to(x.dtype), clip_denoised)
+            # every row is at chain step i: scalar coefficients
+            mean, logvar, _ = self._p_mean_variance(chain, i, x, out.to(x.dtype), clip_denoised)
             if i == 0:
                 x = mean
             else:
