@@ -147,16 +147,16 @@ def test_followup_fine_tunes_the_suites_own_tokenizers_and_scores_sit_only(suite
     follow[follow.index("--out") + 1] = str(tmp_path)  # same --work: the table2 tokenizers are reused
     assert cli_main(follow) == 0
     assert (base / "done.json").read_text() == before  # the base tokenizer was not trained again
-    cells = {c["variant"]: c for c in json.loads((tmp_path / "results.json").read_text())["cells"]}
-    assert set(cells) == {"baseline-ft", "joint-ft", "baseline-2x", "joint-2x"}
-    ft = cells["joint-ft"]
+    cells = {(c["variant"], c["seed"]): c for c in json.loads((tmp_path / "results.json").read_text())["cells"]}
+    assert {v for v, _ in cells} == {"baseline-ft", "joint-ft", "baseline-2x", "joint-2x"}
+    ft = cells["joint-ft", 0]
     assert ft["tokenizer"]["base"] == json.loads(before) and "mar" not in ft and "sit" in ft
     assert "decoder_finetune=true" in ft["tokenizer"]["train"]["overrides"]
     # decoder fine-tuning: the encoder is the base's, the decoder has moved
     tuned, original = load_tokenizer(root / "work" / "joint-ft-seed0" / "tokenizer"), load_tokenizer(base)
     assert torch.equal(tuned.patch_embed.weight, original.patch_embed.weight)
     assert not torch.equal(tuned.dec_head.weight, original.dec_head.weight)
-    doubled = cells["baseline-2x"]["tokenizer"]["train"]["overrides"]
+    doubled = cells["baseline-2x", 0]["tokenizer"]["train"]["overrides"]
     assert f"train.images={2 * BUDGETS['smoke'].tokenizer_images}" in doubled
     table = (tmp_path / "results.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| joint-ft |"))
