@@ -209,3 +209,17 @@ def test_sampling_keeps_the_models_own_guidance_interval(setup):
     default = run(None)
     assert np.array_equal(default, run((0.9, 1.0)))
     assert not np.array_equal(default, run((0.0, 1.0)))
+
+
+def test_compile_switch_matches_eager_without_recompiling(setup, tmp_path):
+    """train.compile gives eager's losses; MAR's per-batch mask ratio does not recompile the model every step."""
+    losses = {}
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        for compiled in ("false", "true"):
+            overrides = _overrides(setup, "train.images=80", f"train.compile={compiled}")
+            cfg = default_run_config("mar-fmnist32-tiny", str(setup / "tok"), str(setup / "cache"), overrides)
+            train_generator(cfg, tmp_path / compiled)
+            losses[compiled] = [r["loss"] for r in _log(tmp_path / compiled)]
+    torch._dynamo.reset()
+    assert len(losses["true"]) == 10
+    np.testing.assert_allclose(losses["true"], losses["false"], rtol=1e-3)

@@ -284,3 +284,16 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     for f in (tmp_path / "m" / "model.safetensors", tmp_path / "m" / "config.json", tmp_path / "x.json"):
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
     assert stat.S_IMODE((tmp_path / "run" / "checkpoints" / "step-00000003").stat().st_mode) == 0o755
+
+
+def test_compile_switch_matches_eager_without_recompiling(npz_data, tmp_path):
+    """train.compile gives eager's losses, and the per-batch mask ratio does not recompile the model every step."""
+    losses = {}
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        for compiled in ("false", "true"):
+            cfg = _cfg(npz_data, "train.images=80", "train.batch_size=8", f"train.compile={compiled}")
+            train_tokenizer(cfg, tmp_path / compiled)
+            losses[compiled] = [r["loss"] for r in _log(tmp_path / compiled)]
+    torch._dynamo.reset()
+    assert len(losses["true"]) == 10
+    np.testing.assert_allclose(losses["true"], losses["false"], rtol=1e-3)

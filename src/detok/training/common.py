@@ -112,6 +112,20 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def compile_blocks(model: torch.nn.Module) -> int:
+    """`torch.compile` each block of the model's block stacks (children of its `nn.ModuleList`s), in place.
+
+    Compiling the whole model instead specialises on values drawn per batch in Python (a tokenizer's mask ratio,
+    MAR's number of masked tokens): every step recompiles until dynamo's recompile limit, then runs eagerly.
+    Blocks see only tensors; a sequence length that varies with masking becomes dynamic after one recompile.
+    Parameter names, and so checkpoints, are unchanged. Returns the number of blocks compiled.
+    """
+    blocks = [block for stack in model.modules() if isinstance(stack, torch.nn.ModuleList) for block in stack]
+    for block in blocks:
+        block.compile()
+    return len(blocks)
+
+
 def start_run(tc: TrainConfig, run_dir: Path) -> tuple[torch.device, int]:
     """Pick the device, join the process group, set threads and create `run_dir`.
 

@@ -37,6 +37,7 @@ from detok.training.common import (
     TrainConfig,
     autocast,
     batch_indices,
+    compile_blocks,
     resume,
     save_checkpoint,
     shard_seed,
@@ -199,8 +200,9 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
         write_json(run_dir / "run_config.json", record)
     dist.print0(f"{cfg.preset}: {num_params / 1e6:.2f}M parameters, {len(dataset)} training latents")
 
+    if tc.compile:
+        compile_blocks(model)
     ddp_model = DDP(model) if dist.is_distributed() else model
-    forward = torch.compile(ddp_model) if tc.compile else ddp_model
     total, warmup = tc.total_steps, int(tc.warmup_frac * tc.total_steps)
     log = RunLog(run_dir, enabled=dist.is_main(), tensorboard=tc.tensorboard)
     bar = tqdm(total=total, initial=step, disable=not (tc.progress and dist.is_main()), desc="generator", unit="step")
@@ -221,7 +223,7 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
             sync = micro == tc.grad_accum - 1
             with ddp_model.no_sync() if (not sync and ddp_model is not model) else contextlib.nullcontext():
                 with autocast(device, tc.precision):
-                    loss = forward(z, y).float()
+                    loss = ddp_model(z, y).float()
                 (loss / tc.grad_accum).backward()
             loss_sum += loss.detach() / tc.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)

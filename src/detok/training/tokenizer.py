@@ -33,6 +33,7 @@ from detok.training.common import (
     TrainConfig,
     autocast,
     batch_indices,
+    compile_blocks,
     resume,
     save_checkpoint,
     shard_seed,
@@ -176,9 +177,10 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     if dist.is_main():
         write_json(run_dir / "run_config.json", run_record)
 
+    if tc.compile:
+        compile_blocks(model)
     ddp_model = DDP(model, find_unused_parameters=True) if dist.is_distributed() else model
     ddp_disc = DDP(disc) if (disc is not None and dist.is_distributed()) else disc
-    forward = torch.compile(ddp_model) if tc.compile else ddp_model
     total, warmup = tc.total_steps, int(tc.warmup_frac * tc.total_steps)
     last_layer = model.dec_head.weight
     log = RunLog(run_dir, enabled=dist.is_main(), tensorboard=tc.tensorboard)
@@ -206,7 +208,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             sync = micro == tc.grad_accum - 1
             with ddp_model.no_sync() if (not sync and ddp_model is not model) else contextlib.nullcontext():
                 with autocast(device, tc.precision):
-                    out = forward(
+                    out = ddp_model(
                         x, corrupt=not cfg.decoder_finetune, mask_ratio=ratio, sample_posterior=not cfg.decoder_finetune
                     )
                 recon = out["recon"].float()
