@@ -8,6 +8,7 @@ untrained `detok-fmnist32` (speed does not depend on its weights). Prints one li
 
     python benchmarks/generator_throughput.py [--threads 2] [--steps 30] [--only sit]
     python benchmarks/generator_throughput.py --kv-grid 16 --batch 8   # KV cache at the paper's 16×16 layout
+    python benchmarks/generator_throughput.py --kv-presets randomar-b,rasterar-b --batch 1   # at the paper's size
 """
 
 from __future__ import annotations
@@ -65,17 +66,44 @@ def train_rate(preset: str, tok: Path, data: Path, cache: Path | None, steps: in
     return float(np.median([r["img_per_s"] for r in logs[1:]]))
 
 
+FMNIST_LAYOUT = {"latent_channels": 8, "input_size": (8, 8), "num_classes": 10}
+
+
 @torch.no_grad()
-def sample_rate(preset: str, batch: int, threads: int, grid: int = 8, **kwargs) -> float:
-    """Images/s of one batch of latents (grid × grid × 8) sampled at CFG 2 (after a one-image warm-up)."""
+def sample_rate(preset: str, batch: int, threads: int, layout: dict | None = None, **kwargs) -> float:
+    """Images/s of one batch of latents sampled at CFG 2 (after a one-image warm-up).
+
+    `layout` overrides the preset's latent layout (default: FMNIST-32's 8 × 8 × 8, 10 classes); `{}` keeps the
+    preset's own.
+    """
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = create_model(preset, latent_channels=8, input_size=(grid, grid), num_classes=10).eval()
-    labels = balanced_labels(batch, 10)
+    model = create_model(preset, **(FMNIST_LAYOUT if layout is None else layout)).eval()
+    labels = balanced_labels(batch, model.config.num_classes)
     model.sample(labels[:1], cfg_scale=2.0, generator=torch.Generator().manual_seed(0), **kwargs)
     t = time.perf_counter()
     model.sample(labels, cfg_scale=2.0, generator=torch.Generator().manual_seed(0), **kwargs)
     return batch / (time.perf_counter() - t)
+
+
+def kv_comparison(presets: list[str], grid: int, batch: int, threads: int) -> None:
+    """KV-cache against recompute sampling, one line per AR preset.
+
+    Args:
+        presets: AR preset names; the FMNIST-32 ones take the FMNIST layout, others keep their own.
+        grid: if nonzero, a grid × grid latent replaces the layout's spatial size.
+    """
+    for preset in presets:
+        layout = dict(FMNIST_LAYOUT) if preset.endswith("-fmnist32") else {}
+        if grid:
+            layout["input_size"] = (grid, grid)
+        rates = {kv: sample_rate(preset, batch, threads, layout, kv_cache=kv) for kv in (True, False)}
+        size = create_model(preset, **layout).config.input_size
+        print(
+            f"{preset} on {size[0]}x{size[1]} latents ({size[0] * size[1]} tokens), batch {batch}: "
+            f"KV cache {rates[True]:.3f} vs recompute {rates[False]:.3f} img/s: {rates[True] / rates[False]:.2f}x",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -90,18 +118,17 @@ def main() -> None:
         default=0,
         help="only compare KV-cache and recompute sampling of the AR presets on a grid × grid latent (e.g. 16)",
     )
+    parser.add_argument(
+        "--kv-presets",
+        default=None,
+        help="only compare KV-cache and recompute sampling of these AR presets (comma-separated; non-FMNIST presets "
+        "keep their own latent layout, e.g. randomar-b's 16 × 16 × 16)",
+    )
     args = parser.parse_args()
 
-    if args.kv_grid:
-        for preset in ("randomar-fmnist32", "rasterar-fmnist32"):
-            rates = {
-                kv: sample_rate(preset, args.batch, args.threads, args.kv_grid, kv_cache=kv) for kv in (True, False)
-            }
-            print(
-                f"{preset} on {args.kv_grid}x{args.kv_grid} latents ({args.kv_grid**2} tokens), batch {args.batch}: "
-                f"KV cache {rates[True]:.2f} vs recompute {rates[False]:.2f} img/s: {rates[True] / rates[False]:.2f}x",
-                flush=True,
-            )
+    if args.kv_grid or args.kv_presets:
+        presets = (args.kv_presets or "randomar-fmnist32,rasterar-fmnist32").split(",")
+        kv_comparison(presets, args.kv_grid, args.batch, args.threads)
         return
 
     presets = [n for n in list_models("*-fmnist32", kind="generator") if not args.only or args.only in n]
