@@ -5,11 +5,13 @@ Runs the real training loop (`train_tokenizer`) on an in-memory random dataset, 
 torch's FlopCounterMode averaged over masking ratios drawn from the run's distribution, and compares with
 the fp32 matmul peak measured here. Prints one line per configuration.
 
-    python benchmarks/tokenizer_throughput.py [--threads 2] [--steps 60] [--only reference] [--procs 1 2]
+    python benchmarks/tokenizer_throughput.py [--threads 2] [--steps 60] [--only reference] [--procs 1 2] [--compile]
 
 `--procs 1 2` also times the same run launched as P processes (torchrun, gloo DDP) sharing the `--threads`
 cores, P × (threads / P), through the CLI for every P so that the launches are compared in one harness:
 on small models the intra-op threading of element-wise kernels, not the GEMMs, limits a 2-thread process.
+`--compile` trains with `train.compile=true` (compiled blocks); the first log interval, dropped, holds the
+compilation, so give it enough `--steps` for the later intervals to be compiled steady state.
 """
 
 from __future__ import annotations
@@ -187,6 +189,7 @@ def main() -> None:
     parser.add_argument(
         "--procs", type=int, nargs="+", default=None, help="also time the CLI launched as P processes (CPU)"
     )
+    parser.add_argument("--compile", action="store_true", help="train with train.compile=true")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -218,12 +221,15 @@ def main() -> None:
         device = "cuda" if cfg.train.device == "cuda" else "cpu"
         model = DeTok(cfg.model).to(device)
         flops = step_flops(model, cfg.train.batch_size) / cfg.train.batch_size
+        if args.compile:
+            cfg = apply_overrides(cfg, ["train.compile=true"])
         ips = train_throughput(cfg, args.steps, args.threads)
         enc, dec = codec_throughput(model, precision=cfg.train.precision)
         achieved = ips * flops / 1e9
         ref = peaks[cfg.train.precision] if device == "cuda" else peak
         print(
-            f"{name}: train {ips:.1f} img/s, {flops / 1e9:.2f} GFLOP/img (fwd+bwd) -> {achieved:.1f} GFLOP/s "
+            f"{name}{' (train.compile=true)' if args.compile else ''}: train {ips:.1f} img/s, "
+            f"{flops / 1e9:.2f} GFLOP/img (fwd+bwd) -> {achieved:.1f} GFLOP/s "
             f"= {100 * achieved / ref:.0f}% of {device} {cfg.train.precision} peak; "
             f"encode {enc:.0f} img/s, decode {dec:.0f} img/s"
         )
