@@ -162,3 +162,17 @@ def test_followup_fine_tunes_the_suites_own_tokenizers_and_scores_sit_only(suite
     row = next(line for line in table.splitlines() if line.startswith("| joint-ft |"))
     assert row.split("|")[5].strip() == "—"  # no MAR column value
     assert "| joint-ft | MAR |" not in table and "| joint-ft | SiT |" in table
+
+
+def test_seed_offset_trains_new_seeds_in_their_own_cells(suite_run, tmp_path, monkeypatch):
+    root, args = suite_run
+    monkeypatch.setenv("DETOK_CACHE", str(root / "cache"))
+    again = [*args, "--set", "seed_offset=2"]
+    again[again.index("--out") + 1], again[again.index("--work") + 1] = str(tmp_path / "out"), str(tmp_path / "work")
+    assert cli_main(again) == 0
+    cells = json.loads((tmp_path / "out" / "results.json").read_text())["cells"]
+    assert [(c["variant"], c["seed"]) for c in cells] == [(v.name, s + 2) for v in SUITES["table2"] for s in v.seeds]
+    assert all(f"train.seed={c['seed']}" in c["tokenizer"]["train"]["overrides"] for c in cells)
+    assert (tmp_path / "work" / "joint-seed3" / "tokenizer").is_dir()
+    with pytest.raises(ValueError, match="seed_offset"):
+        parse_budget("smoke", ["seed_offset=-1"])

@@ -115,8 +115,13 @@ class Budget:
     search_num: int = 500
     final_num: int = 10_000
     sample_batch: int = 250
+    seed_offset: int = 0  # added to every variant's seeds: a second run with new seeds (seed_offset=2: 2, 3)
     data: tuple[str, ...] = ()  # data config overrides, shared by every step (the smoke test uses an npz)
     train: tuple[str, ...] = ()  # train.* overrides for every training run (e.g. train.progress=false)
+
+    def __post_init__(self):
+        if self.seed_offset < 0:
+            raise ValueError(f"seed_offset must be >= 0, got {self.seed_offset}")
 
 
 BUDGETS = {
@@ -324,7 +329,7 @@ def run_suite(
         "cells": [],
     }
     for variant in SUITES[suite]:
-        for seed in variant.seeds:
+        for seed in (s + budget.seed_offset for s in variant.seeds):
             cell = work_dir / f"{variant.name}-seed{seed}"
             result = {"variant": variant.name, "seed": seed, "run_dir": str(cell), "paper": variant.paper}
             result["tokenizer"] = _tokenizer_steps(variant, seed, budget, cell, ctx)
