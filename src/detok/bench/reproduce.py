@@ -78,7 +78,7 @@ SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
     ),
     # Follow-up of table2 on CPU (run in the same --work folder to reuse its tokenizers), SiT only: the joint
     # tokenizer reconstructs worst at the table2 budget; does decoder fine-tuning (App. A.3) or a doubled
-    # tokenizer budget change the ranking? Each change is given to the baseline as well. ~55 min on 2 cores.
+    # tokenizer budget change the ranking? Each change is given to the baseline as well. 76 min on 2 cores.
     "table2-followup": (
         TokenizerVariant("baseline-ft", _corruption(0, 0), (0, 1), finetune_from="baseline", generators=("sit",)),
         TokenizerVariant("joint-ft", _corruption(3, 0.7), (0, 1), finetune_from="joint", generators=("sit",)),
