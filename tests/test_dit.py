@@ -131,7 +131,7 @@ def test_lightningdit_applies_rope():
     perm = torch.randperm(8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert not torch.allclose(model.net(z[..., perm], t, y), model.net(z, t, y)[..., perm], atol=1e-5)
-        model.net.rope.fill_(1.0)  # zero rotation angles: the control case is equivariant
+        model.net.rope.copy_(torch.tensor([1.0, 0.0]))  # (cos, sin) of zero angles: the control case is equivariant
         assert torch.allclose(model.net(z[..., perm], t, y), model.net(z, t, y)[..., perm], atol=1e-5)
 
 

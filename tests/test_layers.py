@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
+from detok import create_model, list_models
 from detok.config import apply_overrides
 from detok.layers import RMSNorm, apply_rope, grid_positions, patchify, rope_tables, unpatchify
 
@@ -65,3 +66,15 @@ def test_overrides_are_typed_and_validated():
         apply_overrides(_Outer(), ["inner.a=1.5"])
     with pytest.raises(ValueError, match="key=value"):
         apply_overrides(_Outer(), ["inner.a"])
+
+
+@pytest.mark.parametrize("name", list_models("*-tiny"))
+def test_model_buffers_are_real_floats(name):
+    """NCCL cannot broadcast complex tensors (DDP syncs buffers), and `.to(dtype)` drops imaginary parts."""
+    model = create_model(name)
+    bad = {n: b.dtype for n, b in model.named_buffers() if b.is_complex()}
+    assert not bad, bad
+    halved = {n: b for n, b in create_model(name).to(torch.bfloat16).named_buffers()}
+    for n, b in model.named_buffers():
+        if b.is_floating_point():
+            assert torch.allclose(halved[n].float(), b, atol=0.02 * max(1.0, b.abs().max().item())), n

@@ -65,7 +65,9 @@ def rope_tables(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) 
     """Rotation table for axial RoPE (Su et al., 2021; axial form as in Heo et al., 2024).
 
     The head dimension is split evenly between the position axes; each axis rotates its share with the
-    usual geometric frequencies. Channels (2i, 2i+1) form the i-th rotated pair, stored as one complex number.
+    usual geometric frequencies. Channels (2i, 2i+1) form the i-th rotated pair. The table is stored real, as
+    (cos, sin) pairs: models keep it as a buffer, and NCCL cannot broadcast complex tensors (DDP syncs buffers)
+    while `.to(dtype)` would drop a complex buffer's imaginary part.
 
     Args:
         positions: (T, A) coordinates of each token along A axes.
@@ -73,7 +75,7 @@ def rope_tables(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) 
         theta: frequency base.
 
     Returns:
-        Unit complex numbers e^{i·angle}, (T, head_dim/2).
+        (cos, sin) of each rotation angle, (T, head_dim/2, 2) float32.
     """
     num_axes = positions.shape[-1]
     if head_dim % (2 * num_axes):
@@ -81,16 +83,17 @@ def rope_tables(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) 
     per_axis = head_dim // (2 * num_axes)  # frequencies per axis
     freqs = theta ** (-torch.arange(per_axis, device=positions.device, dtype=torch.float32) / per_axis)
     angles = torch.cat([positions[:, a : a + 1] * freqs for a in range(num_axes)], dim=-1)  # (T, head_dim/2)
-    return torch.polar(torch.ones_like(angles), angles)
+    return torch.view_as_real(torch.polar(torch.ones_like(angles), angles)).clone()  # real storage, polar's values
 
 
 def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs of `x` (..., T, head_dim) by a complex table broadcastable to (..., T, head_dim/2).
+    """Rotate channel pairs of `x` (..., T, head_dim) by a `rope_tables` table broadcastable to (..., T, head_dim/2, 2).
 
     One complex multiply instead of the cos/sin "rotate half" form: about half the memory traffic on CPU.
     """
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (..., T, hd/2)
-    return torch.view_as_real(pairs * rope).flatten(-2).type_as(x)
+    rotation = torch.view_as_complex(rope.float().contiguous())  # (..., T, hd/2), a view for a float32 table
+    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,7 +122,7 @@ class Attention(nn.Module):
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
     ) -> torch.Tensor:
-        """x: (N, T, D); rope: complex table broadcastable to (N, heads, T, head_dim/2). Returns (N, T, D)."""
+        """x: (N, T, D); rope: `rope_tables` table broadcastable to (N, heads, T, head_dim/2, 2). Returns (N, T, D)."""
         n, t, d = x.shape
         qkv = self.qkv(x).view(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, N, h, T, hd)
         q, k, v = qkv.unbind(0)

@@ -122,7 +122,7 @@ class DeTok(nn.Module):
             ("enc", config.enc_width, config.enc_heads),
             ("dec", config.dec_width, config.dec_heads),
         ):
-            rope = rope_tables(positions, width // heads, config.rope_theta)  # (T, hd/2) complex
+            rope = rope_tables(positions, width // heads, config.rope_theta)  # (T, hd/2, 2)
             self.register_buffer(f"{name}_rope", rope, persistent=False)
         self.initialize_weights()
 
@@ -179,12 +179,12 @@ class DeTok(nn.Module):
             Posterior moments (N, T_keep, 2C) as [mean, logvar], or latents (N, T_keep, C) for a plain AE.
         """
         patches = patchify(x, self.config.patch_size)  # (N, T, p·p·C_img)
-        rope = self.enc_rope  # (T, hd/2) complex
+        rope = self.enc_rope  # (T, hd/2, 2)
         pos = self.enc_pos  # (1, T, D)
         if ids_keep is not None:
             patches = torch.gather(patches, 1, ids_keep[..., None].expand(-1, -1, patches.shape[-1]))
             pos = self.enc_pos[0][ids_keep]  # (N, T_keep, D)
-            rope = rope[ids_keep].unsqueeze(1)  # (N, 1, T_keep, hd/2)
+            rope = rope[ids_keep].unsqueeze(1)  # (N, 1, T_keep, hd/2, 2)
         h = self.patch_embed(patches) + pos  # (N, T_keep, D)
         for block in self.enc_blocks:
             h = block(h, rope)  # (N, T_keep, D)

@@ -136,7 +136,7 @@ class LightningDiTNet(nn.Module):
         self.y_embedder = LabelEmbedder(config.num_classes, d)
         pos = sincos_pos_embed(d, grid)[None] if config.abs_pos else torch.zeros(1, 1, d)
         self.register_buffer("pos_embed", pos, persistent=False)  # (1, T, D), or zeros without abs_pos
-        rope = rope_tables(grid_positions(*grid), d // config.heads, config.rope_theta)  # (T, hd/2) complex
+        rope = rope_tables(grid_positions(*grid), d // config.heads, config.rope_theta)  # (T, hd/2, 2)
         self.register_buffer("rope", rope, persistent=False)
         self.blocks = nn.ModuleList(
             LightningDiTBlock(d, config.heads, config.mlp_ratio, config.qk_norm) for _ in range(config.depth)
