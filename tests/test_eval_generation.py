@@ -330,6 +330,9 @@ def test_sampling_to_file_in_pieces_equals_one_call_and_resumes(setup, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         generate.sample_to_file(tmp_path / "b.npz", gen, tok, 10, chunk_batches=2, **kwargs)
     assert (tmp_path / "b.part0.npz").is_file() and not (tmp_path / "b.npz").exists()
+    for changed in ({**kwargs, "seed": 6}, {**kwargs, "cfg_scale": 1.5}, {**kwargs, "batch_size": 2}):
+        with pytest.raises(ValueError, match="other settings"):  # a leftover part is never mixed into other samples
+            generate.sample_to_file(tmp_path / "b.npz", gen, tok, 10, chunk_batches=2, **changed)
     calls.clear()
     monkeypatch.setattr(generate, "sample_images", lambda *a, **kw: calls.append(kw["first_batch"]) or real(*a, **kw))
     images, _ = generate.sample_to_file(tmp_path / "b.npz", gen, tok, 10, chunk_batches=2, **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +89,16 @@ def sample_images(
     return np.concatenate(images), labels.cpu().numpy()
 
 
+def _weights_digest(*modules: torch.nn.Module) -> str:
+    """A digest of the modules' weights and buffers (which trained model made a set of samples)."""
+    h = hashlib.blake2b(digest_size=16)
+    for module in modules:
+        for name, t in module.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def sample_to_file(
     path: str | Path,
     generator_model: torch.nn.Module,
@@ -102,19 +114,38 @@ def sample_to_file(
     `<path>.partK.npz` until the whole set is written, so an interrupted run continues where it stopped.
 
     The result equals one `sample_images` call with the same arguments (class-balanced labels, per-batch seeds).
-    `kwargs` go to `sample_images` (cfg_scale, cfg_interval, temperature).
+    `kwargs` go to `sample_images` (cfg_scale, cfg_interval, temperature). Each part records what made it (the
+    arguments, the generator's config and both models' weights): a part left by a run with other settings is
+    refused, never mixed in.
     """
+    from detok.config import to_dict
+
     path = Path(path).with_suffix(".npz")
     if batch_size <= 0 or chunk_batches <= 0:
         raise ValueError(f"batch_size and chunk_batches must be positive, got {batch_size}, {chunk_batches}")
     labels = balanced_labels(num, generator_model.config.num_classes)
     chunk = batch_size * chunk_batches
+    made_by = {
+        "num": num,
+        "batch_size": batch_size,
+        "seed": seed,
+        "chunk_batches": chunk_batches,
+        "sampling": kwargs,
+        "config": to_dict(generator_model.config),
+        "weights": _weights_digest(generator_model, tokenizer),
+    }
+    settings = json.dumps(made_by, sort_keys=True, default=str)
     images, parts = [], []
     for k, start in enumerate(range(0, num, chunk)):
         part = path.with_name(f"{path.stem}.part{k}.npz")
         parts.append(part)
         if part.is_file():
             with np.load(part) as f:
+                if "settings" not in f.files or str(f["settings"]) != settings:
+                    raise ValueError(
+                        f"{part} was sampled with other settings or models than this run; delete "
+                        f"{path.stem}.part*.npz in {path.parent} to sample again"
+                    )
                 images.append(f["images"])
             continue
         piece, _ = sample_images(
@@ -130,7 +161,7 @@ def sample_to_file(
         )
         part.parent.mkdir(parents=True, exist_ok=True)
         tmp = part.with_name(part.stem + ".tmp.npz")
-        np.savez(tmp, images=piece)
+        np.savez(tmp, images=piece, settings=np.array(settings))
         tmp.replace(part)  # a part exists only once complete
         images.append(piece)
     out = np.concatenate(images), labels.numpy()
