@@ -78,3 +78,28 @@ def test_model_buffers_are_real_floats(name):
     for n, b in model.named_buffers():
         if b.is_floating_point():
             assert torch.allclose(halved[n].float(), b, atol=0.02 * max(1.0, b.abs().max().item())), n
+
+
+def test_configs_built_in_python_reject_unknown_choices_and_bad_counts():
+    """Typos in Literal fields raise at construction, not only when parsed from overrides."""
+    from detok.data import DataConfig
+    from detok.models.ar import CausalARConfig
+    from detok.models.corruption import CorruptionConfig
+    from detok.objectives.flow import FlowConfig
+    from detok.training.common import TrainConfig
+
+    for build, field_name in (
+        (lambda: CorruptionConfig(mask_mode="const"), "mask_mode"),
+        (lambda: CorruptionConfig(tau_dist="logitnormal"), "tau_dist"),
+        (lambda: TrainConfig(precision="bf32"), "precision"),
+        (lambda: TrainConfig(lr_schedule="linear"), "lr_schedule"),
+        (lambda: DataConfig(resize="crop"), "resize"),
+        (lambda: FlowConfig(sampler="rk4"), "sampler"),
+        (lambda: CausalARConfig(order="zigzag"), "order"),
+    ):
+        with pytest.raises(ValueError, match=f"{field_name}: .* is not one of"):
+            build()
+    for bad in ({"grad_clip": 0.0}, {"log_every": 0}, {"keep_checkpoints": 0}, {"sample_every": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrainConfig(**bad)
+    assert CorruptionConfig(mask_mode="constant").mask_mode == "constant"

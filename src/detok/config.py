@@ -8,6 +8,7 @@ then checked against the field's annotated type. Unknown keys and ill-typed valu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -30,6 +31,25 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     for key, value in data.items():
         kwargs[key] = _coerce(value, hints[key], f"{cls.__name__}.{key}")
     return cls(**kwargs)
+
+
+@functools.cache
+def _choice_fields(cls: type) -> tuple[tuple[str, tuple], ...]:
+    hints = typing.get_type_hints(cls)
+    fields = ((f.name, hints[f.name]) for f in dataclasses.fields(cls))
+    return tuple((name, get_args(tp)) for name, tp in fields if get_origin(tp) is Literal)
+
+
+def check_choices(cfg: Any) -> None:
+    """Raise for a `Literal` field of dataclass `cfg` that holds a value outside its choices.
+
+    Overrides and config files are checked as they are parsed; this covers configs built directly in Python, where
+    a typo (`mask_mode="const"`) would otherwise fall through to some default branch.
+    """
+    for name, choices in _choice_fields(type(cfg)):
+        value = getattr(cfg, name)
+        if value not in choices:
+            raise ValueError(f"{type(cfg).__name__}.{name}: {value!r} is not one of {list(choices)}")
 
 
 def _is_dataclass_type(tp: Any) -> bool:

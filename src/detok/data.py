@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from detok.config import check_choices
+
 DEBIAN_FMNIST = "/usr/share/datasets/fashion-mnist"
 FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FMNIST_FILES = {
@@ -64,6 +66,7 @@ class DataConfig:
     download: bool = False
 
     def __post_init__(self):
+        check_choices(self)
         if self.channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {self.channels}")
         if self.image_size <= 0:

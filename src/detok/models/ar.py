@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from detok.config import check_choices
 from detok.layers import LabelEmbedder, latents_to_tokens, tokens_to_latents
 from detok.models.mar import random_orders
 from detok.objectives.diffloss import DiffLoss, DiffLossConfig
@@ -72,6 +73,7 @@ class CausalARConfig:
     diffloss: DiffLossConfig = field(default_factory=lambda: DiffLossConfig(width=1024, depth=6))
 
     def __post_init__(self):
+        check_choices(self)
         if len(self.input_size) not in (1, 2):
             raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
         if any(s % self.patch_size for s in self.input_size):

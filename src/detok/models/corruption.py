@@ -12,6 +12,8 @@ from typing import Literal
 
 import torch
 
+from detok.config import check_choices
+
 
 @dataclass(frozen=True)
 class CorruptionConfig:
@@ -36,6 +38,7 @@ class CorruptionConfig:
     tau_sigma: float = 1.0
 
     def __post_init__(self):
+        check_choices(self)
         if not 0.0 <= self.mask_max < 1.0:
             raise ValueError(f"mask_max must be in [0, 1), got {self.mask_max}")
         if self.mask_min > self.mask_max:

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from detok.config import check_choices
 from detok.layers import TimestepEmbedder
 from detok.objectives.diffusion import DDPMConfig, GaussianDiffusion
 from detok.objectives.guidance import guide
@@ -43,6 +44,7 @@ class DiffLossConfig:
     clip_denoised: float | None = None
 
     def __post_init__(self):
+        check_choices(self)
         for name in ("width", "depth", "batch_mul"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

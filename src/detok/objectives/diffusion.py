@@ -22,6 +22,8 @@ from typing import Literal
 
 import torch
 
+from detok.config import check_choices
+
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -41,6 +43,7 @@ class DDPMConfig:
     decoder_nll: Literal["discretized", "continuous"] = "discretized"
 
     def __post_init__(self):
+        check_choices(self)
         for name in ("train_steps", "sample_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

@@ -24,6 +24,8 @@ from typing import Literal
 
 import torch
 
+from detok.config import check_choices
+
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -50,6 +52,7 @@ class FlowConfig:
     sde_last_step: float = 0.04
 
     def __post_init__(self):
+        check_choices(self)
         if self.t_dist not in ("uniform", "logit_normal"):
             raise ValueError(f"unknown t_dist {self.t_dist!r}; expected 'uniform' or 'logit_normal'")
         if self.sampler not in ("euler", "heun", "sde"):

@@ -11,6 +11,7 @@ import torch
 
 from detok import dist
 from detok.checkpoint import latest_checkpoint, load_training_state, save_model_folder, save_training_state
+from detok.config import check_choices
 from detok.optim import EMA
 
 
@@ -50,6 +51,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        check_choices(self)
         if self.images <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
             raise ValueError("images, batch_size and grad_accum must be positive")
         if not 0.0 <= self.warmup_frac <= 1.0:
@@ -58,6 +60,12 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.grad_clip <= 0:
+            # clip_grad_norm_ with max_norm 0 would zero every gradient and silently stop training
+            raise ValueError(f"grad_clip must be > 0 (a large value effectively disables it), got {self.grad_clip}")
+        for name in ("log_every", "ckpt_every", "sample_every", "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
     @property
     def total_steps(self) -> int:
