@@ -297,3 +297,18 @@ def test_compile_switch_matches_eager_without_recompiling(npz_data, tmp_path):
     torch._dynamo.reset()
     assert len(losses["true"]) == 10
     np.testing.assert_allclose(losses["true"], losses["false"], rtol=1e-3)
+
+
+def test_threads_default_to_the_cores_this_process_may_use(monkeypatch):
+    """threads=0 divides the CPU affinity (a container's or taskset's limit), not the host's core count."""
+    from detok.training.common import set_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    try:
+        assert set_threads(0) == 2 and torch.get_num_threads() == 2
+        assert set_threads(3) == 3
+    finally:
+        torch.set_num_threads(before)

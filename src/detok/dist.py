@@ -16,8 +16,11 @@ def init(device: torch.device) -> None:
     """Join the process group if launched by torchrun; no-op otherwise (or if already joined)."""
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1 or dist.is_initialized():
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL collectives (barrier included) use the current device
+        dist.init_process_group(backend="nccl", device_id=device)
+    else:
+        dist.init_process_group(backend="gloo")
 
 
 def is_distributed() -> bool:

@@ -85,10 +85,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def set_threads(threads: int) -> int:
-    """Set torch's intra-op threads: `threads`, or (0) the cores divided among local processes."""
+    """Set torch's intra-op threads: `threads`, or (0) the usable cores divided among local processes.
+
+    Usable cores are those of this process's CPU affinity where the OS reports it (a container or `taskset` limit),
+    not all of the host's: oversubscribed threads cost orders of magnitude on small machines.
+    """
     if threads <= 0:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        threads = max(1, (os.cpu_count() or 1) // local)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // local)
     torch.set_num_threads(threads)
     return threads
 
