@@ -1,6 +1,7 @@
 """Datasets: Fashion-MNIST geometry, image folders, CIFAR-10 batches, npz arrays, and their error messages."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -83,6 +84,8 @@ def test_image_folder_and_unreadable_image(tmp_path):
     assert len(ds) == 6 and ds.class_names == ["cats", "dogs"]
     x, y = ds.get_batch(torch.tensor([0, 5]))
     assert x.shape == (2, 3, 16, 16) and y.tolist() == [0, 1]
+    with pytest.warns(UserWarning, match="no test/ or val/ folder"):
+        build_dataset(DataConfig(name="image-folder", root=str(tmp_path), image_size=16, channels=3), "test")
     grey = build_dataset(DataConfig(name="image-folder", root=str(tmp_path), image_size=16, channels=1))
     assert grey.get_batch(torch.tensor([1]))[0].shape == (1, 1, 16, 16)
     (tmp_path / "dogs" / "broken.png").write_bytes(b"not a png")
@@ -121,6 +124,12 @@ def test_npz_layouts_and_errors(tmp_path):
     x, y = ds.get_batch(torch.arange(5))
     assert x.shape == (5, 3, 32, 32) and y.tolist() == [0, 1, 2, 3, 4]
     assert torch.equal(x[:, :, 2:30, 2:30], torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    with pytest.warns(UserWarning, match="no 'images_test'.*training images"):  # never silently test on train
+        assert len(build_dataset(DataConfig(name="npz", root=str(tmp_path / "hwc.npz"), channels=3), "test")) == 5
+    np.savez(tmp_path / "split.npz", images_train=imgs[:3], images_test=imgs[3:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(build_dataset(DataConfig(name="npz", root=str(tmp_path / "split.npz"), channels=3), "test")) == 2
     np.savez(tmp_path / "nokey.npz", pictures=imgs)
     with pytest.raises(ValueError, match="no 'images'"):
         build_dataset(DataConfig(name="npz", root=str(tmp_path / "nokey.npz")))

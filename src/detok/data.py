@@ -10,6 +10,7 @@ import gzip
 import os
 import pickle
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -286,6 +287,8 @@ def _load_npz(cfg: DataConfig, split: str) -> TensorImageDataset:
         raise DatasetNotFoundError(f"npz dataset needs data.root=<file.npz>; {cfg.root!r} is not a file")
     with np.load(cfg.root) as f:
         key = f"images_{split}" if f"images_{split}" in f else "images"
+        if split == "test" and key == "images":
+            _warn_no_test_split(f"{cfg.root} has no 'images_test' array")
         if key not in f:
             raise ValueError(f"{cfg.root} has no 'images' array (keys: {sorted(f.keys())})")
         images = f[key]
@@ -302,6 +305,12 @@ def _load_npz(cfg: DataConfig, split: str) -> TensorImageDataset:
     x = _to_channels(_fit(torch.from_numpy(np.ascontiguousarray(images)), cfg.image_size, cfg.resize), cfg.channels)
     num_classes = int(labels.max()) + 1 if len(labels) else 1
     return TensorImageDataset(x.contiguous(), torch.from_numpy(labels), [str(i) for i in range(num_classes)], cfg.hflip)
+
+
+def _warn_no_test_split(why: str) -> None:
+    warnings.warn(
+        f"{why}: the 'test' split is the training images; test metrics will measure training data", stacklevel=3
+    )
 
 
 def build_dataset(cfg: DataConfig, split: str = "train") -> TensorImageDataset:
@@ -322,6 +331,9 @@ def build_dataset(cfg: DataConfig, split: str = "train") -> TensorImageDataset:
             if (root / sub).is_dir():
                 root = root / sub
                 break
+        else:
+            if split == "test":
+                _warn_no_test_split(f"{root} has no test/ or val/ folder")
         return ImageFolderDataset(root, cfg)
     raise ValueError(f"unknown dataset {cfg.name!r}")
 
