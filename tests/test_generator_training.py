@@ -223,3 +223,18 @@ def test_compile_switch_matches_eager_without_recompiling(setup, tmp_path):
     torch._dynamo.reset()
     assert len(losses["true"]) == 10
     np.testing.assert_allclose(losses["true"], losses["false"], rtol=1e-3)
+
+
+def test_flips_do_not_reuse_the_models_random_stream(setup, tmp_path, monkeypatch):
+    """Flips seeded like the model's randomness drew its first uniforms: dropped labels fell on flipped latents."""
+    from detok.latents import LatentDataset
+
+    flip_seeds, model_seeds = [], []
+    get_batch, manual_seed = LatentDataset.get_batch, torch.manual_seed
+    monkeypatch.setattr(
+        LatentDataset, "get_batch", lambda self, i, g=None: flip_seeds.append(g.initial_seed()) or get_batch(self, i, g)
+    )
+    monkeypatch.setattr(torch, "manual_seed", lambda s: model_seeds.append(s) or manual_seed(s))
+    train_generator(_cfg(setup, "train.images=16"), tmp_path / "run")
+    assert len(flip_seeds) == 2 and model_seeds
+    assert not set(flip_seeds) & set(model_seeds)

@@ -312,3 +312,20 @@ def test_threads_default_to_the_cores_this_process_may_use(monkeypatch):
         assert set_threads(3) == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_flips_do_not_reuse_the_models_random_stream(npz_data, tmp_path, monkeypatch):
+    """Flips seeded like the masking/noise randomness would draw the same uniforms as the mask scores."""
+    from detok.data import TensorImageDataset
+
+    flip_seeds, model_seeds = [], []
+    get_batch, manual_seed = TensorImageDataset.get_batch, torch.manual_seed
+    monkeypatch.setattr(
+        TensorImageDataset,
+        "get_batch",
+        lambda self, i, g=None: (g is not None and flip_seeds.append(g.initial_seed())) or get_batch(self, i, g),
+    )
+    monkeypatch.setattr(torch, "manual_seed", lambda s: model_seeds.append(s) or manual_seed(s))
+    train_tokenizer(_cfg(npz_data, "train.images=16", "train.batch_size=8", "data.hflip=true"), tmp_path / "run")
+    assert len(flip_seeds) == 2 and model_seeds
+    assert not set(flip_seeds) & set(model_seeds)

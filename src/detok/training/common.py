@@ -120,6 +120,15 @@ def shard_seed(seed: int, step: int, shard: int) -> int:
     return (seed * 1_000_003 + step * 1_009 + shard) % (2**63)
 
 
+def augment_seed(seed: int, step: int, shard: int) -> int:
+    """Seed of one data shard's augmentation (flips) at one step: a stream apart from `shard_seed`'s.
+
+    With one seed for both, the flips used the very uniforms that the model's randomness drew next (label dropout,
+    timesteps, mask scores): e.g. a generator's dropped labels (u < 0.1) all fell on flipped images (u < 0.5).
+    """
+    return (shard_seed(seed, step, shard) + 0x5DEECE66D) % (2**63)
+
+
 def autocast(device: torch.device, precision: str):
     """Autocast context for `precision` ("fp32" disables it)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -35,6 +35,7 @@ from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
 from detok.training.common import (
     TrainConfig,
+    augment_seed,
     autocast,
     batch_indices,
     compile_blocks,
@@ -217,7 +218,7 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
         loss_sum = torch.zeros((), device=device)
         for micro in range(tc.grad_accum):
             shard = rank * tc.grad_accum + micro
-            z, y = dataset.get_batch(idx[shard], torch.Generator().manual_seed(shard_seed(tc.seed, step, shard)))
+            z, y = dataset.get_batch(idx[shard], torch.Generator().manual_seed(augment_seed(tc.seed, step, shard)))
             z, y = z.to(device, non_blocking=True), y.to(device, non_blocking=True)
             torch.manual_seed(shard_seed(tc.seed, step, shard))  # noise, timesteps, masks, label dropout
             sync = micro == tc.grad_accum - 1

@@ -31,6 +31,7 @@ from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
 from detok.training.common import (
     TrainConfig,
+    augment_seed,
     autocast,
     batch_indices,
     compile_blocks,
@@ -203,7 +204,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
         for micro in range(tc.grad_accum):
             shard = rank * tc.grad_accum + micro
             torch.manual_seed(shard_seed(tc.seed, step, shard))
-            x = dataset.get_batch(idx[shard], torch.Generator().manual_seed(shard_seed(tc.seed, step, shard)))[0]
+            x = dataset.get_batch(idx[shard], torch.Generator().manual_seed(augment_seed(tc.seed, step, shard)))[0]
             x = x.to(device, non_blocking=True)
             sync = micro == tc.grad_accum - 1
             with ddp_model.no_sync() if (not sync and ddp_model is not model) else contextlib.nullcontext():
