@@ -337,3 +337,18 @@ def test_sampling_to_file_in_pieces_equals_one_call_and_resumes(setup, tmp_path,
     monkeypatch.setattr(generate, "sample_images", lambda *a, **kw: calls.append(kw["first_batch"]) or real(*a, **kw))
     images, _ = generate.sample_to_file(tmp_path / "b.npz", gen, tok, 10, chunk_batches=2, **kwargs)
     assert np.array_equal(images, whole) and calls == [2]  # only the unfinished piece (batches 2-3) was sampled
+
+
+def test_sampling_settings_change_only_how_a_model_samples():
+    from detok import create_model
+    from detok.generate import with_sampling_settings
+
+    sit, mar = create_model("sit-fmnist32-tiny").eval(), create_model("mar-fmnist32-tiny").eval()
+    faster = with_sampling_settings(sit, ["model.flow.sample_steps=3", "flow.sampler=euler"])
+    assert faster.config.flow.sample_steps == 3 and faster.config.flow.sampler == "euler"
+    assert with_sampling_settings(mar, ["num_iter=2", "diffloss.sample_steps=4"]).config.diffloss.sample_steps == 4
+    for trained in (["flow.time_scale=1.0"], ["flow.sample_steps=3", "class_dropout=0.2"]):
+        with pytest.raises(ValueError, match="not a sampling setting"):
+            with_sampling_settings(sit, trained)
+    with pytest.raises(ValueError, match="diffloss.schedule"):
+        with_sampling_settings(mar, ["diffloss.schedule=linear"])

@@ -13,16 +13,42 @@ from tqdm import tqdm
 from detok.objectives.guidance import balanced_labels, check_interval
 from detok.runlog import save_grid, to_uint8
 
+# Config fields that change how a trained generator samples, not what it was trained to do.
+SAMPLING_FIELDS = frozenset(
+    {
+        "sample_steps",
+        "sampler",
+        "shift",
+        "sde_diffusion_norm",
+        "sde_last_step",
+        "num_iter",
+        "cfg_schedule",
+        "cfg_channels",
+        "cfg_interval",
+        "kv_cache",
+        "clip_denoised",
+    }
+)
+
 
 def with_sampling_settings(model: torch.nn.Module, overrides: list[str]) -> torch.nn.Module:
-    """The same weights under changed config values, e.g. ["flow.sample_steps=10"] (a leading "model." is optional).
+    """The same weights under changed sampling settings, e.g. ["flow.sample_steps=10"] ("model." is optional).
 
-    Only settings that do not change parameter shapes make sense here (samplers, step counts, temperatures);
-    anything else fails to load the weights with a clear error.
+    Only `SAMPLING_FIELDS` may change (at any nesting: `diffloss.sample_steps`). Anything else — a noise schedule,
+    `train_steps`, a time scale, a width — would run the weights under a process they were not trained for (or not
+    load them), and raises.
     """
     if not overrides:
         return model
     from detok.config import apply_overrides
+
+    keys = [o.removeprefix("model.").split("=", 1)[0] for o in overrides]
+    trained = [k for k in keys if k.rsplit(".", 1)[-1] not in SAMPLING_FIELDS]
+    if trained:
+        raise ValueError(
+            f"not a sampling setting: {', '.join(trained)}; a trained generator can change only "
+            f"{', '.join(sorted(SAMPLING_FIELDS))}"
+        )
 
     cfg = apply_overrides(model.config, [o.removeprefix("model.") for o in overrides])
     device = next(model.parameters()).device
