@@ -202,3 +202,23 @@ def test_overfit_fixed_batch(name):
         opt.step()
     after = evaluate()
     assert after * OVERFIT_FACTOR[_family(name)] <= before, (before, after)
+
+
+def test_mar_blocks_drop_out_where_marss_timm_blocks_do(monkeypatch):
+    """Attention probabilities (training only), both branch outputs and the MLP hidden activations."""
+    import torch.nn.functional as F
+
+    from detok.models.mar import Block
+
+    block, calls, probs = Block(16, 2, 2.0, dropout=0.1), [], []
+    block.drop.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[-1]))
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(
+        F, "scaled_dot_product_attention", lambda *a, **kw: probs.append(kw["dropout_p"]) or sdpa(*a, **kw)
+    )
+    x = torch.randn(2, 5, 16)
+    block.train()(x)
+    assert probs == [0.1] and calls == [16, 32, 16]  # attention output, hidden (width 32), MLP output
+    probs.clear()
+    block.eval()(x)
+    assert probs == [0.0]

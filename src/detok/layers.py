@@ -104,10 +104,11 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head self-attention with a fused QKV projection, optional RoPE and QK-norm, via SDPA."""
 
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool = False, bias: bool = True):
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = False, bias: bool = True, dropout: float = 0.0):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+        self.dropout = dropout  # on the attention probabilities, in training only
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
@@ -129,7 +130,8 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(torch.stack([q, k]), rope).unbind(0)  # one rotation for both
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)  # (N, h, T, hd)
+        drop = self.dropout if self.training else 0.0
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=drop)
         return self.proj(x.transpose(1, 2).reshape(n, t, d))
 
 

@@ -41,7 +41,8 @@ class MARConfig:
 
     Attributes:
         buffer_size: buffer tokens prepended to the sequence; all of them carry the class embedding (64 in MAR).
-        dropout: dropout on the attention and MLP outputs of every block (MAR's `proj_dropout`, 0.1).
+        dropout: MAR's `attn_dropout` and `proj_dropout` (0.1): attention probabilities, branch outputs and MLP
+            hidden activations of every block.
         mask_ratio_min, mask_ratio_max: the training mask ratio is a normal(1, mask_ratio_std²) truncated to
             [min, max]; MAR uses [0.7, 1], so a batch is occasionally masked completely, as at the first sampling
             step. The tiny twins cap it at 0.9 so that every batch keeps a visible token (and every parameter
@@ -153,12 +154,13 @@ def cosine_mask_schedule(num_tokens: int, num_iter: int) -> list[int]:
 
 
 class Block(nn.Module):
-    """Pre-norm ViT block (LayerNorm → attention, LayerNorm → GELU MLP) with dropout on both branches."""
+    """Pre-norm ViT block (LayerNorm → attention, LayerNorm → GELU MLP), dropping out where MAR's timm blocks do:
+    attention probabilities, both branch outputs and the MLP's hidden activations."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
+        self.attn = Attention(dim, num_heads, dropout=dropout)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
@@ -166,7 +168,9 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x)))  # (N, T, D)
-        return x + self.drop(self.mlp(self.norm2(x)))  # (N, T, D)
+        fc1, act, fc2 = self.mlp
+        h = self.drop(act(fc1(self.norm2(x))))  # (N, T, hidden)
+        return x + self.drop(fc2(h))  # (N, T, D)
 
 
 class MAR(nn.Module):
