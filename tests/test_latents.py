@@ -1,5 +1,7 @@
 """Latent cache: shards equal the tokenizer's encodings (and of the flips), resume skips finished shards."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -86,3 +88,21 @@ def test_max_images_caches_a_prefix(tokenizer_and_data):
 def test_missing_cache_is_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="detok latents cache"):
         LatentDataset(tmp_path)
+
+
+def test_a_cache_is_never_mixed_across_tokenizers_or_made_from_flipped_images(tokenizer_and_data):
+    tmp_path, tok, _ = tokenizer_and_data
+    data = build_dataset(DataConfig(name="npz", root=str(tmp_path / "d.npz")), "train")
+    out = tmp_path / "mixed"
+    cache_latents(tok, data, out, shard_size=4, progress=False)
+    (out / "latents.json").unlink()  # as if interrupted before the last shard
+    sorted(out.glob("shard-*.safetensors"))[-1].unlink()
+    other = copy.deepcopy(tok)
+    with torch.no_grad():
+        other.patch_embed.weight.add_(0.01)
+    with pytest.raises(ValueError, match="another tokenizer"):
+        cache_latents(other, data, out, shard_size=4, progress=False)
+    cache_latents(tok, data, out, shard_size=4, progress=False)  # the same tokenizer resumes
+    flipping = build_dataset(DataConfig(name="npz", root=str(tmp_path / "d.npz"), hflip=True), "train")
+    with pytest.raises(ValueError, match="hflip=False"):
+        cache_latents(tok, flipping, tmp_path / "flipped", progress=False)

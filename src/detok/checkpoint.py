@@ -9,6 +9,7 @@ and `meta.json` (step, images seen, data position).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -53,6 +54,16 @@ def write_json(path: str | Path, data: dict) -> None:
 
 def _contiguous_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+
+
+def weights_digest(*modules: nn.Module) -> str:
+    """A digest of the modules' weights and buffers: which trained models made some output (samples, a cache)."""
+    h = hashlib.blake2b(digest_size=16)
+    for module in modules:
+        for name, t in module.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def save_model_folder(folder: str | Path, model: nn.Module, extra: dict[str, Any] | None = None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from detok.checkpoint import weights_digest
 from detok.objectives.guidance import balanced_labels, check_interval
 from detok.runlog import save_grid, to_uint8
 
@@ -115,16 +115,6 @@ def sample_images(
     return np.concatenate(images), labels.cpu().numpy()
 
 
-def _weights_digest(*modules: torch.nn.Module) -> str:
-    """A digest of the modules' weights and buffers (which trained model made a set of samples)."""
-    h = hashlib.blake2b(digest_size=16)
-    for module in modules:
-        for name, t in module.state_dict().items():
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def sample_to_file(
     path: str | Path,
     generator_model: torch.nn.Module,
@@ -158,7 +148,7 @@ def sample_to_file(
         "chunk_batches": chunk_batches,
         "sampling": kwargs,
         "config": to_dict(generator_model.config),
-        "weights": _weights_digest(generator_model, tokenizer),
+        "weights": weights_digest(generator_model, tokenizer),
     }
     settings = json.dumps(made_by, sort_keys=True, default=str)
     images, parts = [], []

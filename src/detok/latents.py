@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from detok.checkpoint import CONFIG_FILE, publish, read_model_config, write_json
+from detok.checkpoint import CONFIG_FILE, publish, read_model_config, weights_digest, write_json
 from detok.config import to_dict
 from detok.data import iter_batches
 
@@ -54,6 +54,7 @@ def store_latent_stats(folder: str | Path, mean: list[float], std: list[float]) 
 # --------------------------------------------------------------------------------------------------
 
 CACHE_META = "latents.json"
+CACHE_SPEC = "cache-spec.json"  # written before the first shard: what decides the shards
 
 
 def cache_latents(
@@ -72,8 +73,12 @@ def cache_latents(
     posterior means, not normalised — and "labels" (n,). Shards are written atomically; re-running skips
     the finished ones, so an interrupted cache resumes. `latents.json` records the layout and the
     tokenizer's own statistics (if it has them) so that consumers normalise with the tokenizer's numbers.
-    `max_images` caches only the first images of the split (a resumed cache must use the same value).
+    `max_images` caches only the first images of the split (a resumed cache must use the same value). What decides
+    the shards (count, shard size, the tokenizer's weights) is recorded before the first shard, so a resumed cache
+    made with another tokenizer is refused instead of mixed.
     """
+    if getattr(dataset, "hflip", False):
+        raise ValueError("cache_latents stores each image and its flip itself: build the dataset with hflip=False")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
@@ -81,6 +86,16 @@ def cache_latents(
         raise ValueError(f"nothing to cache: max_images={max_images}")
     if (out / CACHE_META).is_file() and json.loads((out / CACHE_META).read_text())["count"] != n:
         raise ValueError(f"{out} already holds a cache of another size; use a new --out or the same --max-images")
+    spec = {"count": n, "shard_size": shard_size, "tokenizer_weights": weights_digest(tokenizer)}
+    if (out / CACHE_SPEC).is_file():
+        made = json.loads((out / CACHE_SPEC).read_text())
+        if made != spec:
+            what = (
+                "another tokenizer" if made.get("tokenizer_weights") != spec["tokenizer_weights"] else "other settings"
+            )
+            raise ValueError(f"{out} holds (part of) a cache made with {what} ({made}); use a new --out or delete it")
+    else:
+        write_json(out / CACHE_SPEC, spec)
     num_shards = -(-n // shard_size)
     tokenizer.eval()
     device = next(tokenizer.parameters()).device
