@@ -222,3 +222,13 @@ def test_mar_blocks_drop_out_where_marss_timm_blocks_do(monkeypatch):
     probs.clear()
     block.eval()(x)
     assert probs == [0.0]
+
+
+@pytest.mark.parametrize("name", ["mar-fmnist32-tiny", "randomar-fmnist32-tiny", "rasterar-fmnist32-tiny"])
+def test_token_generators_refuse_a_guidance_interval(name):
+    """Token steps have no noise level: an interval other than the whole range would be silently ignored."""
+    model = create_model(name).eval()
+    labels = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="guidance interval needs noise levels"):
+        _sample(model, labels, cfg_scale=2.0, cfg_interval=(0.2, 0.8))
+    assert _sample(model, labels, cfg_scale=2.0, cfg_interval=(0.0, 1.0)).shape[0] == 2

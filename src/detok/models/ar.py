@@ -284,13 +284,14 @@ class CausalAR(nn.Module):
 
         Tokens are drawn one at a time by the DiffLoss head (with `temperature`) in the configured order; a
         random order is drawn from `generator`. Guidance runs a doubled [class; null] batch whenever
-        cfg_scale != 1, with the per-token scale of `cfg_schedule`. `cfg_interval` is validated and otherwise
-        ignored: token order has no noise level.
+        cfg_scale != 1, with the per-token scale of `cfg_schedule`. `cfg_interval` must be the whole range (0, 1):
+        token steps have no noise level to restrict guidance to.
 
         Args:
             kv_cache: override the config's `kv_cache` (True: cache keys/values; False: recompute the prefix).
         """
-        check_interval(cfg_interval)
+        if check_interval(cfg_interval) != (0.0, 1.0):
+            raise ValueError(f"a guidance interval needs noise levels, which {type(self).__name__}'s steps lack")
         cfg = self.config
         device = self.pos_embed.device
         labels = labels.to(device)

@@ -310,9 +310,10 @@ class MAR(nn.Module):
         schedule; the tokens unmasked at a step are drawn by the DiffLoss head with `temperature`. Guidance runs a
         doubled [class; null] batch whenever cfg_scale != 1, with the per-step scale of `cfg_schedule` (linear:
         1 + (s − 1)·generated/T, counting the tokens generated once the step is done, as in MAR). `cfg_interval`
-        is validated and otherwise ignored: MAR's steps have no noise level.
+        must be the whole range (0, 1): MAR's steps have no noise level to restrict guidance to.
         """
-        check_interval(cfg_interval)
+        if check_interval(cfg_interval) != (0.0, 1.0):
+            raise ValueError(f"a guidance interval needs noise levels, which {type(self).__name__}'s steps lack")
         cfg = self.config
         device = self.mask_token.device
         labels = labels.to(device)

@@ -138,7 +138,8 @@ class FlowMatching:
             model_fn: (x_t, time_scale·t) -> velocity.
             noise: x at t = 0, (N, C, ...).
             steps: number of intervals (model calls for Euler/SDE, ~2× for Heun); defaults to cfg.sample_steps.
-            temperature: multiplies the SDE's Brownian increments; the deterministic ODE samplers ignore it.
+            temperature: multiplies the SDE's Brownian increments; must be 1 for the deterministic ODE samplers,
+                where it would have no effect.
             generator: the source of the SDE's noise (unused by the ODE samplers).
             progress: show a tqdm bar.
 
@@ -146,6 +147,11 @@ class FlowMatching:
             x at t = 1, (N, C, ...).
         """
         cfg = self.cfg
+        if temperature != 1.0 and cfg.sampler != "sde":
+            raise ValueError(
+                f"temperature {temperature} has no effect on the deterministic {cfg.sampler!r} sampler; "
+                "use flow.sampler=sde or temperature 1"
+            )
         grid = self._grid(cfg.sample_steps if steps is None else steps).tolist()
         x = noise
         n = x.shape[0]

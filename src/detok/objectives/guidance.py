@@ -43,7 +43,8 @@ def linear_cfg_scale(scale: float, generated: int, total: int) -> float:
     """MAR/RAR's linear CFG schedule: 1 at the first token, rising linearly to `scale` as tokens are generated.
 
     Args:
-        generated: how many tokens are already generated before this step.
+        generated: how many tokens count as generated at this step (the caller's convention: MAR counts them
+            once the step is done, the AR models before the token is drawn).
         total: tokens in the sequence.
     """
     return 1.0 + (scale - 1.0) * generated / total
