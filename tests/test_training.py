@@ -194,6 +194,11 @@ def test_cli_dry_run_and_presets(capsys, npz_data):
         )
         == 2
     )
+    capsys.readouterr()
+    gan = ["tokenizer", "train", "--preset", "detok-fmnist32", "--dry-run", "--set", "loss.gan_weight=0.1"]
+    assert cli_main([*gan, "--set", "loss.disc_layers=4"]) == 2  # 32 px images, 48 px needed: caught before training
+    assert "loss.disc_layers=4 needs images of at least 48px" in capsys.readouterr().err
+    assert cli_main([*gan, "--set", "loss.disc_layers=3"]) == 0
 
 
 def test_cli_train_eval_stats_and_load(npz_data, tmp_path, capsys):
