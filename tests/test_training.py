@@ -92,7 +92,12 @@ def test_resume_equals_uninterrupted_run(npz_data, tmp_path):
 
 
 def test_decoder_finetune_freezes_encoder(npz_data, tmp_path):
+    from detok.checkpoint import read_model_config
+    from detok.latents import store_latent_stats
+
     train_tokenizer(_cfg(npz_data, "train.images=32", "train.batch_size=8"), tmp_path / "base")
+    c = read_model_config(tmp_path / "base")[1].latent_channels
+    store_latent_stats(tmp_path / "base", [0.25] * c, [1.5] * c)
     cfg = _cfg(
         npz_data, "train.images=32", "train.batch_size=8", "decoder_finetune=true", f"init_from={tmp_path / 'base'}"
     )
@@ -102,6 +107,8 @@ def test_decoder_finetune_freezes_encoder(npz_data, tmp_path):
     dec = [k for k in before if k.startswith(("dec_", "mask_token"))]
     assert enc and all(torch.equal(before[k], after[k]) for k in enc)
     assert any(not torch.equal(before[k], after[k]) for k in dec)
+    tuned = read_model_config(tmp_path / "ft")[1]  # the frozen encoder's latent statistics carry over
+    assert tuned.latent_mean == (0.25,) * c and tuned.latent_std == (1.5,) * c
     with pytest.raises(ValueError, match="init_from"):
         _cfg(npz_data, "decoder_finetune=true")
 

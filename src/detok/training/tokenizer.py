@@ -20,6 +20,7 @@ from tqdm import tqdm
 from detok import dist
 from detok.checkpoint import (
     load_model_folder,
+    read_model_config,
     write_json,
 )
 from detok.config import to_dict
@@ -156,7 +157,11 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
 
     dataset = build_dataset(cfg.data, "train")
     torch.manual_seed(tc.seed)
-    model = DeTok(cfg.model).to(device)
+    model_cfg = cfg.model
+    if cfg.decoder_finetune:  # the encoder stays frozen, so the source's latent statistics still hold
+        source = read_model_config(cfg.init_from)[1]
+        model_cfg = dataclasses.replace(model_cfg, latent_mean=source.latent_mean, latent_std=source.latent_std)
+    model = DeTok(model_cfg).to(device)
     if cfg.init_from:
         model.load_state_dict(_init_weights(cfg.init_from, cfg.model))
     if cfg.decoder_finetune:
