@@ -341,3 +341,13 @@ def test_flips_do_not_reuse_the_models_random_stream(npz_data, tmp_path, monkeyp
     train_tokenizer(_cfg(npz_data, "train.images=16", "train.batch_size=8", "data.hflip=true"), tmp_path / "run")
     assert len(flip_seeds) == 2 and model_seeds
     assert not set(flip_seeds) & set(model_seeds)
+
+
+def test_resume_with_other_settings_says_so_and_stale_temp_checkpoints_go(npz_data, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints" / ".tmp-killed").mkdir(parents=True)  # a checkpoint write cut short
+    train_tokenizer(_cfg(npz_data, "train.images=16", "train.batch_size=8", "train.ckpt_every=1"), run)
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    gan = _cfg(npz_data, "train.images=32", "train.batch_size=8", "loss.gan_weight=0.1", "loss.disc_layers=2")
+    with pytest.raises(ValueError, match="has no disc.safetensors, the opt_d optimizer"):
+        train_tokenizer(gan, run)

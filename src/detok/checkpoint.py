@@ -145,6 +145,8 @@ def save_training_state(
     """
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
+    for stale in ckpt_root.glob(".tmp-*"):  # left by a run killed while writing; never a complete checkpoint
+        shutil.rmtree(stale, ignore_errors=True)
     final = ckpt_root / f"step-{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=".tmp-"))
     for name, module in modules.items():
@@ -167,9 +169,16 @@ def load_training_state(
 ) -> dict[str, Any]:
     """Restore modules, optimisers and RNG from a checkpoint folder; returns its meta dict."""
     ckpt = Path(ckpt)
+    missing = [f"{n}.safetensors" for n in modules if not (ckpt / f"{n}.safetensors").is_file()]
+    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    missing += [f"the {n} optimizer" for n in optimizers if n not in state["optimizers"]]
+    if missing:
+        raise ValueError(
+            f"{ckpt} has no {', '.join(missing)}: it was written by a run with other settings (e.g. without a GAN "
+            "discriminator); resume with the settings it was made with, or start a new run directory"
+        )
     for name, module in modules.items():
         module.load_state_dict(load_file(str(ckpt / f"{name}.safetensors"), device="cpu"))
-    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
     for name, opt in optimizers.items():
         opt.load_state_dict(state["optimizers"][name])
     torch.set_rng_state(state["rng_cpu"])
