@@ -141,3 +141,14 @@ def test_npz_layouts_and_errors(tmp_path):
 def test_bad_data_config():
     with pytest.raises(ValueError, match="channels"):
         DataConfig(channels=2)
+
+
+def test_evaluation_batches_refuse_randomly_flipped_datasets(tmp_path):
+    from detok.data import iter_batches
+
+    np.savez(tmp_path / "d.npz", images=np.zeros((4, 28, 28), dtype=np.uint8))
+    flipped = build_dataset(DataConfig(name="npz", root=str(tmp_path / "d.npz"), hflip=True))
+    with pytest.raises(ValueError, match="hflip=False"):
+        next(iter_batches(flipped, 2, progress=False))
+    plain = build_dataset(DataConfig(name="npz", root=str(tmp_path / "d.npz")))
+    assert len(list(iter_batches(plain, 3, progress=False))) == 2

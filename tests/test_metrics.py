@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from detok.eval.metrics import feature_stats, frechet_distance, inception_score, kid, precision_recall
 
@@ -68,3 +69,51 @@ def test_kid_zero_for_same_distribution_positive_when_shifted():
     same, _ = kid(a, b, subsets=5, subset_size=200)
     shifted, _ = kid(a, b + 1.0, subsets=5, subset_size=200)
     assert abs(same) < 0.05 and shifted > 10 * abs(same) and shifted > 0.1
+
+
+def test_ssim_matches_hand_computed_values_on_the_standard_scale():
+    """Constant images leave only SSIM's luminance term, (2ab + C1) / (a² + b² + C1) with C1 = (0.01·L)²."""
+    from detok.eval.recon import evaluate_reconstruction, ssim
+
+    a, b = torch.full((1, 1, 16, 16), 0.02), torch.zeros(1, 1, 16, 16)
+    c1 = 0.01**2
+    assert torch.allclose(ssim(a, b), torch.tensor([(2 * 0.02 * 0.0 + c1) / (0.02**2 + c1)]))  # = 0.2
+    assert torch.allclose(ssim(a, a), torch.tensor([1.0]))
+    # textured images: SSIM equals its two-term formula computed by hand from the windowed moments (flat window)
+    x = torch.rand(1, 1, 11, 11, generator=torch.Generator().manual_seed(0))
+    y = (0.5 * x + 0.2).clamp(0, 1)
+    w = ssim(x, y, window=11, sigma=1e6)  # sigma → ∞: a flat 11×11 window, one value per image
+    mx, my = x.mean(), y.mean()
+    vx, vy = x.var(unbiased=False), y.var(unbiased=False)
+    cxy = ((x - mx) * (y - my)).mean()
+    c2 = 0.03**2
+    hand = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    assert torch.allclose(w, hand.reshape(1), atol=1e-5)
+
+    class Brighten(torch.nn.Module):  # reconstructs a flat image 0.04 brighter (in [-1, 1])
+        def encode(self, x):
+            return x
+
+        def decode(self, z):
+            return z + 0.04
+
+    # Fashion-MNIST-like dark images: on the [0, 1] scale 0.02 → 0.04, i.e. luminance (2·0.02·0.04 + C1) / (0.02² +
+    # 0.04² + C1) ≈ 0.81; on [-1, 1] the same pair would score ≈ 0.999
+    dark = [(torch.full((2, 1, 16, 16), -0.96), torch.zeros(2))]
+    got = evaluate_reconstruction(Brighten(), _ListDataset(dark), progress=False)["ssim"]
+    assert got == pytest.approx((2 * 0.02 * 0.04 + c1) / (0.02**2 + 0.04**2 + c1), abs=1e-4)
+
+
+class _ListDataset:
+    """The smallest dataset `iter_batches` accepts: fixed batches."""
+
+    def __init__(self, batches):
+        self.x = torch.cat([b[0] for b in batches])
+        self.y = torch.cat([b[1] for b in batches])
+        self.hflip = False
+
+    def __len__(self):
+        return len(self.x)
+
+    def get_batch(self, idx, generator=None):
+        return self.x[idx], self.y[idx]

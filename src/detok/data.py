@@ -339,8 +339,15 @@ def build_dataset(cfg: DataConfig, split: str = "train") -> TensorImageDataset:
 
 
 def iter_batches(dataset, batch_size: int, max_images: int | None = None, desc: str = "", progress: bool = True):
-    """Yield (images, labels) over the first `max_images` items of `dataset` in order, without flips."""
+    """Yield (images, labels) over the first `max_images` items of `dataset` in order, without flips.
+
+    A dataset with random flips is refused: its `get_batch` would flip from the unseeded global stream, and
+    evaluation (reference statistics, reconstructions, latent caches) must see the images as they are.
+    """
     from tqdm import tqdm
+
+    if getattr(dataset, "hflip", False):
+        raise ValueError("evaluation reads images unflipped: build the dataset with hflip=False")
 
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     for start in tqdm(range(0, n, batch_size), disable=not progress, desc=desc, unit="batch"):

@@ -24,11 +24,13 @@ def _gaussian_window(size: int, sigma: float, channels: int, device: torch.devic
 
 
 def ssim(
-    x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int = 11, sigma: float = 1.5
+    x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5
 ) -> torch.Tensor:
-    """Per-image SSIM (Wang et al., 2004) with an 11×11 Gaussian window (σ = 1.5), valid convolution.
+    """Per-image SSIM (Wang et al., 2004) of [0, data_range] images, 11×11 Gaussian window (σ = 1.5), valid
+    convolution; constants K1 = 0.01, K2 = 0.03 scaled by `data_range`; the mean SSIM map over channels and pixels.
 
-    Constants K1 = 0.01, K2 = 0.03 scaled by `data_range`; the mean SSIM map over channels and pixels.
+    The images must start at 0 (pass [-1, 1] images as (x + 1) / 2): unlike PSNR, SSIM's luminance term
+    (2μxμy + C1) / (μx² + μy² + C1) is not shift-invariant, so on [-1, 1] dark images would score near 1.
     """
     x, y = x.float(), y.float()
     c = x.shape[1]
@@ -56,7 +58,7 @@ def evaluate_reconstruction(
 ) -> dict[str, float]:
     """Mean PSNR/SSIM (and rFID, LPIPS when given) of encode → decode over the first `max_images` images.
 
-    Computed on [-1, 1] images with data range 2, which equals the usual [0, 1] / range-1 convention.
+    PSNR on [-1, 1] with data range 2 (equal to the usual [0, 1] / range-1 value), SSIM on [0, 1] as usual.
     Reconstructions are clamped to [-1, 1] as an image writer would.
 
     Args:
@@ -76,7 +78,7 @@ def evaluate_reconstruction(
         x = x.to(device)
         recon = tokenizer.decode(tokenizer.encode(x)).clamp(-1, 1)
         psnrs.append(psnr(recon, x).cpu())
-        ssims.append(ssim(recon, x).cpu())
+        ssims.append(ssim((recon + 1) / 2, (x + 1) / 2).cpu())
         if lpips is not None:
             dists.append(lpips(recon, x).cpu())
         if extractor is not None:
