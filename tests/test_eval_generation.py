@@ -212,6 +212,23 @@ def test_cfg_sweep_picks_the_best_scale_and_resumes(setup, tmp_path, monkeypatch
     assert evaluate_generation(gen, tok, ex, ref, tmp_path / "eval", cfg, progress=False) == record
     with pytest.raises(ValueError, match="at least 4"):
         GenerationEvalConfig(num=3)
+    # the same folder with other sampling settings or other weights: the kept samples are not this run's
+    from detok.generate import with_sampling_settings
+
+    fewer_steps = with_sampling_settings(gen, [f"{_steps_key(gen)}=2"])
+    with pytest.raises(ValueError, match="sampled by other models or settings"):
+        evaluate_generation(fewer_steps, tok, ex, ref, tmp_path / "eval", cfg, progress=False)
+    for scores in (tmp_path / "eval").glob("samples-*.json"):
+        scores.unlink()
+    retrained = load_generator(setup / "gen")
+    with torch.no_grad():
+        next(retrained.parameters()).add_(0.01)
+    with pytest.raises(ValueError, match="sampled by other models or settings"):
+        evaluate_generation(retrained, tok, ex, ref, tmp_path / "eval", cfg, progress=False)
+
+
+def _steps_key(gen) -> str:
+    return "flow.sample_steps" if hasattr(gen.config, "flow") else "diffusion.sample_steps"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -115,6 +115,23 @@ def sample_images(
     return np.concatenate(images), labels.cpu().numpy()
 
 
+def sampling_record(
+    generator_model: torch.nn.Module, tokenizer: torch.nn.Module, num: int, batch_size: int, seed: int, **kwargs
+) -> dict:
+    """What decides a set of samples: the `sample_images` arguments, the generator's config (its sampling settings
+    included) and a digest of both models' weights."""
+    from detok.config import to_dict
+
+    return {
+        "num": num,
+        "batch_size": batch_size,
+        "seed": seed,
+        "sampling": kwargs,
+        "config": to_dict(generator_model.config),
+        "weights": weights_digest(generator_model, tokenizer),
+    }
+
+
 def sample_to_file(
     path: str | Path,
     generator_model: torch.nn.Module,
@@ -134,23 +151,13 @@ def sample_to_file(
     arguments, the generator's config and both models' weights): a part left by a run with other settings is
     refused, never mixed in.
     """
-    from detok.config import to_dict
-
     path = Path(path).with_suffix(".npz")
     if batch_size <= 0 or chunk_batches <= 0:
         raise ValueError(f"batch_size and chunk_batches must be positive, got {batch_size}, {chunk_batches}")
     labels = balanced_labels(num, generator_model.config.num_classes)
     chunk = batch_size * chunk_batches
-    made_by = {
-        "num": num,
-        "batch_size": batch_size,
-        "seed": seed,
-        "chunk_batches": chunk_batches,
-        "sampling": kwargs,
-        "config": to_dict(generator_model.config),
-        "weights": weights_digest(generator_model, tokenizer),
-    }
-    settings = json.dumps(made_by, sort_keys=True, default=str)
+    made_by = sampling_record(generator_model, tokenizer, num, batch_size, seed, **kwargs)
+    settings = json.dumps({**made_by, "chunk_batches": chunk_batches}, sort_keys=True, default=str)
     images, parts = [], []
     for k, start in enumerate(range(0, num, chunk)):
         part = path.with_name(f"{path.stem}.part{k}.npz")
@@ -181,22 +188,26 @@ def sample_to_file(
         tmp.replace(part)  # a part exists only once complete
         images.append(piece)
     out = np.concatenate(images), labels.numpy()
-    save_samples(path, *out)
+    save_samples(path, *out, made_by=json.dumps(made_by, sort_keys=True, default=str))
     for part in parts:
         part.unlink()
     return out
 
 
-def save_samples(path: str | Path, images: np.ndarray, labels: np.ndarray, grid_per_class: int = 8) -> Path:
+def save_samples(
+    path: str | Path, images: np.ndarray, labels: np.ndarray, grid_per_class: int = 8, made_by: str | None = None
+) -> Path:
     """Write samples as an .npz ("images" uint8 (N, H, W, C), "labels") and a PNG grid beside it.
 
-    The grid has one row per class (at most 16 classes, `grid_per_class` images each).
+    The grid has one row per class (at most 16 classes, `grid_per_class` images each). `made_by` (the JSON of a
+    `sampling_record`) is stored as "made_by" so that a later run can tell whether the file is its own.
     """
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, images=images, labels=labels)
+    extra = {} if made_by is None else {"made_by": np.array(made_by)}
+    np.savez(path, images=images, labels=labels, **extra)
     rows = []
     for c in np.unique(labels)[:16]:
         idx = np.flatnonzero(labels == c)[:grid_per_class]

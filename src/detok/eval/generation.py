@@ -7,7 +7,9 @@ sets, so the reported number is not the minimum over noisy estimates of the same
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -77,19 +79,36 @@ def _samples_path(out_dir: Path, scale: float, num: int, seed: int, cfg: Generat
 
 
 def _scored_samples(model, tokenizer, extractor, ref, path: Path, scale: float, num: int, seed: int, cfg, progress):
-    """Sample (or reuse the .npz at `path`) and score (or reuse its .json sidecar scored by the same evaluator)."""
-    from detok.generate import sample_to_file
+    """Sample (or reuse the .npz at `path`) and score (or reuse its .json sidecar scored by the same evaluator).
 
+    Reuse needs the same models and settings (`sampling_record`): samples made otherwise are refused, not scored
+    as this run's. Files from before records were kept are reused with a warning.
+    """
+    from detok.generate import sample_to_file, sampling_record
+
+    sampling = dict(cfg_scale=scale, cfg_interval=cfg.cfg_interval, temperature=cfg.temperature)
+    record = sampling_record(model, tokenizer, num, cfg.batch_size, seed, **sampling)
+    made_by = json.dumps(record, sort_keys=True, default=str)
+    digest = hashlib.sha256(made_by.encode()).hexdigest()[:16]
     scores_path = path.with_suffix(".json")
-    if scores_path.is_file():
-        scores = json.loads(scores_path.read_text())
-        if scores.get("evaluator") == extractor.name and scores.get("reference") == ref.source:
-            return scores
+    scores = json.loads(scores_path.read_text()) if scores_path.is_file() else {}
+    same_evaluator = scores.get("evaluator") == extractor.name and scores.get("reference") == ref.source
+    if same_evaluator and scores.get("made_by") == digest:
+        return scores
     if path.is_file():
         with np.load(path) as f:
-            images = f["images"]
+            images, stored = f["images"], (str(f["made_by"]) if "made_by" in f.files else None)
+        if stored is not None and stored != made_by:
+            raise ValueError(
+                f"{path} was sampled by other models or settings than this evaluation; delete it (and "
+                f"{scores_path.name}) or evaluate into another --out folder"
+            )
         if len(images) != num:
             raise ValueError(f"{path} holds {len(images)} samples, expected {num}; delete it to resample")
+        if stored is None:
+            warnings.warn(f"{path} records no sampling settings (older detok); reusing it as this run's", stacklevel=2)
+            if same_evaluator and "made_by" not in scores:
+                return scores
     else:
         images, _ = sample_to_file(
             path,
@@ -99,12 +118,10 @@ def _scored_samples(model, tokenizer, extractor, ref, path: Path, scale: float, 
             batch_size=cfg.batch_size,
             seed=seed,
             progress=progress,
-            cfg_scale=scale,
-            cfg_interval=cfg.cfg_interval,
-            temperature=cfg.temperature,
+            **sampling,
         )
     scores = {"cfg": scale, "seed": seed, **score_images(images, extractor, ref, seed=seed, progress=progress)}
-    scores.update(samples=path.name, evaluator=extractor.name, reference=ref.source)
+    scores.update(samples=path.name, evaluator=extractor.name, reference=ref.source, made_by=digest)
     write_json(scores_path, scores)
     return scores
 
