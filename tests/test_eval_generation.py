@@ -369,3 +369,21 @@ def test_sampling_settings_change_only_how_a_model_samples():
             with_sampling_settings(sit, trained)
     with pytest.raises(ValueError, match="diffloss.schedule"):
         with_sampling_settings(mar, ["diffloss.schedule=linear"])
+
+
+def test_reference_cache_names_everything_that_changes_the_images(tmp_path):
+    from detok.data import DataConfig
+    from detok.eval.features import dataset_key
+
+    base = DataConfig()
+    assert dataset_key(base, "train") == "fashion-mnist-train-32x1"  # the default keeps its established name
+    keys = {
+        dataset_key(d, "train")
+        for d in (
+            base,
+            DataConfig(resize="resize"),
+            DataConfig(name="npz", root=str(tmp_path / "a.npz")),
+            DataConfig(name="npz", root=str(tmp_path / "b.npz")),
+        )
+    }
+    assert len(keys) == 4 and dataset_key(base, "test") != dataset_key(base, "train")

@@ -221,15 +221,11 @@ def _parse_floats(text: str, what: str) -> tuple[float, ...]:
 def _reference_for(args: argparse.Namespace, extractor, data):
     """Real-data statistics: a published ADM .npz (--ref-stats) or the cached features of the dataset split."""
     from detok.data import build_dataset
-    from detok.eval.features import load_adm_stats, reference_set
+    from detok.eval.features import dataset_key, load_adm_stats, reference_set
 
     if args.ref_stats:
         return load_adm_stats(args.ref_stats)
-    key = f"{data.name}-{args.ref_split}-{data.image_size}x{data.channels}"
-    if data.root:
-        from hashlib import sha256
-
-        key += "-" + sha256(str(Path(data.root).resolve()).encode()).hexdigest()[:8]
+    key = dataset_key(data, args.ref_split)
     return reference_set(extractor, build_dataset(data, args.ref_split), key, args.ref_images)
 
 

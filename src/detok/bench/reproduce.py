@@ -307,7 +307,7 @@ def run_suite(
 
     Returns the results record also written to `out_dir/results.json`.
     """
-    from detok.eval.features import build_extractor, reference_set
+    from detok.eval.features import build_extractor, dataset_key, reference_set
     from detok.training.common import resolve_device
 
     if suite not in SUITES:
@@ -316,7 +316,7 @@ def run_suite(
     device = resolve_device("auto")
     data = apply_overrides(DataConfig(name="fashion-mnist"), list(budget.data))
     extractor = build_extractor(evaluator, device, data.name)
-    ref = reference_set(extractor, build_dataset(data, "train"), f"{data.name}-train-{data.image_size}x{data.channels}")
+    ref = reference_set(extractor, build_dataset(data, "train"), dataset_key(data, "train"))
     ctx = {"data": data, "device": device, "extractor": extractor, "ref": ref, "log": log}
     record = {
         "suite": suite,

@@ -201,6 +201,19 @@ def load_adm_stats(path: str | Path) -> ReferenceSet:
     return ReferenceSet(mu, sigma, None, f"adm:{Path(path).name}")
 
 
+def dataset_key(data, split: str) -> str:
+    """Names a dataset split and its geometry for caches, e.g. "fashion-mnist-train-32x1".
+
+    A non-default resize mode and a given root (hashed) are part of the name: they change the images.
+    """
+    key = f"{data.name}-{split}-{data.image_size}x{data.channels}"
+    if data.resize != "pad":
+        key += f"-{data.resize}"
+    if data.root:
+        key += "-" + hashlib.sha256(str(Path(data.root).resolve()).encode()).hexdigest()[:8]
+    return key
+
+
 def reference_set(
     extractor: FeatureExtractor,
     dataset,
