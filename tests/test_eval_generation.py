@@ -174,7 +174,7 @@ def test_reconstruction_rfid_and_lpips(setup):
     assert "rfid" not in evaluate_reconstruction(_Stub(), ds, 8, progress=False)
 
 
-def test_scoring_the_reference_against_itself(setup):
+def test_scoring_the_reference_against_itself(setup, monkeypatch):
     ex = _Pixels()
     x = to_uint8_nchw(build_dataset(_data(setup), "train").get_batch(torch.arange(30))[0])
     images = x.permute(0, 2, 3, 1).numpy()
@@ -186,6 +186,14 @@ def test_scoring_the_reference_against_itself(setup):
     assert other["fid"] > 1e-3 and other == score_images(255 - images[:12], ex, ref, progress=False)
     adm = ReferenceSet(ref.mu, ref.sigma, None, "adm")
     assert score_images(images, ex, adm, progress=False)["precision"] is None
+    small = ReferenceSet.from_features(extract(ex, x[:10], progress=False)[0], "toy-10")
+    calls = []
+    import detok.eval.generation as generation
+
+    real_pr = generation.precision_recall
+    monkeypatch.setattr(generation, "precision_recall", lambda r, f: calls.append((len(r), len(f))) or real_pr(r, f))
+    score_images(images, ex, small, progress=False)  # 30 samples against 10 reference images
+    assert calls == [(10, 10)]  # the larger set, here the samples, is subsampled
 
 
 def test_cfg_sweep_picks_the_best_scale_and_resumes(setup, tmp_path, monkeypatch):

@@ -31,8 +31,8 @@ def score_images(
 ) -> dict:
     """FID against `ref`, Inception Score, and k-NN precision/recall (k=3) of uint8 images (N, H, W, C).
 
-    Precision/recall are defined for sets of equal size, so a larger reference set is subsampled (seeded) to N;
-    with published statistics only (no reference features) they are None.
+    Precision/recall are defined for sets of equal size, so the larger of the two sets is subsampled (seeded) to
+    the smaller's size; with published statistics only (no reference features) they are None.
     """
     feats, probs = extract(extractor, images, batch_size, progress)
     mu, sigma = feature_stats(feats)
@@ -40,10 +40,13 @@ def score_images(
     out["is"], out["is_std"] = inception_score(probs, min(10, len(probs))) if probs is not None else (None, None)
     out["precision"] = out["recall"] = None
     if ref.features is not None:
-        real = ref.features
-        if len(real) > len(feats):
-            real = real[np.sort(np.random.default_rng(seed).permutation(len(real))[: len(feats)])]
-        out["precision"], out["recall"] = precision_recall(real, feats)
+        real, fake = ref.features, feats
+        rng = np.random.default_rng(seed)
+        if len(real) > len(fake):
+            real = real[np.sort(rng.permutation(len(real))[: len(fake)])]
+        elif len(fake) > len(real):
+            fake = fake[np.sort(rng.permutation(len(fake))[: len(real)])]
+        out["precision"], out["recall"] = precision_recall(real, fake)
     return out
 
 
