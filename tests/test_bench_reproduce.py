@@ -78,6 +78,9 @@ def test_table_is_in_the_papers_layout(suite_run):
     assert "| joint |" in table and "6.97" in table and record["environment"]["commit"]
     assert "Partial" not in table and "commits**" not in table  # one commit ran every step
     assert all(c["tokenizer"]["train"]["commit"] == record["environment"]["commit"] for c in record["cells"])
+    assert f"- command: `{record['command']}`" in table and "detok bench reproduce" in record["command"]
+    from_python = write_results({**record, "command": ""}, root / "from-python")
+    assert "- command: none (run from Python" in from_python["md"].read_text()
 
 
 def test_an_unfinished_run_is_labelled_partial(suite_run, tmp_path):

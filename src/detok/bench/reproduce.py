@@ -443,7 +443,7 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
             if done < planned
             else []
         ),
-        f"- command: `{record['command']}`",
+        f"- command: `{record['command']}`" if record["command"] else "- command: none (run from Python, `run_suite`)",
         f"- commit {env['commit']}, {env['date']}, {env['device']} ({env['machine']}), torch {env['torch']}",
         f"- wall-clock: {total / 60:.1f} min over {len(record['cells'])} cells (sum of step times; an interrupted "
         "attempt counts up to the last file it wrote)",
