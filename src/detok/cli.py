@@ -355,10 +355,8 @@ def _bench_reproduce(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     out = Path(args.out or f"docs/results/{args.suite}")
     work = Path(args.work or f"runs/bench-{args.suite.removesuffix('-followup')}")
-    command = "detok " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
-    record = run_suite(
-        args.suite, budget, work, out, args.evaluator, command or f"detok bench reproduce --suite {args.suite}"
-    )
+    command = "detok " + " ".join(shlex.quote(a) for a in args.argv)
+    record = run_suite(args.suite, budget, work, out, args.evaluator, command)
     print(f"{len(record['cells'])} cells done; results in {out / 'results.md'}")
     return 0
 
@@ -556,7 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command as given, for records (not sys.argv: main may be called from Python)
     try:
         return args.fn(args)
     except (KeyError, ValueError, TypeError, FileNotFoundError, RuntimeError, ImportError) as e:
