@@ -131,12 +131,20 @@ def test_a_changed_budget_is_refused_not_mixed(suite_run, monkeypatch, capsys):
     assert "baseline-seed0/mar was made with" in err and "another --work folder" in err
 
 
-def test_bad_budget_and_suite_names(capsys):
+def test_bad_budget_and_suite_names(capsys, monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="unknown budget"):
         parse_budget("huge", [])
     assert parse_budget("cpu", ["final_num=5000"]).final_num == 5000
-    assert cli_main(["bench", "reproduce", "--suite", "noise", "--budget", "cpu"]) == 2 or torch.cuda.is_available()
-    assert "sized for a GPU" in capsys.readouterr().err or torch.cuda.is_available()
+    # as on a machine without CUDA (on a GPU machine the command would really run the suite)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    noise = ["bench", "reproduce", "--suite", "noise", "--budget", "cpu", "--out", str(tmp_path / "r")]
+    assert cli_main([*noise, "--work", str(tmp_path / "w")]) == 2
+    assert "sized for a GPU" in capsys.readouterr().err
+    import detok.bench.reproduce as reproduce
+
+    ran = []
+    monkeypatch.setattr(reproduce, "run_suite", lambda suite, *a, **kw: ran.append(suite) or {"cells": []})
+    assert cli_main([*noise, "--work", str(tmp_path / "w"), "--allow-cpu"]) == 0 and ran == ["noise"]
 
 
 def test_followup_fine_tunes_the_suites_own_tokenizers_and_scores_sit_only(suite_run, tmp_path, monkeypatch):
