@@ -106,3 +106,15 @@ def test_a_cache_is_never_mixed_across_tokenizers_or_made_from_flipped_images(to
     flipping = build_dataset(DataConfig(name="npz", root=str(tmp_path / "d.npz"), hflip=True), "train")
     with pytest.raises(ValueError, match="hflip=False"):
         cache_latents(tok, flipping, tmp_path / "flipped", progress=False)
+
+
+def test_latent_statistics_are_the_per_channel_moments_of_the_encodings(tokenizer_and_data):
+    from detok.latents import compute_latent_stats
+
+    tmp_path, tok, _ = tokenizer_and_data
+    data = build_dataset(DataConfig(name="npz", root=str(tmp_path / "d.npz")), "train")
+    mean, std = compute_latent_stats(tok, data, batch_size=3, progress=False)  # batches of 3, 3, 3, 1
+    with torch.no_grad():
+        z = tok.encode(data.get_batch(torch.arange(len(data)))[0]).double()  # (N, C, h, w)
+    assert torch.allclose(torch.tensor(mean, dtype=torch.float64), z.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(torch.tensor(std, dtype=torch.float64), z.std(dim=(0, 2, 3), unbiased=False), atol=1e-5)

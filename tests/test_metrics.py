@@ -117,3 +117,13 @@ class _ListDataset:
 
     def get_batch(self, idx, generator=None):
         return self.x[idx], self.y[idx]
+
+
+def test_psnr_by_hand():
+    import math
+
+    from detok.eval.recon import psnr
+
+    x = torch.zeros(2, 1, 4, 4)
+    assert torch.allclose(psnr(x + 0.1, x), torch.full((2,), 10 * math.log10(2.0**2 / 0.01)))  # [-1, 1]: range 2
+    assert torch.allclose(psnr(x + 0.1, x, data_range=1.0), torch.full((2,), 10 * math.log10(1 / 0.01)))

@@ -201,7 +201,7 @@ def test_cli_dry_run_and_presets(capsys, npz_data):
         )
         == 2
     )
-    capsys.readouterr()
+    assert "noise_form: 'multiplicative' is not one of ['interpolative', 'additive']" in capsys.readouterr().err
     gan = ["tokenizer", "train", "--preset", "detok-fmnist32", "--dry-run", "--set", "loss.gan_weight=0.1"]
     assert cli_main([*gan, "--set", "loss.disc_layers=4"]) == 2  # 32 px images, 48 px needed: caught before training
     assert "loss.disc_layers=4 needs images of at least 48px" in capsys.readouterr().err
@@ -351,3 +351,13 @@ def test_resume_with_other_settings_says_so_and_stale_temp_checkpoints_go(npz_da
     gan = _cfg(npz_data, "train.images=32", "train.batch_size=8", "loss.gan_weight=0.1", "loss.disc_layers=2")
     with pytest.raises(ValueError, match="has no disc.safetensors, the opt_d optimizer"):
         train_tokenizer(gan, run)
+
+
+def test_only_the_newest_checkpoints_are_kept(npz_data, tmp_path):
+    from detok.checkpoint import latest_checkpoint
+
+    run = tmp_path / "run"
+    cfg = _cfg(npz_data, "train.images=32", "train.batch_size=8", "train.ckpt_every=1", "train.keep_checkpoints=2")
+    train_tokenizer(cfg, run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000003", "step-00000004"]
+    assert latest_checkpoint(run).name == "step-00000004"
