@@ -42,7 +42,8 @@ def with_sampling_settings(model: torch.nn.Module, overrides: list[str]) -> torc
         return model
     from detok.config import apply_overrides
 
-    keys = [o.removeprefix("model.").split("=", 1)[0] for o in overrides]
+    overrides = [o.removeprefix("model.") for o in overrides]
+    keys = [o.split("=", 1)[0] for o in overrides]
     trained = [k for k in keys if k.rsplit(".", 1)[-1] not in SAMPLING_FIELDS]
     if trained:
         raise ValueError(
@@ -50,7 +51,7 @@ def with_sampling_settings(model: torch.nn.Module, overrides: list[str]) -> torc
             f"{', '.join(sorted(SAMPLING_FIELDS))}"
         )
 
-    cfg = apply_overrides(model.config, [o.removeprefix("model.") for o in overrides])
+    cfg = apply_overrides(model.config, overrides)
     device = next(model.parameters()).device
     rebuilt = type(model)(cfg).to(device).eval()
     rebuilt.load_state_dict(model.state_dict())

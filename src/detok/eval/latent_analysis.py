@@ -77,7 +77,6 @@ def latent_features(
     Returns:
         features (N, C·h·w) float32 on the CPU and labels (N,).
     """
-    _check_no_flips(dataset, "dataset")
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     if n <= 0:
         raise ValueError(f"no images to encode (dataset of {len(dataset)}, max_images={max_images})")

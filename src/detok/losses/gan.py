@@ -86,10 +86,14 @@ class PatchDiscriminator(nn.Module):
                 nn.init.normal_(m.weight, 1.0, 0.02)
                 nn.init.zeros_(m.bias)
 
+    @staticmethod
+    def min_size_for(n_layers: int) -> int:
+        """Smallest side length giving a 1x1 logit map: n_layers halvings must leave >= 3 px (k=4, p=1 convs)."""
+        return 3 * 2**n_layers
+
     @property
     def min_image_size(self) -> int:
-        """Smallest side length giving a 1x1 logit map: n_layers halvings must leave >= 3 px (k=4, p=1 convs)."""
-        return 3 * 2**self.n_layers
+        return self.min_size_for(self.n_layers)
 
     def output_size(self, size: int) -> int:
         """Side of the logit map for an input side `size` (<= 0 if the image is too small)."""

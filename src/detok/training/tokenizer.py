@@ -83,7 +83,9 @@ class TokenizerRunConfig:
             raise ValueError(f"data.image_size={self.data.image_size} but the model expects {self.model.image_size}")
         if self.decoder_finetune and not self.init_from:
             raise ValueError("decoder_finetune=true needs init_from=<trained tokenizer run or folder>")
-        smallest = 3 * 2**self.loss.disc_layers  # PatchDiscriminator.min_image_size, checked before any training
+        from detok.losses.gan import PatchDiscriminator
+
+        smallest = PatchDiscriminator.min_size_for(self.loss.disc_layers)  # checked before any training
         if self.loss.gan_weight > 0 and self.model.image_size < smallest:
             raise ValueError(
                 f"loss.disc_layers={self.loss.disc_layers} needs images of at least {smallest}px, the model's are "
