@@ -536,7 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmark suites").add_subparsers(dest="action", required=True)
     p = bench.add_parser("reproduce", help="reproduce the paper's claims at small scale (resumable: rerun to continue)")
     p.add_argument("--suite", default="table2", choices=["table2", "table2-followup", "noise"])
-    p.add_argument("--budget", default="cpu", help="named budget: cpu (<= 2 h on 2 cores) or smoke (tests)")
+    p.add_argument(
+        "--budget",
+        default="cpu",
+        help="named budget: cpu (<= 2 h on 2 cores), cpu-v1 (the first runs') or smoke (tests)",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a budget value, e.g. final_num=5000")
     p.add_argument("--out", help="results folder (default docs/results/<suite>)")
     p.add_argument("--work", help="run directories (default runs/bench-<suite>; a follow-up shares its suite's)")
