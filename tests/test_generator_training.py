@@ -104,6 +104,17 @@ def test_resume_equals_uninterrupted_run(setup, tmp_path):
     assert [r["loss"] for r in _log(full)][4:] == [r["loss"] for r in _log(cut)]
 
 
+def test_resume_under_another_tokenizer_or_lr_is_refused(setup, tmp_path):
+    run = tmp_path / "run"
+    train_generator(_cfg(setup, "train.images=16", "train.ckpt_every=1"), run)
+    with pytest.raises(ValueError, match=r"other settings \(train\.lr: 0\.001 → 0\.01\)"):
+        train_generator(_cfg(setup, "train.images=16", "train.ckpt_every=1", "train.lr=0.01"), run)
+    other = tmp_path / "tok2"
+    shutil.copytree(setup / "tok", other)
+    with pytest.raises(ValueError, match=r"other settings \(tokenizer: "):
+        train_generator(default_run_config(PRESET, str(other), str(setup / "cache"), _overrides(setup)), run)
+
+
 def test_cli_train_then_sample(setup, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["generator", "train", "--preset", PRESET, "--tokenizer", str(setup / "tok")]
@@ -127,6 +138,14 @@ def test_cli_train_then_sample(setup, tmp_path, capsys):
     assert np.array_equal(np.load(again)["images"], data["images"])  # same seed, same images
     assert cli_main([*sample, "--out", str(again), "--cfg-interval", "0.5", "--threads", "1"]) == 2
     assert "cfg-interval" in capsys.readouterr().err
+
+
+def test_sampling_a_model_that_does_not_record_its_tokenizer_asks_for_one(setup, tmp_path, capsys):
+    torch.manual_seed(0)
+    save_model_folder(tmp_path / "gen", create_model(PRESET))  # saved by hand: no "tokenizer" in config.json
+    args = ["generator", "sample", str(tmp_path / "gen"), "--num", "2", "--out", str(tmp_path / "s"), "--threads", "1"]
+    assert cli_main(args) == 2
+    assert "does not record its tokenizer; pass --tokenizer" in capsys.readouterr().err
 
 
 def test_dry_run_and_override_errors(setup, capsys):

@@ -74,7 +74,10 @@ def test_lpips_matches_eq1_computed_by_slices(lpips):
     x, y = _pair(seed=1)
     bounds = (0, 4, 9, 16, 23, 30)
     ref = torch.zeros(2)
-    h = (torch.cat([x, y]) - lpips.shift) / lpips.scale
+    # the lpips package's ScalingLayer constants, written out here rather than read from the module under test
+    shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
+    scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+    h = (torch.cat([x, y]) - shift) / scale
     for s, lin in enumerate(lpips.lins):
         h = lpips.backbone[bounds[s] : bounds[s + 1]](h)
         f = h / (h.square().sum(1, keepdim=True).sqrt() + 1e-10)

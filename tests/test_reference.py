@@ -12,7 +12,7 @@ from detok.checkpoint import save_model_folder
 from detok.cli import main as cli_main
 from detok.config import apply_overrides
 from detok.data import DataConfig
-from detok.eval.reference import ReferenceTrainConfig, load_reference, train_reference
+from detok.eval.reference import ReferenceNet, ReferenceNetConfig, ReferenceTrainConfig, load_reference, train_reference
 
 
 def _squares(rng, n):
@@ -71,3 +71,16 @@ def test_cli_dry_run_and_unknown_dataset(capsys):
     assert json.loads(capsys.readouterr().out)["epochs"] == 2
     assert cli_main(["eval", "train-reference", "--dataset", "cifar10", "--dry-run"]) == 2
     assert "fashion-mnist" in capsys.readouterr().err
+
+
+def test_cli_if_missing_keeps_a_trained_classifier(tmp_path, capsys, monkeypatch):
+    import detok.eval.reference as reference
+
+    monkeypatch.setattr(reference, "train_reference", lambda *a: pytest.fail("--if-missing retrained a classifier"))
+    save_model_folder(tmp_path / "ref", ReferenceNet(ReferenceNetConfig(widths=(4, 8), feature_dim=8, num_classes=3)))
+    args = ["eval", "train-reference", "--out", str(tmp_path / "ref"), "--if-missing"]
+    assert cli_main(args) == 0
+    assert "already trained" in capsys.readouterr().out
+    # without a classifier there, --if-missing goes on to train (here: to the dry run)
+    assert cli_main(["eval", "train-reference", "--out", str(tmp_path / "none"), "--if-missing", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["out"] == str(tmp_path / "none")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,13 +167,67 @@ def start_run(tc: TrainConfig, run_dir: Path) -> tuple[torch.device, int]:
     return device, shards
 
 
+# Settings a resumed run may change: how the same optimisation is executed and reported, not what it computes.
+# (grad_accum splits the same global batch; the data order and per-image seeds depend on the global step only.)
+RESUMABLE_CHANGES = frozenset(
+    f"train.{name}"
+    for name in (
+        "threads", "device", "precision", "compile", "grad_accum", "progress", "log_every", "ckpt_every",
+        "sample_every", "keep_checkpoints", "tensorboard",
+    )
+)  # fmt: skip
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_same_run(run_dir: Path, run: dict) -> None:
+    """Refuse to continue `run_dir`'s checkpoints under settings other than those it was trained with.
+
+    `run` is the new run's config as a dict; the old one is the "run" of `run_dir/run_config.json`. Only the
+    keys in RESUMABLE_CHANGES may differ: a new learning rate, batch size, budget, data set or model would
+    otherwise continue silently from a state made under the old ones (the cosine schedule alone depends on
+    train.images).
+    """
+    record = run_dir / "run_config.json"
+    if not record.exists():  # a checkpoint copied without its record: nothing to compare with
+        return
+    old = _flatten(json.loads(record.read_text())["run"])
+    new = _flatten(json.loads(json.dumps(run)))  # tuples → lists, as the record has them
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{run_dir} holds checkpoints of a run with other settings ({diffs}); resuming would continue its state "
+            "under the new ones. Train into a new run directory, or rerun with the recorded settings "
+            f"({record})"
+        )
+
+
 def resume(
-    run_dir: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer], ema: EMA
+    run_dir: Path,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    ema: EMA,
+    run: dict | None = None,
 ) -> tuple[int, int]:
-    """Restore the newest checkpoint in `run_dir` (if any); returns (step, images seen)."""
+    """Restore the newest checkpoint in `run_dir` (if any); returns (step, images seen).
+
+    With `run` (the new run's config as a dict), a checkpoint made under other settings is refused
+    (`check_same_run`).
+    """
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         return 0, 0
+    if run is not None:
+        check_same_run(run_dir, run)
     meta = load_training_state(ckpt, modules, optimizers)
     ema.updates = meta["ema_updates"]
     dist.print0(f"resumed from {ckpt} (step {meta['step']}, {meta['images_seen']} images)")

@@ -194,7 +194,7 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.peak_lr(), betas=(tc.beta1, tc.beta2))
     modules, optimizers = {"model": model, "ema": ema.model}, {"opt": opt}
 
-    step, images_seen = resume(run_dir, modules, optimizers, ema)
+    step, images_seen = resume(run_dir, modules, optimizers, ema, to_dict(cfg))
     num_params = sum(p.numel() for p in model.parameters())
     record = {"run": to_dict(cfg), "world_size": world, "effective_batch": tc.batch_size, "parameters": num_params}
     if dist.is_main():
