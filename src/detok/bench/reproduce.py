@@ -98,9 +98,11 @@ class Budget:
     ~125 min for the 6 cells of table2: over the 2-hour budget. The MAR evaluation is the largest step (~520 s of a
     cell's ~1,250 s; SiT's ~235 s). Hence, for `cpu`: MAR samples with 3 MAR steps and 8 DiffLoss steps (on two
     trained MARs of that run, 1,000 samples at CFG 3: 12–22% faster, FID 46.9 → 44.8 and 61.6 → 60.5, i.e. not
-    worse; recall 0.01–0.02 lower; docs/benchmarks.md), MAR trains on 12k latents instead of 16k (its column is dominated by seed spread at either size), and
-    the CFG search uses 250 samples per scale instead of 500 (the search FIDs on 500 were within 1 point of the final
-    10k FIDs). The tokenizers, SiT and the 10k final samples are unchanged.
+    worse; recall 0.01–0.02 lower; docs/benchmarks.md), MAR trains on 12k latents instead of 16k (its column is
+    dominated by seed spread at either size; the effect of this trim on MAR's ranking of tokenizers is untested),
+    and the CFG search uses 250 samples per scale instead of 500 (the search FIDs on 500 were within 1 point of the
+    final 10k FIDs). The tokenizers, SiT and the 10k final samples are unchanged. Measured: 107.8 min for the 6
+    cells of table2, uncontended (2026-11-25, docs/results/table2-r3).
     """
 
     tokenizer: str = "detok-fmnist32"
