@@ -37,9 +37,10 @@ def main() -> None:
     train = build_dataset(DataConfig(), "train")
     torch.manual_seed(0)
     tokenizer = create_model("detok-fmnist32").eval()
-    features = {"pixels": _pixels(train, n), "untrained detok-fmnist32 latents": None}
-    with torch.no_grad():
-        features["untrained detok-fmnist32 latents"] = latent_features(tokenizer, train, n, progress=False)
+    features = {
+        "pixels": _pixels(train, n),
+        "untrained detok-fmnist32 latents": latent_features(tokenizer, train, n, progress=False),
+    }
     print(f"fit on training images 0..{args.fit - 1}, validate on {args.fit}..{n - 1} (test split not read)")
     for name, (feats, labels) in features.items():
         fit, val = (feats[: args.fit], labels[: args.fit]), (feats[args.fit :], labels[args.fit :])

@@ -216,18 +216,16 @@ def resume(
     modules: dict[str, torch.nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
     ema: EMA,
-    run: dict | None = None,
+    run: dict,
 ) -> tuple[int, int]:
     """Restore the newest checkpoint in `run_dir` (if any); returns (step, images seen).
 
-    With `run` (the new run's config as a dict), a checkpoint made under other settings is refused
-    (`check_same_run`).
+    `run` is the new run's config as a dict: a checkpoint made under other settings is refused (`check_same_run`).
     """
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         return 0, 0
-    if run is not None:
-        check_same_run(run_dir, run)
+    check_same_run(run_dir, run)
     meta = load_training_state(ckpt, modules, optimizers)
     ema.updates = meta["ema_updates"]
     dist.print0(f"resumed from {ckpt} (step {meta['step']}, {meta['images_seen']} images)")

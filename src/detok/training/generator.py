@@ -194,9 +194,10 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.peak_lr(), betas=(tc.beta1, tc.beta2))
     modules, optimizers = {"model": model, "ema": ema.model}, {"opt": opt}
 
-    step, images_seen = resume(run_dir, modules, optimizers, ema, to_dict(cfg))
+    run = to_dict(cfg)
+    step, images_seen = resume(run_dir, modules, optimizers, ema, run)
     num_params = sum(p.numel() for p in model.parameters())
-    record = {"run": to_dict(cfg), "world_size": world, "effective_batch": tc.batch_size, "parameters": num_params}
+    record = {"run": run, "world_size": world, "effective_batch": tc.batch_size, "parameters": num_params}
     if dist.is_main():
         write_json(run_dir / "run_config.json", record)
     dist.print0(f"{cfg.preset}: {num_params / 1e6:.2f}M parameters, {len(dataset)} training latents")

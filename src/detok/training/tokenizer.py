@@ -186,8 +186,9 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
         optimizers["opt_d"], modules["disc"] = opt_d, disc
     perceptual = _build_perceptual(lc, device)
 
-    step, images_seen = resume(run_dir, modules, optimizers, ema, to_dict(cfg))
-    run_record = {"run": to_dict(cfg), "world_size": world, "effective_batch": tc.batch_size}
+    run = to_dict(cfg)
+    step, images_seen = resume(run_dir, modules, optimizers, ema, run)
+    run_record = {"run": run, "world_size": world, "effective_batch": tc.batch_size}
     if dist.is_main():
         write_json(run_dir / "run_config.json", run_record)
 
