@@ -97,7 +97,7 @@ def test_configs_built_in_python_reject_unknown_choices_and_bad_counts():
         (lambda: FlowConfig(sampler="rk4"), "sampler"),
         (lambda: CausalARConfig(order="zigzag"), "order"),
     ):
-        with pytest.raises(ValueError, match=f"{field_name}: .* is not one of"):
+        with pytest.raises(ValueError, match=f"{field_name} must be one of"):
             build()
     for bad in ({"grad_clip": 0.0}, {"log_every": 0}, {"keep_checkpoints": 0}, {"sample_every": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):

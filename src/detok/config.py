@@ -3,6 +3,11 @@
 Overrides use dotted paths into nested dataclasses (`model.noise_gamma=3`, `train.batch_size=64`).
 Values are parsed as JSON where possible (numbers, booleans, lists, null) and otherwise taken as strings,
 then checked against the field's annotated type. Unknown keys and ill-typed values raise.
+
+A numeric field declares its admissible range in its annotation (`latent_channels: PositiveInt`,
+`mask_max: Fraction`); `check_fields`, called by every config's `__post_init__`, enforces the ranges, the
+`Literal` choices and finiteness (NaN and ±inf are refused in every float field), and names the field in a
+`ConfigError`. Configs rebuilt from dicts or overrides get the field's dotted path (`model.latent_channels`).
 """
 
 from __future__ import annotations
@@ -10,9 +15,58 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+
+class ConfigError(ValueError):
+    """A config field holds a value it cannot take; `path` is the field's (dotted) name."""
+
+    def __init__(self, path: str, problem: str):
+        self.path, self.problem = path, problem
+        super().__init__(f"{path} {problem}")
+
+    def within(self, prefix: str) -> ConfigError:
+        """The same error, named from an enclosing config (`prefix` ends with a dot)."""
+        return ConfigError(f"{prefix}{self.path}", self.problem)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The interval a numeric field may take, declared in its annotation: `Annotated[int, Range(ge=1)]`."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def admits(self, v: float) -> bool:
+        return (
+            (self.ge is None or v >= self.ge)
+            and (self.gt is None or v > self.gt)
+            and (self.le is None or v <= self.le)
+            and (self.lt is None or v < self.lt)
+        )
+
+    def __str__(self) -> str:
+        lo = f"[{self.ge:g}" if self.ge is not None else (f"({self.gt:g}" if self.gt is not None else None)
+        hi = f"{self.le:g}]" if self.le is not None else (f"{self.lt:g})" if self.lt is not None else None)
+        if lo and hi:
+            return f"in {lo}, {hi}"
+        if lo:
+            return f"{'≥' if self.ge is not None else '>'} {lo[1:]}"
+        return f"{'≤' if self.le is not None else '<'} {hi[:-1]}"
+
+
+PositiveInt = Annotated[int, Range(ge=1)]
+NonNegativeInt = Annotated[int, Range(ge=0)]
+PositiveFloat = Annotated[float, Range(gt=0)]
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+Fraction = Annotated[float, Range(ge=0, le=1)]  # a ratio, probability or share of training
+FractionBelowOne = Annotated[float, Range(ge=0, lt=1)]  # a decay, momentum or dropout rate
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -20,36 +74,68 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild dataclass `cls` from `to_dict` output; unknown keys raise."""
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Rebuild dataclass `cls` from `to_dict` output; unknown keys raise.
+
+    Args:
+        path: the dotted name of this config inside an enclosing one ("model."), used in error messages.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(path.rstrip(".") or cls.__name__, f"must be a mapping of {cls.__name__} fields, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
+        raise ValueError(f"unknown {path or cls.__name__ + '.'}field(s): {', '.join(sorted(unknown))}")
     kwargs = {}
     for key, value in data.items():
-        kwargs[key] = _coerce(value, hints[key], f"{cls.__name__}.{key}")
-    return cls(**kwargs)
+        kwargs[key] = _coerce(value, hints[key], f"{path}{key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise e.within(path) from None
+
+
+def _range_of(tp: Any) -> Range | None:
+    """The `Range` declared in annotation `tp` (directly or inside an Optional), if any."""
+    if get_origin(tp) is Annotated:
+        return next((m for m in tp.__metadata__ if isinstance(m, Range)), None)
+    if get_origin(tp) in (Union, types.UnionType):
+        return next(filter(None, map(_range_of, get_args(tp))), None)
+    return None
 
 
 @functools.cache
-def _choice_fields(cls: type) -> tuple[tuple[str, tuple], ...]:
-    hints = typing.get_type_hints(cls)
-    fields = ((f.name, hints[f.name]) for f in dataclasses.fields(cls))
-    return tuple((name, get_args(tp)) for name, tp in fields if get_origin(tp) is Literal)
+def _field_rules(cls: type) -> tuple[tuple[str, tuple, Range | None], ...]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    rules = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        bare = get_args(tp)[0] if get_origin(tp) is Annotated else tp
+        choices = get_args(bare) if get_origin(bare) is Literal else ()
+        rules.append((f.name, choices, _range_of(tp)))
+    return tuple(rules)
 
 
-def check_choices(cfg: Any) -> None:
-    """Raise for a `Literal` field of dataclass `cfg` that holds a value outside its choices.
+def check_fields(cfg: Any) -> None:
+    """Raise `ConfigError` for a field of dataclass `cfg` outside its choices or range, or holding NaN/±inf.
 
     Overrides and config files are checked as they are parsed; this covers configs built directly in Python, where
-    a typo (`mask_mode="const"`) would otherwise fall through to some default branch.
+    a typo (`mask_mode="const"`) would otherwise fall through to some default branch, and is where ranges are
+    enforced for every way of building a config.
     """
-    for name, choices in _choice_fields(type(cfg)):
+    for name, choices, rng in _field_rules(type(cfg)):
         value = getattr(cfg, name)
-        if value not in choices:
-            raise ValueError(f"{type(cfg).__name__}.{name}: {value!r} is not one of {list(choices)}")
+        if choices and value not in choices:
+            raise ConfigError(name, f"must be one of {list(choices)}, got {value!r}")
+        numbers = value if isinstance(value, (tuple, list)) else (value,)
+        for v in numbers:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if not math.isfinite(v):
+                raise ConfigError(name, f"must be a finite number, got {v}")
+            if rng is not None and not rng.admits(v):
+                raise ConfigError(name, f"must be {rng}, got {v!r}")
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -58,6 +144,8 @@ def _is_dataclass_type(tp: Any) -> bool:
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against annotation `tp`, converting lists/dicts where the type asks for it."""
+    if get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -66,12 +154,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise TypeError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
-        return from_dict(tp, value)
+        return from_dict(tp, value, f"{where}.")
     if origin in (Union, types.UnionType):
         errors = []
         for arg in get_args(tp):
             try:
                 return _coerce(value, arg, where)
+            except ConfigError:
+                raise
             except (TypeError, ValueError) as e:
                 errors.append(str(e))
         raise TypeError(f"{where}: {value!r} matches none of {tp}")
@@ -101,6 +191,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(where, f"must be a finite number, got {value}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

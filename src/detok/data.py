@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from detok.config import check_choices
+from detok.config import ConfigError, PositiveInt, check_fields
 
 DEBIAN_FMNIST = "/usr/share/datasets/fashion-mnist"
 FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -60,18 +60,16 @@ class DataConfig:
 
     name: Literal["fashion-mnist", "image-folder", "cifar10", "npz"] = "fashion-mnist"
     root: str | None = None
-    image_size: int = 32
-    channels: int = 1
+    image_size: PositiveInt = 32
+    channels: PositiveInt = 1
     resize: Literal["pad", "resize", "center-crop"] = "pad"
     hflip: bool = False
     download: bool = False
 
     def __post_init__(self):
-        check_choices(self)
+        check_fields(self)
         if self.channels not in (1, 3):
-            raise ValueError(f"data.channels must be 1 or 3, got {self.channels}")
-        if self.image_size <= 0:
-            raise ValueError(f"data.image_size must be positive, got {self.image_size}")
+            raise ConfigError("channels", f"must be 1 or 3, got {self.channels}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from detok.checkpoint import load_generator, load_tokenizer, write_json
-from detok.config import apply_overrides, to_dict
+from detok.config import NonNegativeInt, PositiveInt, apply_overrides, check_fields, to_dict
 from detok.data import DataConfig, build_dataset
 
 # --------------------------------------------------------------------------------------------------
@@ -106,28 +106,27 @@ class Budget:
     """
 
     tokenizer: str = "detok-fmnist32"
-    tokenizer_images: int = 16_000
-    stats_images: int = 5_000
-    recon_images: int = 5_000
-    cache_images: int = 8_000
+    tokenizer_images: PositiveInt = 16_000
+    stats_images: PositiveInt = 5_000
+    recon_images: PositiveInt = 5_000
+    cache_images: PositiveInt = 8_000
     sit: str = "sit-fmnist32"
-    sit_images: int = 16_000
+    sit_images: PositiveInt = 16_000
     sit_sampling: tuple[str, ...] = ("flow.sampler=euler", "flow.sample_steps=8")
     mar: str = "mar-fmnist32"
-    mar_images: int = 12_000
+    mar_images: PositiveInt = 12_000
     mar_sampling: tuple[str, ...] = ("num_iter=3", "diffloss.sample_steps=8")
-    finetune_images: int = 8_000
+    finetune_images: PositiveInt = 8_000
     search_cfgs: tuple[float, ...] = (1.5, 3.0)
-    search_num: int = 250
-    final_num: int = 10_000
-    sample_batch: int = 250
-    seed_offset: int = 0  # added to every variant's seeds: a second run with new seeds (seed_offset=2: 2, 3)
+    search_num: PositiveInt = 250
+    final_num: PositiveInt = 10_000
+    sample_batch: PositiveInt = 250
+    seed_offset: NonNegativeInt = 0  # added to every variant's seeds: a second run with new seeds (seed_offset=2: 2, 3)
     data: tuple[str, ...] = ()  # data config overrides, shared by every step (the smoke test uses an npz)
     train: tuple[str, ...] = ()  # train.* overrides for every training run (e.g. train.progress=false)
 
     def __post_init__(self):
-        if self.seed_offset < 0:
-            raise ValueError(f"seed_offset must be >= 0, got {self.seed_offset}")
+        check_fields(self)
 
 
 BUDGETS = {

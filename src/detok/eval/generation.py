@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from detok.checkpoint import write_json
+from detok.config import NonNegativeInt, PositiveFloat, PositiveInt, check_fields
 from detok.eval.features import FeatureExtractor, ReferenceSet, extract
 from detok.eval.metrics import feature_stats, frechet_distance, inception_score, precision_recall
 
@@ -58,14 +59,15 @@ class GenerationEvalConfig:
     """
 
     cfg_scales: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0)
-    num: int = 10_000
-    final_num: int = 50_000
-    seed: int = 0
-    batch_size: int = 64
-    temperature: float = 1.0
+    num: PositiveInt = 10_000
+    final_num: PositiveInt = 50_000
+    seed: NonNegativeInt = 0
+    batch_size: PositiveInt = 64
+    temperature: PositiveFloat = 1.0
     cfg_interval: tuple[float, float] | None = None
 
     def __post_init__(self):
+        check_fields(self)
         if not self.cfg_scales or any(s < 0 for s in self.cfg_scales):
             raise ValueError(f"cfg scales must be a non-empty list of numbers >= 0, got {self.cfg_scales}")
         if self.num < 4:  # precision/recall need more than k = 3 samples

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from detok.config import check_choices
+from detok.config import FractionBelowOne, PositiveFloat, PositiveInt, check_fields
 from detok.layers import LabelEmbedder, latents_to_tokens, tokens_to_latents
 from detok.models.mar import random_orders
 from detok.objectives.diffloss import DiffLoss, DiffLossConfig
@@ -56,38 +56,30 @@ class CausalARConfig:
         kv_cache: sample with a key/value cache (O(T) work per token) instead of recomputing the prefix.
     """
 
-    latent_channels: int = 16
+    latent_channels: PositiveInt = 16
     input_size: tuple[int, ...] = (16, 16)
-    num_classes: int = 1000
-    class_dropout: float = 0.1
+    num_classes: PositiveInt = 1000
+    class_dropout: FractionBelowOne = 0.1
     order: Literal["random", "raster"] = "random"
-    patch_size: int = 1
-    width: int = 768
-    depth: int = 24
-    heads: int = 12
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
-    class_tokens: int = 1
+    patch_size: PositiveInt = 1
+    width: PositiveInt = 768
+    depth: PositiveInt = 24
+    heads: PositiveInt = 12
+    mlp_ratio: PositiveFloat = 4.0
+    dropout: FractionBelowOne = 0.0
+    class_tokens: PositiveInt = 1
     cfg_schedule: Literal["linear", "constant"] = "linear"
     kv_cache: bool = True
     diffloss: DiffLossConfig = field(default_factory=lambda: DiffLossConfig(width=1024, depth=6))
 
     def __post_init__(self):
-        check_choices(self)
+        check_fields(self)
         if len(self.input_size) not in (1, 2):
             raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
         if any(s % self.patch_size for s in self.input_size):
             raise ValueError(f"patch size {self.patch_size} does not divide input_size {self.input_size}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by {self.heads} heads")
-        if not 0.0 <= self.class_dropout < 1.0:
-            raise ValueError(f"class_dropout must lie in [0, 1), got {self.class_dropout}")
-        if self.order not in ("random", "raster"):
-            raise ValueError(f"order must be 'random' or 'raster', got {self.order!r}")
-        if self.cfg_schedule not in ("linear", "constant"):
-            raise ValueError(f"cfg_schedule must be 'linear' or 'constant', got {self.cfg_schedule!r}")
-        if self.class_tokens < 1:
-            raise ValueError(f"class_tokens must be >= 1, got {self.class_tokens}")
 
     @property
     def num_tokens(self) -> int:

@@ -8,11 +8,11 @@ corruption); the per-batch masking ratio can take its own generator. Evaluation 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 
-from detok.config import check_choices
+from detok.config import FractionBelowOne, NonNegativeFloat, PositiveFloat, Range, check_fields
 
 
 @dataclass(frozen=True)
@@ -28,25 +28,19 @@ class CorruptionConfig:
         tau_dist: "uniform" τ ~ U(0,1), or "logit_normal" τ = sigmoid(N(tau_mu, tau_sigma²)) (Table 1).
     """
 
-    mask_max: float = 0.7
-    mask_min: float = -0.1
+    mask_max: FractionBelowOne = 0.7
+    mask_min: Annotated[float, Range(ge=-1, lt=1)] = -0.1
     mask_mode: Literal["random", "constant"] = "random"
-    noise_gamma: float = 3.0
+    noise_gamma: NonNegativeFloat = 3.0
     noise_form: Literal["interpolative", "additive"] = "interpolative"
     tau_dist: Literal["uniform", "logit_normal"] = "uniform"
     tau_mu: float = 0.8
-    tau_sigma: float = 1.0
+    tau_sigma: PositiveFloat = 1.0
 
     def __post_init__(self):
-        check_choices(self)
-        if not 0.0 <= self.mask_max < 1.0:
-            raise ValueError(f"mask_max must be in [0, 1), got {self.mask_max}")
+        check_fields(self)
         if self.mask_min > self.mask_max:
             raise ValueError(f"mask_min ({self.mask_min}) must not exceed mask_max ({self.mask_max})")
-        if self.noise_gamma < 0:
-            raise ValueError(f"noise_gamma must be >= 0, got {self.noise_gamma}")
-        if self.tau_sigma <= 0:
-            raise ValueError(f"tau_sigma must be > 0, got {self.tau_sigma}")
 
     @property
     def enabled(self) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from detok.config import PositiveFloat, PositiveInt, check_fields
 from detok.layers import (
     Attention,
     RMSNorm,
@@ -36,24 +37,25 @@ class DeTokConfig:
     filled in by `detok tokenizer stats`; `encode(..., normalize=True)` uses them.
     """
 
-    image_size: int = 256
-    channels: int = 3
-    patch_size: int = 16
-    latent_channels: int = 16
-    enc_width: int = 768
-    enc_depth: int = 12
-    enc_heads: int = 12
-    dec_width: int = 768
-    dec_depth: int = 12
-    dec_heads: int = 12
-    mlp_ratio: float = 4.0
+    image_size: PositiveInt = 256
+    channels: PositiveInt = 3
+    patch_size: PositiveInt = 16
+    latent_channels: PositiveInt = 16
+    enc_width: PositiveInt = 768
+    enc_depth: PositiveInt = 12
+    enc_heads: PositiveInt = 12
+    dec_width: PositiveInt = 768
+    dec_depth: PositiveInt = 12
+    dec_heads: PositiveInt = 12
+    mlp_ratio: PositiveFloat = 4.0
     variational: bool = True
-    rope_theta: float = 100.0
+    rope_theta: PositiveFloat = 100.0
     corruption: CorruptionConfig = field(default_factory=CorruptionConfig)
     latent_mean: tuple[float, ...] | None = None
     latent_std: tuple[float, ...] | None = None
 
     def __post_init__(self):
+        check_fields(self)
         if self.image_size % self.patch_size:
             raise ValueError(f"patch size {self.patch_size} does not divide the image size {self.image_size}")
         if self.channels not in (1, 3):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from detok.config import FractionBelowOne, PositiveFloat, PositiveInt, check_fields
 from detok.layers import (
     Attention,
     LabelEmbedder,
@@ -47,19 +48,20 @@ class DiTBackboneConfig:
     DiT/SiT sampling code guided 3, kept here as a named option that is off by default.
     """
 
-    latent_channels: int = 16
+    latent_channels: PositiveInt = 16
     input_size: tuple[int, ...] = (16, 16)
-    num_classes: int = 1000
-    class_dropout: float = 0.1
-    patch_size: int = 1
-    width: int = 1152
-    depth: int = 28
-    heads: int = 16
-    mlp_ratio: float = 4.0
+    num_classes: PositiveInt = 1000
+    class_dropout: FractionBelowOne = 0.1
+    patch_size: PositiveInt = 1
+    width: PositiveInt = 1152
+    depth: PositiveInt = 28
+    heads: PositiveInt = 16
+    mlp_ratio: PositiveFloat = 4.0
     qk_norm: bool = False
-    cfg_channels: int | None = None
+    cfg_channels: PositiveInt | None = None
 
     def __post_init__(self):
+        check_fields(self)
         if len(self.input_size) not in (1, 2):
             raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
         if any(s % self.patch_size for s in self.input_size):
@@ -68,8 +70,6 @@ class DiTBackboneConfig:
             raise ValueError(f"width {self.width} is not divisible by {self.heads} heads")
         if self.width % (2 * len(self.input_size)):
             raise ValueError(f"sin-cos embedding needs width divisible by {2 * len(self.input_size)}, got {self.width}")
-        if not 0.0 <= self.class_dropout < 1.0:
-            raise ValueError(f"class_dropout must lie in [0, 1), got {self.class_dropout}")
         if self.cfg_channels is not None and not 1 <= self.cfg_channels <= self.latent_channels:
             raise ValueError(f"cfg_channels must be None or in [1, {self.latent_channels}], got {self.cfg_channels}")
 

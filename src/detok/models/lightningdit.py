@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from detok.config import FractionBelowOne, PositiveFloat, PositiveInt, check_fields
 from detok.layers import (
     Attention,
     LabelEmbedder,
@@ -54,23 +55,24 @@ class LightningDiTConfig:
     `cfg_interval=None`. `cfg_channels` guides only the leading velocity channels (None = all).
     """
 
-    latent_channels: int = 16
+    latent_channels: PositiveInt = 16
     input_size: tuple[int, ...] = (16, 16)
-    num_classes: int = 1000
-    class_dropout: float = 0.1
-    patch_size: int = 1
-    width: int = 1152
-    depth: int = 28
-    heads: int = 16
-    mlp_ratio: float = 4.0
+    num_classes: PositiveInt = 1000
+    class_dropout: FractionBelowOne = 0.1
+    patch_size: PositiveInt = 1
+    width: PositiveInt = 1152
+    depth: PositiveInt = 28
+    heads: PositiveInt = 16
+    mlp_ratio: PositiveFloat = 4.0
     qk_norm: bool = True
     abs_pos: bool = True
-    rope_theta: float = 10000.0
-    cfg_channels: int | None = None
+    rope_theta: PositiveFloat = 10000.0
+    cfg_channels: PositiveInt | None = None
     cfg_interval: tuple[float, float] = (0.0, 1.0)
     flow: FlowConfig = field(default_factory=_default_flow)
 
     def __post_init__(self):
+        check_fields(self)
         axes = len(self.input_size)
         if axes not in (1, 2):
             raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
@@ -78,8 +80,6 @@ class LightningDiTConfig:
             raise ValueError(f"patch size {self.patch_size} does not divide input_size {self.input_size}")
         if self.width % self.heads or (self.width // self.heads) % (2 * axes):
             raise ValueError(f"width {self.width} / {self.heads} heads must give a head size divisible by {2 * axes}")
-        if not 0.0 <= self.class_dropout < 1.0:
-            raise ValueError(f"class_dropout must lie in [0, 1), got {self.class_dropout}")
         if self.cfg_channels is not None and not 1 <= self.cfg_channels <= self.latent_channels:
             raise ValueError(f"cfg_channels must be None or in [1, {self.latent_channels}], got {self.cfg_channels}")
         check_interval(self.cfg_interval)

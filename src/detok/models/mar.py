@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from detok.config import check_choices
+from detok.config import Fraction, FractionBelowOne, PositiveFloat, PositiveInt, check_fields
 from detok.layers import Attention, LabelEmbedder, latents_to_tokens, tokens_to_latents
 from detok.objectives.diffloss import DiffLoss, DiffLossConfig
 from detok.objectives.guidance import check_interval, linear_cfg_scale
@@ -52,29 +52,29 @@ class MARConfig:
             default, `guidance.linear_cfg_scale`); "constant" uses the full scale at every step.
     """
 
-    latent_channels: int = 16
+    latent_channels: PositiveInt = 16
     input_size: tuple[int, ...] = (16, 16)
-    num_classes: int = 1000
-    class_dropout: float = 0.1
-    patch_size: int = 1
-    enc_width: int = 768
-    enc_depth: int = 12
-    enc_heads: int = 12
-    dec_width: int = 768
-    dec_depth: int = 12
-    dec_heads: int = 12
-    mlp_ratio: float = 4.0
-    dropout: float = 0.1
-    buffer_size: int = 64
-    mask_ratio_min: float = 0.7
-    mask_ratio_max: float = 1.0
-    mask_ratio_std: float = 0.25
-    num_iter: int = 64
+    num_classes: PositiveInt = 1000
+    class_dropout: FractionBelowOne = 0.1
+    patch_size: PositiveInt = 1
+    enc_width: PositiveInt = 768
+    enc_depth: PositiveInt = 12
+    enc_heads: PositiveInt = 12
+    dec_width: PositiveInt = 768
+    dec_depth: PositiveInt = 12
+    dec_heads: PositiveInt = 12
+    mlp_ratio: PositiveFloat = 4.0
+    dropout: FractionBelowOne = 0.1
+    buffer_size: PositiveInt = 64
+    mask_ratio_min: Fraction = 0.7
+    mask_ratio_max: Fraction = 1.0
+    mask_ratio_std: PositiveFloat = 0.25
+    num_iter: PositiveInt = 64
     cfg_schedule: Literal["linear", "constant"] = "linear"
     diffloss: DiffLossConfig = field(default_factory=lambda: DiffLossConfig(width=1024, depth=6))
 
     def __post_init__(self):
-        check_choices(self)
+        check_fields(self)
         if len(self.input_size) not in (1, 2):
             raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
         if any(s % self.patch_size for s in self.input_size):
@@ -82,19 +82,11 @@ class MARConfig:
         for name, width, heads in (("enc", self.enc_width, self.enc_heads), ("dec", self.dec_width, self.dec_heads)):
             if width % heads:
                 raise ValueError(f"{name}_width {width} is not divisible by {name}_heads {heads}")
-        if not 0.0 <= self.class_dropout < 1.0:
-            raise ValueError(f"class_dropout must lie in [0, 1), got {self.class_dropout}")
-        if self.buffer_size < 1:
-            raise ValueError(f"buffer_size must be >= 1 (the buffer carries the class), got {self.buffer_size}")
         if not 0.0 <= self.mask_ratio_min < self.mask_ratio_max <= 1.0 or self.mask_ratio_std <= 0:
             raise ValueError(
                 "need 0 <= mask_ratio_min < mask_ratio_max <= 1 and mask_ratio_std > 0, got "
                 f"{self.mask_ratio_min}, {self.mask_ratio_max}, {self.mask_ratio_std}"
             )
-        if self.num_iter < 1:
-            raise ValueError(f"num_iter must be >= 1, got {self.num_iter}")
-        if self.cfg_schedule not in ("linear", "constant"):
-            raise ValueError(f"cfg_schedule must be 'linear' or 'constant', got {self.cfg_schedule!r}")
 
     @property
     def num_tokens(self) -> int:

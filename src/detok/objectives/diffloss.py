@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from detok.config import check_choices
+from detok.config import PositiveFloat, PositiveInt, check_fields
 from detok.layers import TimestepEmbedder
 from detok.objectives.diffusion import DDPMConfig, GaussianDiffusion
 from detok.objectives.guidance import guide
@@ -35,22 +35,16 @@ class DiffLossConfig:
     from latents of std ~600 and samples noise (measured FID 175 → 31 with c = 5 on normalised latents).
     """
 
-    width: int = 1024
-    depth: int = 3
-    train_steps: int = 1000
-    sample_steps: int = 100
+    width: PositiveInt = 1024
+    depth: PositiveInt = 3
+    train_steps: PositiveInt = 1000
+    sample_steps: PositiveInt = 100
     schedule: Literal["linear", "cosine"] = "cosine"
-    batch_mul: int = 4
-    clip_denoised: float | None = None
+    batch_mul: PositiveInt = 4
+    clip_denoised: PositiveFloat | None = None
 
     def __post_init__(self):
-        check_choices(self)
-        for name in ("width", "depth", "batch_mul"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.clip_denoised is not None and self.clip_denoised <= 0:
-            raise ValueError(f"clip_denoised must be positive or None, got {self.clip_denoised}")
+        check_fields(self)
         _ = self.diffusion  # DDPMConfig validates train_steps, sample_steps and schedule
 
     @property

@@ -22,7 +22,7 @@ from typing import Literal
 
 import torch
 
-from detok.config import check_choices
+from detok.config import PositiveInt, check_fields
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -36,24 +36,16 @@ class DDPMConfig:
     density, the better fit for unbounded latents. It changes only the t = 0 term of the learned-variance loss.
     """
 
-    train_steps: int = 1000
+    train_steps: PositiveInt = 1000
     schedule: Literal["linear", "cosine"] = "linear"
     learn_sigma: bool = True
-    sample_steps: int = 250
+    sample_steps: PositiveInt = 250
     decoder_nll: Literal["discretized", "continuous"] = "discretized"
 
     def __post_init__(self):
-        check_choices(self)
-        for name in ("train_steps", "sample_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_fields(self)
         if self.sample_steps > self.train_steps:
             raise ValueError(f"sample_steps ({self.sample_steps}) exceeds train_steps ({self.train_steps})")
-        if self.schedule not in ("linear", "cosine"):
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected 'linear' or 'cosine'")
-        if self.decoder_nll not in ("discretized", "continuous"):
-            raise ValueError(f"unknown decoder_nll {self.decoder_nll!r}; expected 'discretized' or 'continuous'")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 
-from detok.config import check_choices
+from detok.config import FractionBelowOne, NonNegativeFloat, PositiveFloat, PositiveInt, check_fields
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -43,26 +43,16 @@ class FlowConfig:
 
     t_dist: Literal["uniform", "logit_normal"] = "uniform"
     t_mu: float = 0.0
-    t_sigma: float = 1.0
+    t_sigma: PositiveFloat = 1.0
     sampler: Literal["euler", "heun", "sde"] = "heun"
-    sample_steps: int = 50
-    shift: float = 1.0
-    time_scale: float = 1000.0
-    sde_diffusion_norm: float = 1.0
-    sde_last_step: float = 0.04
+    sample_steps: PositiveInt = 50
+    shift: PositiveFloat = 1.0
+    time_scale: PositiveFloat = 1000.0
+    sde_diffusion_norm: NonNegativeFloat = 1.0
+    sde_last_step: FractionBelowOne = 0.04
 
     def __post_init__(self):
-        check_choices(self)
-        if self.t_dist not in ("uniform", "logit_normal"):
-            raise ValueError(f"unknown t_dist {self.t_dist!r}; expected 'uniform' or 'logit_normal'")
-        if self.sampler not in ("euler", "heun", "sde"):
-            raise ValueError(f"unknown sampler {self.sampler!r}; expected 'euler', 'heun' or 'sde'")
-        if not isinstance(self.sample_steps, int) or isinstance(self.sample_steps, bool) or self.sample_steps <= 0:
-            raise ValueError(f"sample_steps must be a positive int, got {self.sample_steps!r}")
-        if self.t_sigma <= 0 or self.shift <= 0 or self.time_scale <= 0:
-            raise ValueError("t_sigma, shift and time_scale must be positive")
-        if self.sde_diffusion_norm < 0 or not 0 <= self.sde_last_step < 1:
-            raise ValueError("sde_diffusion_norm must be >= 0 and sde_last_step in [0, 1)")
+        check_fields(self)
 
 
 def shift_noise_level(s: torch.Tensor, shift: float) -> torch.Tensor:

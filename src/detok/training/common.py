@@ -12,7 +12,15 @@ import torch
 
 from detok import dist
 from detok.checkpoint import latest_checkpoint, load_training_state, save_model_folder, save_training_state
-from detok.config import check_choices
+from detok.config import (
+    Fraction,
+    FractionBelowOne,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    check_fields,
+)
 from detok.optim import EMA
 
 
@@ -25,48 +33,34 @@ class TrainConfig:
     (the generators' recipe states an absolute rate).
     """
 
-    images: int = 60_000
-    batch_size: int = 64
-    grad_accum: int = 1
-    blr: float = 1e-4
-    lr: float | None = None
-    min_lr: float = 0.0
+    images: PositiveInt = 60_000
+    batch_size: PositiveInt = 64
+    grad_accum: PositiveInt = 1
+    blr: PositiveFloat = 1e-4
+    lr: PositiveFloat | None = None
+    min_lr: NonNegativeFloat = 0.0
     lr_schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_frac: float = 0.25
-    weight_decay: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 3.0
-    ema_decay: float = 0.999
+    warmup_frac: Fraction = 0.25
+    weight_decay: NonNegativeFloat = 1e-4
+    beta1: FractionBelowOne = 0.9
+    beta2: FractionBelowOne = 0.95
+    grad_clip: PositiveFloat = 3.0
+    ema_decay: FractionBelowOne = 0.999
     ema_warmup: bool = True
-    seed: int = 0
-    threads: int = 0
+    seed: NonNegativeInt = 0
+    threads: NonNegativeInt = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
-    log_every: int = 20
-    ckpt_every: int = 500
-    sample_every: int = 500
-    keep_checkpoints: int = 2
+    log_every: PositiveInt = 20
+    ckpt_every: PositiveInt = 500
+    sample_every: PositiveInt = 500
+    keep_checkpoints: PositiveInt = 2
     tensorboard: bool = False
     progress: bool = True
 
     def __post_init__(self):
-        check_choices(self)
-        if self.images <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
-            raise ValueError("images, batch_size and grad_accum must be positive")
-        if not 0.0 <= self.warmup_frac <= 1.0:
-            raise ValueError(f"warmup_frac must be in [0, 1], got {self.warmup_frac}")
-        if self.lr is not None and self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.grad_clip <= 0:
-            # clip_grad_norm_ with max_norm 0 would zero every gradient and silently stop training
-            raise ValueError(f"grad_clip must be > 0 (a large value effectively disables it), got {self.grad_clip}")
-        for name in ("log_every", "ckpt_every", "sample_every", "keep_checkpoints"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_fields(self)
 
     @property
     def total_steps(self) -> int:

@@ -25,7 +25,7 @@ from detok.checkpoint import (
     load_tokenizer,
     write_json,
 )
-from detok.config import apply_overrides, from_dict, to_dict
+from detok.config import NonNegativeFloat, apply_overrides, check_fields, from_dict, to_dict
 from detok.data import DataConfig, build_dataset
 from detok.generate import batch_generator
 from detok.latents import LatentDataset
@@ -64,7 +64,10 @@ class GeneratorRunConfig:
     latents: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    preview_cfg: float = 2.0
+    preview_cfg: NonNegativeFloat = 2.0
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 def default_train_config(preset: str) -> TrainConfig:

@@ -23,7 +23,7 @@ from detok.checkpoint import (
     read_model_config,
     write_json,
 )
-from detok.config import to_dict
+from detok.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_fields, to_dict
 from detok.data import DataConfig, build_dataset
 from detok.models.corruption import sample_mask_ratio
 from detok.models.detok import DeTok, DeTokConfig
@@ -53,15 +53,18 @@ class LossConfig:
         adaptive_gan_weight: scale the GAN term by the ratio of gradient norms at the decoder's last layer.
     """
 
-    kl_weight: float = 1e-6
-    perceptual_weight: float = 1.0
+    kl_weight: NonNegativeFloat = 1e-6
+    perceptual_weight: NonNegativeFloat = 1.0
     perceptual_backbone: str | None = None
-    gan_weight: float = 0.1
-    gan_start_step: int = 0
+    gan_weight: NonNegativeFloat = 0.1
+    gan_start_step: NonNegativeInt = 0
     adaptive_gan_weight: bool = False
-    disc_channels: int = 64
-    disc_layers: int = 3
-    disc_lr_mult: float = 1.0
+    disc_channels: PositiveInt = 64
+    disc_layers: PositiveInt = 3
+    disc_lr_mult: PositiveFloat = 1.0
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
