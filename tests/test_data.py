@@ -44,8 +44,10 @@ def test_dataset_not_found_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(data_mod, "DEBIAN_FMNIST", str(tmp_path / "nowhere"))
     monkeypatch.setenv("DETOK_DATA", str(tmp_path))
     with pytest.raises(DatasetNotFoundError, match="apt-get install dataset-fashion-mnist") as e:
-        build_dataset(DataConfig(root=str(tmp_path / "empty")))
+        build_dataset(DataConfig())
     assert "data.download=true" in str(e.value) and "DETOK_DATA" in str(e.value)
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        build_dataset(DataConfig(root=str(tmp_path / "empty")))
     with pytest.raises(DatasetNotFoundError, match="cifar"):
         build_dataset(DataConfig(name="cifar10", root=str(tmp_path), channels=3))
     with pytest.raises(DatasetNotFoundError, match="npz"):
@@ -89,7 +91,9 @@ def test_image_folder_and_unreadable_image(tmp_path):
     grey = build_dataset(DataConfig(name="image-folder", root=str(tmp_path), image_size=16, channels=1))
     assert grey.get_batch(torch.tensor([1]))[0].shape == (1, 1, 16, 16)
     (tmp_path / "dogs" / "broken.png").write_bytes(b"not a png")
-    ds = build_dataset(DataConfig(name="image-folder", root=str(tmp_path), image_size=16, channels=3))
+    with pytest.raises(ValueError, match="broken.png.*data.verify=false"):  # small folders are scanned up front
+        build_dataset(DataConfig(name="image-folder", root=str(tmp_path), image_size=16, channels=3))
+    ds = build_dataset(DataConfig(name="image-folder", root=str(tmp_path), image_size=16, channels=3, verify=False))
     bad = ds.files.index(tmp_path / "dogs" / "broken.png")
     with pytest.raises(ValueError, match="broken.png"):
         ds.get_batch(torch.tensor([bad]))

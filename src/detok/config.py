@@ -217,8 +217,13 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
-    """A copy of dataclass `cfg` with each `dotted.key=value` applied, type-checked, then validated once."""
+def apply_overrides(cfg: Any, overrides: list[str], prefix: str = "") -> Any:
+    """A copy of dataclass `cfg` with each `dotted.key=value` applied, type-checked, then validated once.
+
+    Args:
+        prefix: where `cfg` sits in the user's namespace ("model." for a generator's model overrides), so that
+            messages name the key as the user typed it.
+    """
     data = to_dict(cfg)
     for item in overrides:
         if "=" not in item:
@@ -229,15 +234,15 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
             names = {f.name for f in dataclasses.fields(cls)}
             if name not in names:
                 raise KeyError(
-                    f"unknown config key {key!r}: {cls.__name__} has no field {name!r} "
+                    f"unknown config key {prefix + key!r}: {cls.__name__} has no field {name!r} "
                     f"(fields: {', '.join(sorted(names))})"
                 )
             hint = typing.get_type_hints(cls)[name]
             if depth == len(path) - 1:
-                value = _coerce(parse_value(text), hint, key)
+                value = _coerce(parse_value(text), hint, prefix + key)
                 node[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
             elif _is_dataclass_type(hint):
                 cls, node = hint, node[name]
             else:
-                raise KeyError(f"unknown config key {key!r}: {name!r} is not a nested config")
-    return from_dict(type(cfg), data)
+                raise KeyError(f"unknown config key {prefix + key!r}: {name!r} is not a nested config")
+    return from_dict(type(cfg), data, prefix)

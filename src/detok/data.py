@@ -7,6 +7,7 @@ In-memory sources are resized/padded once at load, so the training hot path is i
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
 import urllib.request
@@ -27,6 +28,15 @@ FMNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+# MD5 of each file as published in the Fashion-MNIST README (github.com/zalandoresearch/fashion-mnist). The
+# address serves plain HTTP only, so a download is kept only when it matches. (Debian's package recompresses the
+# files, so local copies differ from these and are checked by their IDX headers and sizes instead.)
+FMNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
 FMNIST_CLASSES = [
     "T-shirt/top",
     "Trouser",
@@ -40,6 +50,9 @@ FMNIST_CLASSES = [
     "Ankle boot",
 ]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# Image folders up to this many files are decoded once before training when `verify` is left at None
+# (~1–2 ms per small PNG/JPEG on one core: ≤ ~40 s); larger folders are scanned only with verify=true.
+VERIFY_AUTO_MAX_IMAGES = 20_000
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -55,7 +68,10 @@ class DataConfig:
         resize: "pad" (centre-pad, then resize if still off), "resize" (shorter side, centre crop) or
             "center-crop" (crop to a square, then resize).
         hflip: random horizontal flips in `get_batch` (training augmentation).
-        download: fetch Fashion-MNIST from its canonical address when it is not found locally.
+        download: fetch Fashion-MNIST from its canonical address when it is not found locally (checked against
+            the published MD5 sums).
+        verify: decode every image of an image folder when the dataset is built, so an unreadable file stops
+            the run before training; None does so for folders of up to VERIFY_AUTO_MAX_IMAGES images.
     """
 
     name: Literal["fashion-mnist", "image-folder", "cifar10", "npz"] = "fashion-mnist"
@@ -65,6 +81,7 @@ class DataConfig:
     resize: Literal["pad", "resize", "center-crop"] = "pad"
     hflip: bool = False
     download: bool = False
+    verify: bool | None = None
 
     def __post_init__(self):
         check_fields(self)
@@ -173,6 +190,20 @@ class ImageFolderDataset(TensorImageDataset):
             )
         self.files, self.cfg = files, cfg
         super().__init__(torch.empty(0), torch.tensor(labels), classes, cfg.hflip)
+        if cfg.verify or (cfg.verify is None and len(files) <= VERIFY_AUTO_MAX_IMAGES):
+            self.verify()
+
+    def verify(self) -> None:
+        """Decode every image once; the first unreadable one raises, naming the file and how many were bad."""
+        bad = []
+        for i in range(len(self.files)):
+            try:
+                self._load(i)
+            except ValueError as e:
+                bad.append(str(e))
+        if bad:
+            more = f" (and {len(bad) - 1} more unreadable images)" if len(bad) > 1 else ""
+            raise ValueError(f"{bad[0]}{more}; remove or replace it, or set data.verify=false to find out later")
 
     def __len__(self) -> int:
         return len(self.files)
@@ -212,17 +243,53 @@ def _read_idx(path: Path, expect_magic: int) -> np.ndarray:
     return arr.reshape(dims)
 
 
+def _check_labels(labels: np.ndarray, num_images: int, source: str) -> np.ndarray:
+    """Labels as int64, after checking there is one non-negative integer per image."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != num_images:
+        raise ValueError(f"{source}: {num_images} images but labels of shape {labels.shape}; need one label per image")
+    if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
+        raise ValueError(f"{source}: labels must be integers, got dtype {labels.dtype}")
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"{source}: labels must be non-negative class indices, found {labels.min()}")
+    return labels.astype(np.int64)
+
+
+def _check_images(n: int, source: str) -> None:
+    if n == 0:
+        raise ValueError(f"{source} holds no images")
+
+
 def fmnist_search_paths(root: str | None) -> list[Path]:
-    """Folders searched for Fashion-MNIST, in order."""
-    paths = [Path(root)] if root else []
+    """Folders searched for Fashion-MNIST, in order: an explicit `root` only, else $DETOK_DATA and Debian's."""
+    if root:
+        return [Path(root)]
+    paths = []
     if os.environ.get("DETOK_DATA"):
         base = Path(os.environ["DETOK_DATA"])
         paths += [base, base / "fashion-mnist"]
     return paths + [Path(DEBIAN_FMNIST)]
 
 
+def _download_verified(url: str, target: Path, md5: str) -> None:
+    """Fetch `url` into `target` through a temporary file; a checksum mismatch deletes it and raises."""
+    part = target.with_name(target.name + ".part")
+    try:
+        urllib.request.urlretrieve(url, part)
+    except OSError as e:
+        part.unlink(missing_ok=True)
+        raise DatasetNotFoundError(f"could not download {url}: {e}") from e
+    got = hashlib.md5(part.read_bytes()).hexdigest()
+    if got != md5:
+        part.unlink()
+        raise ValueError(f"download of {url} has MD5 {got}, the published checksum is {md5}: deleted it; try again")
+    os.replace(part, target)
+
+
 def _find_fmnist(cfg: DataConfig, split: str) -> Path:
     names = FMNIST_FILES[split]
+    if cfg.root and not cfg.download and not Path(cfg.root).is_dir():
+        raise DatasetNotFoundError(f"data.root={cfg.root} does not exist (or is not a folder)")
     searched = fmnist_search_paths(cfg.root)
     for folder in searched:
         if all((folder / n).is_file() for n in names):
@@ -231,11 +298,8 @@ def _find_fmnist(cfg: DataConfig, split: str) -> Path:
         target = Path(cfg.root or os.environ.get("DETOK_DATA") or Path.home() / ".cache" / "detok" / "fashion-mnist")
         target.mkdir(parents=True, exist_ok=True)
         for n in names:
-            try:
-                urllib.request.urlretrieve(FMNIST_URL + n, target / (n + ".part"))
-            except OSError as e:
-                raise DatasetNotFoundError(f"could not download Fashion-MNIST file {n} from {FMNIST_URL}: {e}") from e
-            os.replace(target / (n + ".part"), target / n)
+            if not (target / n).is_file():
+                _download_verified(FMNIST_URL + n, target / n, FMNIST_MD5[n])
         return target
     raise DatasetNotFoundError(
         f"Fashion-MNIST ({', '.join(names)}) not found in: {', '.join(map(str, searched))}. Get it with "
@@ -248,9 +312,43 @@ def _load_fmnist(cfg: DataConfig, split: str) -> TensorImageDataset:
     folder = _find_fmnist(cfg, split)
     img_name, lbl_name = FMNIST_FILES[split]
     images = torch.from_numpy(_read_idx(folder / img_name, 0x803).copy()).unsqueeze(1)  # (N, 1, 28, 28)
-    labels = torch.from_numpy(_read_idx(folder / lbl_name, 0x801).astype(np.int64))
+    labels = torch.from_numpy(_check_labels(_read_idx(folder / lbl_name, 0x801), len(images), str(folder / lbl_name)))
     images = _to_channels(_fit(images, cfg.image_size, cfg.resize), cfg.channels)
     return TensorImageDataset(images.contiguous(), labels, FMNIST_CLASSES, cfg.hflip)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR-10's python batches and nothing else: dicts, lists, bytes and NumPy arrays/scalars.
+
+    The official format is a pickle; an unrestricted `pickle.load` of a downloaded file would run whatever code
+    it names. Any global outside these (os.system, builtins.eval, …) is refused before it is looked up.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: not part of the CIFAR-10 format")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f"{path} is not a CIFAR-10 python batch: {e}") from None
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path} is not a CIFAR-10 python batch: holds a {type(batch).__name__}, not a dict")
+    return batch
 
 
 def _load_cifar10(cfg: DataConfig, split: str) -> TensorImageDataset:
@@ -260,6 +358,8 @@ def _load_cifar10(cfg: DataConfig, split: str) -> TensorImageDataset:
             "python version from https://www.cs.toronto.edu/~kriz/cifar.html)"
         )
     root = Path(cfg.root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"data.root={cfg.root} does not exist (or is not a folder)")
     root = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     missing = [n for n in names + ["batches.meta"] if not (root / n).is_file()]
@@ -270,12 +370,18 @@ def _load_cifar10(cfg: DataConfig, split: str) -> TensorImageDataset:
         )
     xs, ys = [], []
     for n in names:
-        with open(root / n, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")  # the official format is a pickle: load trusted files only
-        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
-    with open(root / "batches.meta", "rb") as f:
-        classes = [c.decode() for c in pickle.load(f, encoding="bytes")[b"label_names"]]
+        batch = _read_cifar_batch(root / n)
+        if b"data" not in batch or b"labels" not in batch:
+            raise ValueError(f"{root / n} is not a CIFAR-10 python batch: it has no b'data' and b'labels'")
+        data = np.asarray(batch[b"data"])
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise ValueError(f"{root / n}: data must be uint8 rows of 3072 values, got {data.dtype} {data.shape}")
+        xs.append(data.reshape(-1, 3, 32, 32))
+        ys.append(_check_labels(np.asarray(batch[b"labels"]), len(data), str(root / n)))
+    meta = _read_cifar_batch(root / "batches.meta")
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(b"label_names", [])]
+    if not classes or max(int(y.max()) for y in ys if len(y)) >= len(classes):
+        raise ValueError(f"{root / 'batches.meta'} names {len(classes)} classes, fewer than the labels use")
     images = _to_channels(_fit(torch.from_numpy(np.concatenate(xs)), cfg.image_size, cfg.resize), cfg.channels)
     return TensorImageDataset(images.contiguous(), torch.from_numpy(np.concatenate(ys)), classes, cfg.hflip)
 
@@ -283,15 +389,26 @@ def _load_cifar10(cfg: DataConfig, split: str) -> TensorImageDataset:
 def _load_npz(cfg: DataConfig, split: str) -> TensorImageDataset:
     if not cfg.root or not Path(cfg.root).is_file():
         raise DatasetNotFoundError(f"npz dataset needs data.root=<file.npz>; {cfg.root!r} is not a file")
-    with np.load(cfg.root) as f:
+    try:
+        f = np.load(cfg.root)  # allow_pickle stays False: object arrays are refused
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{cfg.root} is not a readable .npz file: {e}") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{cfg.root} is a single .npy array, not an .npz archive with an 'images' array")
+    with f:
         key = f"images_{split}" if f"images_{split}" in f else "images"
         if split == "test" and key == "images":
             _warn_no_test_split(f"{cfg.root} has no 'images_test' array")
         if key not in f:
             raise ValueError(f"{cfg.root} has no 'images' array (keys: {sorted(f.keys())})")
-        images = f[key]
-        lkey = key.replace("images", "labels")
-        labels = f[lkey].astype(np.int64) if lkey in f else np.zeros(len(images), dtype=np.int64)
+        try:
+            images = f[key]
+            lkey = key.replace("images", "labels")
+            labels = f[lkey] if lkey in f else np.zeros(len(images), dtype=np.int64)
+        except ValueError as e:  # an object array (it would need pickle) or a damaged member
+            raise ValueError(f"{cfg.root}: cannot read its arrays ({e})") from None
+    _check_images(len(images), f"{cfg.root} ({key!r})")
+    labels = _check_labels(labels, len(images), f"{cfg.root} ({lkey!r})")
     if images.dtype != np.uint8:
         raise ValueError(f"{cfg.root}: images must be uint8, got {images.dtype}")
     if images.ndim == 3:
@@ -315,6 +432,8 @@ def build_dataset(cfg: DataConfig, split: str = "train") -> TensorImageDataset:
     """The `split` ("train" or "test") of the dataset described by `cfg`."""
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
+    if cfg.root and not cfg.download and not Path(cfg.root).exists():  # never silently fall back to another copy
+        raise DatasetNotFoundError(f"data.root={cfg.root} does not exist")
     if cfg.name == "fashion-mnist":
         return _load_fmnist(cfg, split)
     if cfg.name == "cifar10":

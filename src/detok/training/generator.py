@@ -146,7 +146,7 @@ def apply_run_overrides(cfg: GeneratorRunConfig, overrides: list[str]) -> Genera
     """Apply `key=value` overrides; `model.*` keys are validated against the preset's own config class."""
     model_keys = [o.strip()[len("model.") :] for o in overrides if o.strip().startswith("model.")]
     rest = [o for o in overrides if not o.strip().startswith("model.")]
-    model = apply_overrides(cfg.model, model_keys) if model_keys else cfg.model
+    model = apply_overrides(cfg.model, model_keys, "model.") if model_keys else cfg.model
     if rest:
         cfg = apply_overrides(cfg, rest)  # `model` is untyped here and comes back as a dict: put it back
     return dataclasses.replace(cfg, model=model)
