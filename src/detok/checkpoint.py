@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +28,64 @@ from detok.registry import model_class
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A weights, state or config file is missing, truncated, corrupt or not plain data; the message names it."""
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (on CPU); a truncated or foreign file raises `CheckpointError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises its own SafetensorError (and OSError) for damaged files
+        raise CheckpointError(f"{path} is truncated or not a safetensors file ({type(e).__name__}: {e})") from None
+
+
+def read_plain_state(path: str | Path) -> Any:
+    """A torch-saved file of tensors and plain containers, loaded with `weights_only=True`.
+
+    Files that would need arbitrary unpickling (pickled objects, code) are refused with a `CheckpointError` that
+    names the file: detok never loads them, so torch's advice to retry with `weights_only=False` does not apply.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+        raise CheckpointError(
+            f"{path} holds more than tensors and plain containers and was refused (weights-only loading: {first}); "
+            "detok never unpickles objects from files"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is truncated or not a torch-saved file ({type(e).__name__}: {e})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """Parsed JSON; a missing or malformed file raises `CheckpointError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+
+
+def strict_json(data: Any) -> Any:
+    """`data` with every non-finite float replaced by None, so that it serialises as strict JSON."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: strict_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strict_json(v) for v in data]
+    return data
 
 
 def publish(tmp: str | Path, path: str | Path) -> None:
@@ -48,8 +108,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    """Write `data` as indented JSON, atomically."""
-    _atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Write `data` as indented strict JSON (NaN/±inf become null), atomically."""
+    _atomic_write_text(Path(path), json.dumps(strict_json(data), indent=2, allow_nan=False) + "\n")
 
 
 def _contiguous_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -84,9 +144,16 @@ def read_model_config(folder: str | Path) -> tuple[type[nn.Module], Any, dict]:
     cfg_path = folder / CONFIG_FILE
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{folder} is not a model folder: {CONFIG_FILE} is missing")
-    raw = json.loads(cfg_path.read_text())
-    cls = model_class(raw["arch"])
-    return cls, from_dict(cls.config_cls, raw["model"]), raw
+    raw = read_json(cfg_path)
+    missing = [k for k in ("arch", "model") if not isinstance(raw, dict) or k not in raw]
+    if missing:
+        raise CheckpointError(f"{cfg_path} is not a detok model config: it has no {' or '.join(map(repr, missing))}")
+    try:
+        cls = model_class(raw["arch"])
+        return cls, from_dict(cls.config_cls, raw["model"], "model."), raw
+    except (KeyError, TypeError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise CheckpointError(f"{cfg_path}: {msg}") from None
 
 
 def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
@@ -97,7 +164,10 @@ def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") ->
     if not weights.is_file():
         raise FileNotFoundError(f"{folder} has {CONFIG_FILE} but no {WEIGHTS_FILE} (training not finished?)")
     model = cls(cfg)
-    model.load_state_dict(load_file(str(weights), device="cpu"))
+    try:
+        model.load_state_dict(read_weights(weights))
+    except RuntimeError as e:  # missing/unexpected keys or shapes: the weights are not this config's model
+        raise CheckpointError(f"{weights} does not match {folder / CONFIG_FILE} ({str(e).splitlines()[0]})") from None
     return model.to(device).eval()
 
 
@@ -122,9 +192,14 @@ def _step_dirs(run_dir: Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete training checkpoint in `run_dir`, or None."""
+    """The newest complete training checkpoint in `run_dir`, or None (its files are not read)."""
     dirs = _step_dirs(Path(run_dir))
     return dirs[-1] if dirs else None
+
+
+def checkpoints_newest_first(run_dir: str | Path) -> list[Path]:
+    """The training checkpoints in `run_dir`, newest first."""
+    return _step_dirs(Path(run_dir))[::-1]
 
 
 def save_training_state(
@@ -167,24 +242,37 @@ def save_training_state(
 def load_training_state(
     ckpt: str | Path, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
 ) -> dict[str, Any]:
-    """Restore modules, optimisers and RNG from a checkpoint folder; returns its meta dict."""
+    """Restore modules, optimisers and RNG from a checkpoint folder; returns its meta dict.
+
+    Every file is read and checked before anything is restored, so a damaged checkpoint (`CheckpointError`)
+    leaves the modules as they were and an older one can be tried instead.
+    """
     ckpt = Path(ckpt)
     missing = [f"{n}.safetensors" for n in modules if not (ckpt / f"{n}.safetensors").is_file()]
-    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    state = read_plain_state(ckpt / "state.pt")
+    if not isinstance(state, dict) or not isinstance(state.get("optimizers"), dict) or "rng_cpu" not in state:
+        raise CheckpointError(f"{ckpt / 'state.pt'} is not a detok training state")
     missing += [f"the {n} optimizer" for n in optimizers if n not in state["optimizers"]]
     if missing:
         raise ValueError(
             f"{ckpt} has no {', '.join(missing)}: it was written by a run with other settings (e.g. without a GAN "
             "discriminator); resume with the settings it was made with, or start a new run directory"
         )
+    weights = {name: read_weights(ckpt / f"{name}.safetensors") for name in modules}
+    meta = read_json(ckpt / "meta.json")
+    if not isinstance(meta, dict) or not {"step", "images_seen"} <= meta.keys():
+        raise CheckpointError(f"{ckpt / 'meta.json'} has no step / images_seen")
     for name, module in modules.items():
-        module.load_state_dict(load_file(str(ckpt / f"{name}.safetensors"), device="cpu"))
+        try:
+            module.load_state_dict(weights[name])
+        except RuntimeError as e:
+            raise CheckpointError(f"{ckpt / (name + '.safetensors')} does not fit this run's {name}: {e}") from None
     for name, opt in optimizers.items():
         opt.load_state_dict(state["optimizers"][name])
     torch.set_rng_state(state["rng_cpu"])
     if "rng_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])
-    return json.loads((ckpt / "meta.json").read_text())
+    return meta
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,18 +13,35 @@ from detok.config import apply_overrides, to_dict
 
 
 def _run_training(cfg, out: Path, train, what: str, dry_run: bool) -> int:
-    """Print the resolved config (`--dry-run`) or train, then leave the process group."""
+    """Print the resolved config (`--dry-run`) or train, then leave the process group.
+
+    A run that fails removes the run folder it created if it wrote nothing there but its resolved config.
+    """
     if dry_run:
         print(json.dumps({"out": str(out), **to_dict(cfg)}, indent=2))
         return 0
     from detok import dist
 
+    created = not out.exists()
     try:
         train(cfg, out)
         dist.print0(f"trained {what} written to {out}")
+    except BaseException:
+        if created and dist.is_main():
+            _remove_if_unused(out)
+        raise
     finally:
         dist.cleanup()
     return 0
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Delete `run_dir` if it holds no file other than run_config.json (empty sub-folders aside)."""
+    if not run_dir.is_dir():
+        return
+    files = [p for p in run_dir.rglob("*") if not p.is_dir()]
+    if all(p == run_dir / "run_config.json" for p in files):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _train_tokenizer(args: argparse.Namespace) -> int:
@@ -557,17 +575,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit codes: 2 = the input (a setting, file or data set) is unusable, 3 = training diverged (non-finite loss or
+# gradient norm). Both print one line; any other exception is a bug in detok and shows its traceback.
+EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
+USER_ERRORS = (KeyError, ValueError, TypeError, OSError, RuntimeError, ImportError)
+
+
+def error_line(e: BaseException) -> str:
+    """The one-line message of a user-facing error (a KeyError's message without repr quotes)."""
+    text = e.args[0] if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) else str(e)
+    return " ".join(text.split()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one `detok` command; failures of the user's input print one line and return 2 (set DETOK_DEBUG=1 for
+    the traceback)."""
+    from detok.training.common import TrainingDivergedError
+
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command as given, for records (not sys.argv: main may be called from Python)
     try:
         return args.fn(args)
-    except (KeyError, ValueError, TypeError, FileNotFoundError, RuntimeError, ImportError) as e:
+    except USER_ERRORS as e:
         if os.environ.get("DETOK_DEBUG"):
             raise
-        print(f"detok: error: {e}", file=sys.stderr)
-        return 2
+        print(f"detok: error: {error_line(e)}", file=sys.stderr)
+        return EXIT_DIVERGED if isinstance(e, TrainingDivergedError) else EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

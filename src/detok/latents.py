@@ -9,10 +9,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
-from detok.checkpoint import CONFIG_FILE, publish, read_model_config, weights_digest, write_json
+from detok.checkpoint import CONFIG_FILE, publish, read_model_config, read_weights, weights_digest, write_json
 from detok.config import to_dict
 from detok.data import iter_batches
 
@@ -137,7 +137,7 @@ class LatentDataset:
     def __init__(self, cache_dir: str | Path, normalize: bool = True):
         cache = Path(cache_dir)
         self.meta = self.read_meta(cache)
-        shards = [load_file(str(cache / f"shard-{s:05d}.safetensors")) for s in range(self.meta["shards"])]
+        shards = [read_weights(cache / f"shard-{s:05d}.safetensors") for s in range(self.meta["shards"])]
         self.latents = torch.cat([s["latents"] for s in shards])  # (N, C, h, w)
         self.latents_flip = torch.cat([s["latents_flip"] for s in shards])
         self.labels = torch.cat([s["labels"] for s in shards])

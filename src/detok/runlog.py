@@ -12,11 +12,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from detok.checkpoint import strict_json
+
 
 class RunLog:
-    """Appends one JSON object per `log` call to `run_dir/log.jsonl` (rank 0 only); mirrors to TensorBoard."""
+    """Appends one strict-JSON object per `log` call to `run_dir/log.jsonl` (rank 0 only); mirrors to TensorBoard.
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = False):
+    `start_step` is the step a resumed run continues from: TensorBoard events after it are purged (log.jsonl is
+    truncated by the resume itself), so curves have no duplicated points.
+    """
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = False, start_step: int = 0):
         self.enabled = enabled
         self.path = Path(run_dir) / "log.jsonl"
         self.tb = None
@@ -28,14 +34,14 @@ class RunLog:
                     "TensorBoard logging needs the 'tensorboard' extra: "
                     "pip install 'detok[tensorboard]' (or set train.tensorboard=false)"
                 ) from e
-            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=start_step + 1)
 
     def log(self, step: int, **metrics: Any) -> None:
         if not self.enabled:
             return
-        record = {"step": step, "time": round(time.time(), 3), **metrics}
+        record = strict_json({"step": step, "time": round(time.time(), 3), **metrics})
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
         if self.tb is not None:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)):

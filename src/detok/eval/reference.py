@@ -20,7 +20,7 @@ from detok.checkpoint import load_model_folder, save_model_folder
 from detok.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_fields, to_dict
 from detok.data import DataConfig, build_dataset, iter_batches
 from detok.registry import register_preset
-from detok.training.common import batch_indices, set_threads
+from detok.training.common import DivergenceGuard, batch_indices, set_threads
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,7 @@ def train_reference(cfg: ReferenceTrainConfig, out_dir: str | Path, progress: bo
     steps = cfg.epochs * -(-n // cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
+    guard = DivergenceGuard()
     model.train()
     for step in tqdm(range(steps), disable=not progress, desc="reference classifier", unit="step"):
         idx = batch_indices(step, cfg.batch_size, n, cfg.seed)
@@ -132,6 +133,7 @@ def train_reference(cfg: ReferenceTrainConfig, out_dir: str | Path, progress: bo
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        guard.check(step + 1, loss=loss)
         opt.step()
         sched.step()
     result = {"test_accuracy": accuracy(model, test), "train_images": n, "epochs": cfg.epochs, "steps": steps}

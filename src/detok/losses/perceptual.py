@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
+
+from detok.checkpoint import read_plain_state, read_weights
 
 __all__ = ["LPIPS", "PerceptualUnavailableError", "build_perceptual", "vgg16_features"]
 
@@ -146,9 +147,9 @@ class LPIPS(nn.Module):
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        return load_file(path, device="cpu")
+        return read_weights(path)
     if path.suffix in (".pth", ".pt", ".bin"):
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_plain_state(path)
         if not isinstance(state, dict):
             raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
         return state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,13 @@ from typing import Literal
 import torch
 
 from detok import dist
-from detok.checkpoint import latest_checkpoint, load_training_state, save_model_folder, save_training_state
+from detok.checkpoint import (
+    CheckpointError,
+    checkpoints_newest_first,
+    load_training_state,
+    save_model_folder,
+    save_training_state,
+)
 from detok.config import (
     Fraction,
     FractionBelowOne,
@@ -212,18 +219,105 @@ def resume(
     ema: EMA,
     run: dict,
 ) -> tuple[int, int]:
-    """Restore the newest checkpoint in `run_dir` (if any); returns (step, images seen).
+    """Restore the newest intact checkpoint in `run_dir` (if any); returns (step, images seen).
 
     `run` is the new run's config as a dict: a checkpoint made under other settings is refused (`check_same_run`).
+    A damaged checkpoint (truncated file, foreign content) is skipped with a message saying why, and the next older
+    one is tried. Per-step records written after the restored step (log lines, preview images) are removed, so the
+    resumed run's records equal an uninterrupted run's.
     """
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:
-        return 0, 0
-    check_same_run(run_dir, run)
-    meta = load_training_state(ckpt, modules, optimizers)
-    ema.updates = meta["ema_updates"]
-    dist.print0(f"resumed from {ckpt} (step {meta['step']}, {meta['images_seen']} images)")
-    return meta["step"], meta["images_seen"]
+    ckpts = checkpoints_newest_first(run_dir)
+    step, images_seen = 0, 0
+    if ckpts:
+        check_same_run(run_dir, run)
+    skipped = []
+    for ckpt in ckpts:
+        try:
+            meta = load_training_state(ckpt, modules, optimizers)
+        except CheckpointError as e:
+            skipped.append(str(e))
+            dist.print0(f"skipping damaged checkpoint {ckpt.name}: {e}")
+            continue
+        ema.updates = meta["ema_updates"]
+        step, images_seen = meta["step"], meta["images_seen"]
+        dist.print0(f"resumed from {ckpt} (step {step}, {images_seen} images)")
+        break
+    else:
+        if skipped:
+            raise CheckpointError(
+                f"no intact checkpoint in {run_dir / 'checkpoints'} ({'; '.join(skipped)}); move the folder away to "
+                "start over"
+            )
+    if dist.is_main():
+        truncate_records(run_dir, step)
+    dist.barrier()
+    return step, images_seen
+
+
+def truncate_records(run_dir: Path, step: int) -> None:
+    """Drop what a killed run recorded after `step`: log.jsonl lines and `samples/step-*.png` beyond it."""
+    log = run_dir / "log.jsonl"
+    if log.exists():
+        kept = [line for line in log.read_text().splitlines(keepends=True) if _record_step(line) <= step]
+        tmp = log.with_name(".log.jsonl.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, log)
+    for png in (run_dir / "samples").glob("step-*.png"):
+        if png.stem[len("step-") :].isdigit() and int(png.stem[len("step-") :]) > step:
+            png.unlink()
+
+
+def _record_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):  # a line cut short by a kill: not a record
+        return math.inf
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss or gradient norm became NaN or infinite; the step was not applied and nothing more was saved."""
+
+
+class DivergenceGuard:
+    """Stops a training loop at the first non-finite loss term or gradient norm, before the optimiser step.
+
+    Keeps the last finite values so that the message can say where training was before it diverged.
+    """
+
+    def __init__(self, run_dir: Path | None = None):
+        self.run_dir = run_dir
+        self.last: tuple[int, dict[str, float]] | None = None
+
+    def check(self, step: int, **values: torch.Tensor | float) -> None:
+        """Raise `TrainingDivergedError` if any of `values` (scalars) at 1-based `step` is not finite."""
+        names = list(values)
+        numbers = torch.stack([torch.as_tensor(v, dtype=torch.float32).detach().cpu() for v in values.values()])
+        floats = numbers.tolist()  # one device sync per step
+        bad = [f"{k} = {v}" for k, v in zip(names, floats) if not math.isfinite(v)]
+        if not bad:
+            self.last = (step, dict(zip(names, floats)))
+            return
+        if self.last is None:
+            before = "no step before it was finite"
+        else:
+            last_step, last = self.last
+            before = f"last finite values (step {last_step}): " + ", ".join(f"{k} {v:.6g}" for k, v in last.items())
+        ckpts = checkpoints_newest_first(self.run_dir) if self.run_dir is not None else []
+        kept = f"the newest checkpoint ({ckpts[0].name}) is intact" if ckpts else "no checkpoint was written"
+        raise TrainingDivergedError(
+            f"training diverged at step {step}: {', '.join(bad)}; {before}; the step was not applied and {kept}. "
+            "Lower the learning rate (train.blr / train.lr) or check the data"
+        )
+
+
+def check_finite_weights(modules: dict[str, torch.nn.Module], step: int) -> None:
+    """Refuse to save a module holding NaN or ±inf weights (the divergence guard should have stopped it first)."""
+    for name, module in modules.items():
+        for key, t in module.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise TrainingDivergedError(
+                    f"{name} weight {key} is not finite at step {step}: not saved; the newest checkpoint is intact"
+                )
 
 
 def save_checkpoint(
@@ -237,6 +331,7 @@ def save_checkpoint(
     extra: dict,
 ) -> None:
     """Write the training state and the EMA model folder (rank 0), then wait for every rank."""
+    check_finite_weights(modules, step)
     if dist.is_main():
         meta = {"step": step, "images_seen": images_seen, "ema_updates": ema.updates}
         save_training_state(run_dir, step, modules, optimizers, meta, tc.keep_checkpoints)

@@ -34,6 +34,7 @@ from detok.optim import EMA, lr_at, param_groups
 from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
 from detok.training.common import (
+    DivergenceGuard,
     TrainConfig,
     augment_seed,
     autocast,
@@ -209,7 +210,8 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
         compile_blocks(model)
     ddp_model = DDP(model) if dist.is_distributed() else model
     total, warmup = tc.total_steps, int(tc.warmup_frac * tc.total_steps)
-    log = RunLog(run_dir, enabled=dist.is_main(), tensorboard=tc.tensorboard)
+    log = RunLog(run_dir, enabled=dist.is_main(), tensorboard=tc.tensorboard, start_step=step)
+    guard = DivergenceGuard(run_dir)
     bar = tqdm(total=total, initial=step, disable=not (tc.progress and dist.is_main()), desc="generator", unit="step")
     t_last, imgs_last = time.perf_counter(), images_seen
 
@@ -232,6 +234,7 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
                 (loss / tc.grad_accum).backward()
             loss_sum += loss.detach() / tc.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        guard.check(step + 1, loss=loss_sum, grad_norm=grad_norm)  # before anything is applied
         opt.step()
         opt.zero_grad(set_to_none=True)
         ema.update(model)

@@ -31,6 +31,7 @@ from detok.optim import EMA, lr_at, param_groups
 from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
 from detok.training.common import (
+    DivergenceGuard,
     TrainConfig,
     augment_seed,
     autocast,
@@ -201,7 +202,9 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     ddp_disc = DDP(disc) if (disc is not None and dist.is_distributed()) else disc
     total, warmup = tc.total_steps, int(tc.warmup_frac * tc.total_steps)
     last_layer = model.dec_head.weight
-    log = RunLog(run_dir, enabled=dist.is_main(), tensorboard=tc.tensorboard)
+    log = RunLog(run_dir, enabled=dist.is_main(), tensorboard=tc.tensorboard, start_step=step)
+    guard = DivergenceGuard(run_dir)
+    names = ("loss", "mse", "kl", "perceptual", "gan_g", "gan_d")
     preview = dataset.get_batch(torch.arange(min(16, len(dataset))))[0].to(device)
     bar = tqdm(total=total, initial=step, disable=not (tc.progress and dist.is_main()), desc="tokenizer", unit="step")
     t_last, imgs_last = time.perf_counter(), images_seen
@@ -251,6 +254,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             stats += torch.stack([loss, mse, kl, p_loss, g_loss, d_loss]).detach() / tc.grad_accum
 
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        guard.check(step + 1, grad_norm=grad_norm, **dict(zip(names, stats)))  # before anything is applied
         opt.step()
         opt.zero_grad(set_to_none=True)
         if gan_on:
@@ -267,7 +271,6 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             now = time.perf_counter()
             ips = (images_seen - imgs_last) / max(now - t_last, 1e-9)
             t_last, imgs_last = now, images_seen
-            names = ("loss", "mse", "kl", "perceptual", "gan_g", "gan_d")
             log.log(
                 step,
                 images=images_seen,
