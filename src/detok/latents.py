@@ -12,7 +12,15 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from detok.checkpoint import CONFIG_FILE, publish, read_model_config, read_weights, weights_digest, write_json
+from detok.checkpoint import (
+    CONFIG_FILE,
+    publish,
+    read_json,
+    read_model_config,
+    read_weights,
+    weights_digest,
+    write_json,
+)
 from detok.config import to_dict
 from detok.data import iter_batches
 
@@ -162,7 +170,7 @@ class LatentDataset:
             raise FileNotFoundError(
                 f"{cache_dir} is not a latent cache ({CACHE_META} missing; run `detok latents cache`)"
             )
-        return json.loads(meta_path.read_text())
+        return read_json(meta_path)
 
     def __len__(self) -> int:
         return len(self.latents)

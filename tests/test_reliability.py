@@ -1,0 +1,391 @@
+"""Failure behaviour through the CLI: every unusable input is one clear line and exit code 2, a diverged run exits 3
+without saving anything non-finite, no data file runs code, and a killed run resumes to the same log.
+
+Each case runs `detok` as a user would (in-process through `cli.main`, or as a subprocess where a real process
+matters) and checks the exit code, that exactly one error line names the setting or file, and that no traceback
+reached the user.
+"""
+
+import gzip
+import json
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import detok.data as data_mod
+from detok.checkpoint import save_model_folder
+from detok.cli import main as cli_main
+from detok.registry import create_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "detok-fmnist32-tiny"
+QUIET = ["train.progress=false", "train.threads=1", "train.sample_every=1000"]
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    """32 random 32×32 greyscale images with 4 classes."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "d.npz"
+    np.savez(path, images=rng.integers(0, 256, (32, 32, 32), dtype=np.uint8), labels=rng.integers(0, 4, 32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tok_folder(tmp_path_factory):
+    """A tiny (untrained) tokenizer model folder."""
+    folder = tmp_path_factory.mktemp("tok")
+    torch.manual_seed(0)
+    save_model_folder(folder, create_model(TINY))
+    return folder
+
+
+def run(capsys, *argv) -> tuple[int, str]:
+    """Run `detok argv…`; returns (exit code, the single error line)."""
+    rc = cli_main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("detok: error:")]
+    assert len(errors) == (rc != 0), err
+    return rc, errors[0] if errors else ""
+
+
+def train_args(out, *sets, data=None):
+    data = ["data.name=npz", f"data.root={data}"] if data is not None else []
+    return ["tokenizer", "train", "--preset", TINY, "--out", out] + [
+        a for s in [*data, *QUIET, *sets] for a in ("--set", s)
+    ]
+
+
+def strict_records(path: Path) -> list[dict]:
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. No code runs from a data set; no unrestricted unpickling anywhere
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_cifar_batch_runs_nothing(capsys, tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    marker = tmp_path / "pwned"
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+    for name in names:
+        with open(root / name, "wb") as f:
+            pickle.dump({b"data": _Payload(marker), b"labels": [0]}, f)
+    rc, line = run(capsys, *train_args(tmp_path / "run", "data.name=cifar10", f"data.root={tmp_path}"))
+    assert rc == 2 and "data_batch_1" in line and "refused" in line and "os" in line
+    assert not marker.exists()
+    assert not (tmp_path / "run").exists()  # the failed run removed the folder it created
+
+
+def test_no_unrestricted_unpickling_in_the_code():
+    """No pickle.load/loads, np.load(allow_pickle=True) or torch.load without weights_only=True in src/."""
+    offenders = []
+    for path in (ROOT / "src").rglob("*.py"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if re.search(r"pickle\.loads?\(", code) or "allow_pickle=True" in code:
+                offenders.append(f"{path}:{n}")
+            if "torch.load(" in code and "weights_only=True" not in code:
+                offenders.append(f"{path}:{n}")
+    assert not offenders, offenders
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. A diverged run fails and saves nothing non-finite; NaN/Infinity are refused as settings
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_a_diverged_run_exits_3_and_keeps_the_last_good_checkpoint(capsys, tmp_path, npz):
+    out = tmp_path / "run"
+    argv = train_args(out, "train.lr=1000", "train.images=320", "train.batch_size=8", "train.log_every=1", data=npz)
+    rc, line = run(capsys, *argv, "--set", "train.ckpt_every=1")
+    assert rc == 3 and re.search(r"diverged at step \d+: .*(loss|grad_norm) = (nan|inf)", line), line
+    assert "last finite values (step" in line
+    records = strict_records(out / "log.jsonl")  # strict JSON: no bare NaN
+    diverged_at = int(re.search(r"step (\d+)", line).group(1))
+    assert records[-1]["step"] == diverged_at - 1
+    newest = sorted((out / "checkpoints").iterdir())[-1]
+    assert newest.name == f"step-{diverged_at - 1:08d}" and newest.name in line
+    for file in [out / "model.safetensors", *newest.glob("*.safetensors")]:
+        assert all(torch.isfinite(t).all() for t in load_file(str(file)).values()), file
+
+
+@pytest.mark.parametrize("setting", ["train.lr=Infinity", "train.lr=NaN", "train.grad_clip=NaN", "train.blr=-Infinity"])
+def test_non_finite_settings_are_refused(capsys, tmp_path, setting):
+    rc, line = run(capsys, *train_args(tmp_path / "run", setting), "--dry-run")
+    assert rc == 2 and setting.split("=")[0] in line and "finite" in line
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3, 4, 7, 9. Paths, ranges, labels: checked up front and named
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fashion-mnist", "cifar10", "npz", "image-folder"])
+def test_an_explicit_root_that_does_not_exist_is_an_error(capsys, tmp_path, kind):
+    rc, line = run(capsys, *train_args(tmp_path / "run", f"data.name={kind}", f"data.root={tmp_path}/nonexistent"))
+    assert rc == 2 and f"{tmp_path}/nonexistent" in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "setting, words",
+    [
+        ("model.latent_channels=0", "model.latent_channels must be ≥ 1, got 0"),
+        ("model.latent_channels=-2", "model.latent_channels must be ≥ 1, got -2"),
+        ("train.blr=-0.004", "train.blr must be > 0, got -0.004"),
+        ("model.corruption.mask_max=1.5", "model.corruption.mask_max must be in [0, 1), got 1.5"),
+        ("train.warmup_frac=2", "train.warmup_frac must be in [0, 1], got 2"),
+        ("loss.kl_weight=-1", "loss.kl_weight must be ≥ 0"),
+        ("model.patch_size=5", "patch size 5 does not divide"),
+        ("train.foo=1", "unknown config key 'train.foo'"),
+        ("train.batch_size=abc", "train.batch_size: expected an integer"),
+    ],
+)
+def test_bad_settings_are_named_before_anything_runs(capsys, tmp_path, setting, words):
+    rc, line = run(capsys, *train_args(tmp_path / "run", setting), "--dry-run")
+    assert rc == 2 and words in line, line
+    assert not line.startswith("detok: error: '")  # KeyError messages without repr quotes
+
+
+def test_generator_model_settings_are_named_with_their_prefix(capsys, tok_folder):
+    rc, line = run(capsys, "generator", "train", "--preset", "sit-fmnist32-tiny", "--tokenizer", tok_folder,
+                   "--set", "model.depth=0", "--dry-run")  # fmt: skip
+    assert rc == 2 and "model.depth must be ≥ 1, got 0" in line
+
+
+def test_a_preset_typo_is_one_line(capsys, tmp_path):
+    rc, line = run(
+        capsys, "tokenizer", "train", "--preset", "detok-fmnist32-tiyn", "--out", tmp_path / "r", "--dry-run"
+    )
+    assert rc == 2 and "detok-fmnist32-tiyn" in line
+
+
+def _npz(tmp_path, **arrays) -> Path:
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    "arrays, words",
+    [
+        ({"images": np.zeros((0, 28, 28), np.uint8)}, "holds no images"),
+        ({"images": np.zeros((8, 28, 28), np.uint8), "labels": np.zeros(5, np.int64)}, "8 images but labels"),
+        ({"images": np.zeros((4, 28, 28), np.uint8), "labels": np.array([0, 1, -1, 2])}, "non-negative"),
+        ({"images": np.zeros((4, 28, 28), np.uint8), "labels": np.array([0.5, 1, 1, 2])}, "must be integers"),
+        ({"images": np.zeros((4, 28, 28), np.float32)}, "must be uint8"),
+        ({"images": np.zeros((4, 5, 28, 28), np.uint8)}, "channel axis"),
+        ({"pictures": np.zeros((4, 28, 28), np.uint8)}, "no 'images' array"),
+    ],
+)
+def test_bad_npz_datasets_are_one_line(capsys, tmp_path, arrays, words):
+    path = _npz(tmp_path, **arrays)
+    rc, line = run(capsys, *train_args(tmp_path / "run", data=path))
+    assert rc == 2 and words in line and str(path) in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_npz_with_object_arrays_is_refused_without_unpickling(capsys, tmp_path):
+    path = tmp_path / "obj.npz"
+    np.savez(path, images=np.array([_Payload(tmp_path / "pwned")], dtype=object))
+    rc, line = run(capsys, *train_args(tmp_path / "run", data=path))
+    assert rc == 2 and str(path) in line and not (tmp_path / "pwned").exists()
+
+
+def test_image_folders_are_scanned_before_training(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    (tmp_path / "imgs" / "b" / "3.png").write_bytes(b"\x89PNG truncated")
+    args = train_args(tmp_path / "run", "data.name=image-folder", f"data.root={tmp_path / 'imgs'}", "data.resize=pad")
+    rc, line = run(capsys, *args)
+    assert rc == 2 and "3.png" in line and "data.verify=false" in line
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "imgs" / "empty").mkdir()  # an empty class folder still leaves images; an empty root does not
+    rc, line = run(capsys, *train_args(tmp_path / "run", "data.name=image-folder", f"data.root={tmp_path / 'empty'}"))
+    assert rc == 2
+
+
+def test_an_empty_image_folder_is_one_line(capsys, tmp_path):
+    (tmp_path / "imgs").mkdir()
+    rc, line = run(capsys, *train_args(tmp_path / "run", "data.name=image-folder", f"data.root={tmp_path / 'imgs'}"))
+    assert rc == 2 and "no images found" in line
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. A killed run resumes to the same log, line for line
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _spawn(out: Path, npz: Path) -> subprocess.Popen:
+    argv = train_args(out, "train.images=1600", "train.batch_size=8", "train.log_every=1", "train.ckpt_every=10",
+                      "train.keep_checkpoints=50", data=npz)  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.Popen([sys.executable, "-m", "detok.cli", *map(str, argv)], env=env, stderr=subprocess.PIPE)
+
+
+def _comparable(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("time", "img_per_s")} for r in records]
+
+
+def test_kill_9_between_checkpoints_then_rerun_gives_the_uninterrupted_log(tmp_path, npz):
+    full = tmp_path / "full"
+    assert _spawn(full, npz).wait(timeout=300) == 0
+    cut = tmp_path / "cut"
+    proc = _spawn(cut, npz)
+    log = cut / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until a few steps past the first checkpoint, then kill -9
+        lines = log.read_text().splitlines() if log.exists() else []
+        if len(lines) >= 13:
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = [json.loads(line)["step"] for line in log.read_text().splitlines() if line.endswith("}")]
+    newest = max(int(p.name[5:]) for p in (cut / "checkpoints").glob("step-*"))
+    assert before[-1] > newest, "the kill must fall between two checkpoints for this test to mean anything"
+    assert _spawn(cut, npz).wait(timeout=300) == 0
+    assert _comparable(strict_records(cut / "log.jsonl")) == _comparable(strict_records(full / "log.jsonl"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 6. Damaged and foreign files name themselves; resume skips a damaged newest checkpoint
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _eval_args(folder, npz):
+    return ["tokenizer", "eval", folder, "--evaluator", "none", "--lpips", "off", "--max-images", "8",
+            "--set", "data.name=npz", "--set", f"data.root={npz}", "--threads", "1"]  # fmt: skip
+
+
+def _copy_folder(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:100]), "truncated"),
+        (lambda f: (f / "model.safetensors").write_bytes(pickle.dumps({"a": 1})), "not a safetensors file"),
+        (lambda f: (f / "config.json").write_text("{not json"), "not valid JSON"),
+        (lambda f: (f / "config.json").write_text(json.dumps({"kind": "tokenizer", "model": {}})), "no 'arch'"),
+        (lambda f: (f / "config.json").write_text(json.dumps({"arch": "Nope", "model": {}})), "unknown model arch"),
+    ],
+)
+def test_damaged_model_folders_name_the_file(capsys, tmp_path, tok_folder, npz, damage, words):
+    folder = _copy_folder(tok_folder, tmp_path / "tok")
+    damage(folder)
+    rc, line = run(capsys, *_eval_args(folder, npz))
+    assert rc == 2 and words in line and str(folder) in line, line
+
+
+def test_a_generator_folder_is_not_a_tokenizer(capsys, tmp_path, npz):
+    save_model_folder(tmp_path / "gen", create_model("sit-fmnist32-tiny"))
+    rc, line = run(capsys, *_eval_args(tmp_path / "gen", npz))
+    assert rc == 2 and "not a tokenizer" in line
+
+
+def test_a_latent_cache_of_another_shape_is_refused(capsys, tmp_path, tok_folder):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "latents.json").write_text(json.dumps({"latent_shape": [3, 2, 2], "num_classes": 4, "shards": 0}))
+    rc, line = run(capsys, "generator", "train", "--preset", "sit-fmnist32-tiny", "--tokenizer", tok_folder,
+                   "--latents", cache, "--dry-run")  # fmt: skip
+    assert rc == 2 and "shape" in line and str(cache) in line
+
+
+def test_resume_skips_a_damaged_newest_checkpoint(capsys, tmp_path, npz):
+    out = tmp_path / "run"
+    argv = train_args(out, "train.images=48", "train.batch_size=8", "train.ckpt_every=2", "train.keep_checkpoints=5",
+                      data=npz)  # fmt: skip
+    assert run(capsys, *argv)[0] == 0
+    weights = out / "checkpoints" / "step-00000006" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+    rc = cli_main([str(a) for a in argv])
+    out_err = capsys.readouterr()
+    assert rc == 0 and "Traceback" not in out_err.err
+    assert "skipping damaged checkpoint step-00000006" in out_err.out + out_err.err
+    assert "resumed from" in out_err.out + out_err.err and "step-00000004" in out_err.out + out_err.err
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def test_pickled_objects_are_refused_in_every_weights_path(capsys, tmp_path, npz, tok_folder):
+    out = tmp_path / "run"
+    argv = train_args(out, "train.images=16", "train.batch_size=8", "train.ckpt_every=2", data=npz)
+    assert run(capsys, *argv)[0] == 0
+    torch.save({"optimizers": {}, "rng_cpu": _Evil()}, out / "checkpoints" / "step-00000002" / "state.pt")
+    rc, line = run(capsys, *argv)  # training state (the only checkpoint): refused, named, no torch advice
+    assert rc == 2 and "state.pt" in line and "refused" in line and "weights_only=False" not in line
+    evil = tmp_path / "vgg.pth"
+    torch.save({"features.0.weight": _Evil()}, evil)  # perceptual-loss backbone
+    vgg = ["loss.perceptual_weight=1", f"loss.perceptual_backbone={evil}"]
+    rc, line = run(capsys, *train_args(tmp_path / "run2", *vgg, data=npz))
+    assert rc == 2 and str(evil) in line and "refused" in line
+    ref = _copy_folder(tok_folder, tmp_path / "ref")  # reference classifier folder with a pickle as its weights
+    (ref / "config.json").write_text(json.dumps({"kind": "evaluator", "arch": "ReferenceNet", "model": {}}))
+    (ref / "model.safetensors").write_bytes(pickle.dumps(_Evil()))
+    samples = tmp_path / "s.npz"
+    np.savez(samples, images=np.zeros((8, 32, 32, 1), np.uint8), labels=np.zeros(8, np.int64))
+    rc, line = run(capsys, "eval", "samples", samples, "--evaluator", f"reference:{ref}", "--threads", "1")
+    assert rc == 2 and "model.safetensors" in line
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 10. Downloads are verified
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_a_download_that_does_not_match_the_published_checksum_is_deleted(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(data_mod, "DEBIAN_FMNIST", str(tmp_path / "nowhere"))
+    monkeypatch.delenv("DETOK_DATA", raising=False)
+
+    def fake_download(url, path):
+        with gzip.open(path, "wb") as f:
+            f.write(b"tampered")
+
+    monkeypatch.setattr(data_mod.urllib.request, "urlretrieve", fake_download)
+    target = tmp_path / "fm"
+    rc, line = run(capsys, *train_args(tmp_path / "run", "data.download=true", f"data.root={target}"))
+    assert rc == 2 and "published checksum" in line and "train-images-idx3-ubyte.gz" in line
+    assert not any(target.iterdir())  # nothing unverified is left behind
+
+
+def test_the_published_checksums_are_those_of_the_four_files():
+    assert set(data_mod.FMNIST_MD5) == {n for pair in data_mod.FMNIST_FILES.values() for n in pair}
+    assert all(re.fullmatch(r"[0-9a-f]{32}", v) for v in data_mod.FMNIST_MD5.values())
