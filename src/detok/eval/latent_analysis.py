@@ -28,6 +28,7 @@ from detok.data import iter_batches
 from detok.eval.recon import psnr
 from detok.models.corruption import add_latent_noise, random_masking
 from detok.runlog import save_grid
+from detok.training.common import DivergenceGuard
 
 DEFAULT_TAUS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 DEFAULT_MASK_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -97,6 +98,8 @@ def _check_split(feats: torch.Tensor, labels: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} labels must be ({len(feats)},) to match the features, got {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.min() < 0:
         raise ValueError(f"{name} labels must be non-negative integer class indices")
+    if not bool(torch.isfinite(feats).all()):
+        raise ValueError(f"{name} features hold NaN or ±inf values: the tokenizer's latents are not finite")
 
 
 def linear_probe(
@@ -156,6 +159,7 @@ def linear_probe(
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(seed)
+    guard = DivergenceGuard()
     with torch.enable_grad():
         for _ in range(epochs):
             perm = torch.randperm(n, generator=gen).to(x_train.device)
@@ -163,6 +167,7 @@ def linear_probe(
                 loss = F.cross_entropy(head(x_train[idx]), y_train[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                guard.check(sched.last_epoch + 1, loss=loss)
                 opt.step()
                 sched.step()
     with torch.no_grad():
