@@ -153,6 +153,13 @@ def test_an_explicit_root_that_does_not_exist_is_an_error(capsys, tmp_path, kind
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("kind, words", [("cifar10", "needs data.root"), ("npz", "needs data.root"),
+                                         ("image-folder", "needs data.root")])  # fmt: skip
+def test_a_dataset_kind_that_needs_a_root_says_so(capsys, tmp_path, kind, words):
+    rc, line = run(capsys, *train_args(tmp_path / "run", f"data.name={kind}"))
+    assert rc == 2 and words in line
+
+
 @pytest.mark.parametrize(
     "setting, words",
     [
