@@ -30,9 +30,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from detok.config import apply_overrides
-from detok.models.corruption import sample_mask_ratio
-from detok.models.detok import DeTok
-from detok.training.common import autocast
+from detok.runtime import autocast
+from detok.tokenizers.corruption import sample_mask_ratio
+from detok.tokenizers.detok import DeTok
 from detok.training.tokenizer import default_run_config, train_tokenizer
 
 # The fixed reference: width 256, 4+4 blocks, 4 heads, 32×32×3, p=4, C=16, batch 64, γ=3, M=0.7.

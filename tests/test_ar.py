@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from detok import create_model
-from detok.models.mar import cosine_mask_schedule, truncated_normal_mask_ratio
+from detok.generators.mar import cosine_mask_schedule, truncated_normal_mask_ratio
 
 
 def _perturbed(name: str, std: float = 0.05, **overrides):

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from detok import create_model
+from detok.generators.dit import DiT, SiT
+from detok.generators.lightningdit import LightningDiT
 from detok.layers import latents_to_tokens, sincos_pos_embed, tokens_to_latents
-from detok.models.dit import DiT, SiT
-from detok.models.lightningdit import LightningDiT
 from detok.objectives.diffusion import GaussianDiffusion
 from detok.objectives.flow import FlowMatching
 from detok.objectives.guidance import guided_model_fn

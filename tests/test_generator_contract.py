@@ -208,7 +208,7 @@ def test_mar_blocks_drop_out_where_marss_timm_blocks_do(monkeypatch):
     """Attention probabilities (training only), both branch outputs and the MLP hidden activations."""
     import torch.nn.functional as F
 
-    from detok.models.mar import Block
+    from detok.generators.mar import Block
 
     block, calls, probs = Block(16, 2, 2.0, dropout=0.1), [], []
     block.drop.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[-1]))

@@ -83,9 +83,9 @@ def test_model_buffers_are_real_floats(name):
 def test_configs_built_in_python_reject_unknown_choices_and_bad_counts():
     """Typos in Literal fields raise at construction, not only when parsed from overrides."""
     from detok.data import DataConfig
-    from detok.models.ar import CausalARConfig
-    from detok.models.corruption import CorruptionConfig
+    from detok.generators.ar import CausalARConfig
     from detok.objectives.flow import FlowConfig
+    from detok.tokenizers.corruption import CorruptionConfig
     from detok.training.common import TrainConfig
 
     for build, field_name in (

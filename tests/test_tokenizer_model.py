@@ -7,7 +7,7 @@ import torch
 
 from detok import create_model, list_models
 from detok.checkpoint import load_tokenizer, save_model_folder
-from detok.models.corruption import CorruptionConfig, add_latent_noise, random_masking, sample_mask_ratio
+from detok.tokenizers.corruption import CorruptionConfig, add_latent_noise, random_masking, sample_mask_ratio
 
 TINY = list_models("*-tiny", kind="tokenizer")
 

@@ -318,7 +318,7 @@ def test_compile_switch_matches_eager_without_recompiling(npz_data, tmp_path):
 
 def test_threads_default_to_the_cores_this_process_may_use(monkeypatch):
     """threads=0 divides the CPU affinity (a container's or taskset's limit), not the host's core count."""
-    from detok.training.common import set_threads
+    from detok.runtime import set_threads
 
     before = torch.get_num_threads()
     monkeypatch.setattr(os, "cpu_count", lambda: 64)

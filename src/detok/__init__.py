@@ -1,5 +1,8 @@
 """detok: visual tokenizers for generative models — l-DeTok and its peers, trained and compared on one footing."""
 
+import detok.eval.reference  # noqa: F401  (registers the evaluators' presets)
+import detok.generators  # noqa: F401  (registers the generator presets)
+import detok.tokenizers  # noqa: F401  (registers the tokenizer presets)
 from detok.registry import create_model, list_models
 
 __version__ = "0.1.0"

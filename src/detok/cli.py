@@ -57,7 +57,7 @@ def _eval_tokenizer(args: argparse.Namespace) -> int:
     from detok.checkpoint import load_tokenizer, write_json
     from detok.data import build_dataset
     from detok.eval.recon import evaluate_reconstruction
-    from detok.training.common import resolve_device, set_threads
+    from detok.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -134,7 +134,7 @@ def _stats_tokenizer(args: argparse.Namespace) -> int:
     from detok.checkpoint import load_tokenizer
     from detok.data import build_dataset
     from detok.latents import compute_latent_stats, store_latent_stats
-    from detok.training.common import resolve_device, set_threads
+    from detok.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -150,7 +150,7 @@ def _cache_latents(args: argparse.Namespace) -> int:
     from detok.checkpoint import load_tokenizer
     from detok.data import build_dataset
     from detok.latents import cache_latents
-    from detok.training.common import resolve_device, set_threads
+    from detok.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -181,7 +181,7 @@ def _parse_interval(text: str) -> tuple[float, float]:
 def _sample_generator(args: argparse.Namespace) -> int:
     from detok.checkpoint import load_generator, load_tokenizer, read_model_config
     from detok.generate import sample_to_file, with_sampling_settings
-    from detok.training.common import resolve_device, set_threads
+    from detok.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -252,7 +252,7 @@ def _eval_generation(args: argparse.Namespace) -> int:
     from detok.eval.features import build_extractor
     from detok.eval.generation import GenerationEvalConfig, evaluate_generation
     from detok.generate import with_sampling_settings
-    from detok.training.common import resolve_device, set_threads
+    from detok.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -308,7 +308,7 @@ def _eval_samples(args: argparse.Namespace) -> int:
     from detok.data import DataConfig
     from detok.eval.features import build_extractor
     from detok.eval.generation import score_images
-    from detok.training.common import resolve_device, set_threads
+    from detok.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -334,7 +334,7 @@ def _eval_latents(args: argparse.Namespace) -> int:
     from detok.checkpoint import load_tokenizer
     from detok.data import build_dataset
     from detok.eval.latent_analysis import analyze_latents
-    from detok.training.common import resolve_device, set_threads
+    from detok.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -365,7 +365,7 @@ def _bench_reproduce(args: argparse.Namespace) -> int:
     import torch
 
     from detok.bench.reproduce import parse_budget, run_suite
-    from detok.training.common import set_threads
+    from detok.runtime import set_threads
 
     budget = parse_budget(args.budget, args.set or [])
     if args.suite == "noise" and not torch.cuda.is_available() and not args.allow_cpu and args.budget != "smoke":
@@ -590,7 +590,7 @@ def error_line(e: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one `detok` command; failures of the user's input print one line and return 2 (set DETOK_DEBUG=1 for
     the traceback)."""
-    from detok.training.common import TrainingDivergedError
+    from detok.runtime import TrainingDivergedError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)

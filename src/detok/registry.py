@@ -1,7 +1,9 @@
 """Model registry: presets are small factory functions registered under the paper's names.
 
-Presets register themselves when their model module is imported (`detok.models` imports them all).
-Each preset factory returns a config dataclass; `create_model` builds the model from it.
+Presets register themselves when their model module is imported; importing `detok` imports every model package
+(`detok.tokenizers`, `detok.generators`, the evaluators), as timm's package does, so this module imports none of
+them. Each preset factory returns a config dataclass; `create_model` builds the model from it. `register_with_tiny`
+registers a preset together with its `-tiny` test twin.
 """
 
 from __future__ import annotations
@@ -42,14 +44,22 @@ def register_preset(name: str, kind: str, model_cls: type[nn.Module]) -> Callabl
     return wrap
 
 
-def _ensure_loaded() -> None:
-    import detok.eval.reference  # noqa: F401  (the evaluators' presets)
-    import detok.models  # noqa: F401  (registers every preset)
+def register_with_tiny(
+    name: str, make: Callable[[], Any], doc: str, *, kind: str, model_cls: type[nn.Module], tiny: Callable[[Any], Any]
+) -> None:
+    """Register preset `name` (config factory `make`) and its test twin `name-tiny` (`tiny(make())`)."""
+    make.__doc__ = doc
+    register_preset(name, kind, model_cls)(make)
+
+    def make_tiny() -> Any:
+        return tiny(make())
+
+    make_tiny.__doc__ = f"Tiny test twin of {name}."
+    register_preset(f"{name}-tiny", kind, model_cls)(make_tiny)
 
 
 def get_preset(name: str) -> Preset:
     """The preset called `name`; unknown names raise with the list of known ones."""
-    _ensure_loaded()
     if name not in _PRESETS:
         raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(_PRESETS))}")
     return _PRESETS[name]
@@ -57,7 +67,6 @@ def get_preset(name: str) -> Preset:
 
 def list_models(pattern: str = "*", kind: str | None = None) -> list[str]:
     """Names of registered presets matching a shell-style `pattern` (and `kind`, if given), sorted."""
-    _ensure_loaded()
     return sorted(n for n, p in _PRESETS.items() if fnmatch.fnmatch(n, pattern) and kind in (None, p.kind))
 
 
@@ -75,7 +84,6 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 
 def model_class(arch: str) -> type[nn.Module]:
     """The model class called `arch` (as saved in a model folder's config.json)."""
-    _ensure_loaded()
     classes = {p.model_cls.__name__: p.model_cls for p in _PRESETS.values()}
     if arch not in classes:
         raise KeyError(f"unknown model architecture {arch!r}; known: {', '.join(sorted(classes))}")

@@ -316,7 +316,7 @@ def run_suite(
     Returns the results record also written to `out_dir/results.json`.
     """
     from detok.eval.features import build_extractor, dataset_key, reference_set
-    from detok.training.common import resolve_device
+    from detok.runtime import resolve_device
 
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")

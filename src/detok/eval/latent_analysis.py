@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from detok.checkpoint import write_json
 from detok.data import iter_batches
 from detok.eval.recon import psnr
-from detok.models.corruption import add_latent_noise, random_masking
 from detok.runlog import save_grid
-from detok.training.common import DivergenceGuard
+from detok.runtime import DivergenceGuard
+from detok.tokenizers.corruption import add_latent_noise, random_masking
 
 DEFAULT_TAUS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 DEFAULT_MASK_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

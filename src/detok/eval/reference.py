@@ -20,7 +20,7 @@ from detok.checkpoint import load_model_folder, save_model_folder
 from detok.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_fields, to_dict
 from detok.data import DataConfig, build_dataset, iter_batches
 from detok.registry import register_preset
-from detok.training.common import DivergenceGuard, batch_indices, set_threads
+from detok.runtime import DivergenceGuard, batch_indices, set_threads
 
 
 @dataclass(frozen=True)

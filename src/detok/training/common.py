@@ -1,4 +1,4 @@
-"""Pieces every training loop shares: the optimisation config, device/thread set-up and the data order."""
+"""Pieces every training loop shares: the optimisation config, run set-up, checkpoints and resume."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from detok.config import (
     check_fields,
 )
 from detok.optim import EMA
+from detok.runtime import TrainingDivergedError, resolve_device, set_threads
 
 
 @dataclass(frozen=True)
@@ -75,79 +76,6 @@ class TrainConfig:
 
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else self.blr * self.batch_size / 256
-
-
-def resolve_device(name: str) -> torch.device:
-    """ "auto" → the local CUDA device when there is one, else CPU; "cuda" without CUDA raises."""
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda was requested but no CUDA device is available")
-        return torch.device("cuda", dist.local_rank())
-    return torch.device("cpu")
-
-
-def set_threads(threads: int) -> int:
-    """Set torch's intra-op threads: `threads`, or (0) the usable cores divided among local processes.
-
-    Usable cores are those of this process's CPU affinity where the OS reports it (a container or `taskset` limit),
-    not all of the host's: oversubscribed threads cost orders of magnitude on small machines.
-    """
-    if threads <= 0:
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, cores // local)
-    torch.set_num_threads(threads)
-    return threads
-
-
-def batch_indices(step: int, batch_size: int, dataset_len: int, seed: int) -> torch.Tensor:
-    """The dataset indices of global batch `step`: consecutive slices of seeded per-epoch permutations.
-
-    A pure function of (step, seed), so a resumed run sees exactly the data an uninterrupted one would.
-    """
-    start = step * batch_size
-    out, need = [], batch_size
-    while need > 0:
-        epoch, offset = divmod(start, dataset_len)
-        perm = torch.randperm(dataset_len, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        take = perm[offset : offset + need]
-        out.append(take)
-        need -= len(take)
-        start += len(take)
-    return torch.cat(out)
-
-
-def shard_seed(seed: int, step: int, shard: int) -> int:
-    """Seed of the per-image randomness of one data shard (rank × accumulation slice) at one step."""
-    return (seed * 1_000_003 + step * 1_009 + shard) % (2**63)
-
-
-def augment_seed(seed: int, step: int, shard: int) -> int:
-    """Seed of one data shard's augmentation (flips) at one step: a stream apart from `shard_seed`'s.
-
-    With one seed for both, the flips used the very uniforms that the model's randomness drew next (label dropout,
-    timesteps, mask scores): e.g. a generator's dropped labels (u < 0.1) all fell on flipped images (u < 0.5).
-    """
-    return (shard_seed(seed, step, shard) + 0x5DEECE66D) % (2**63)
-
-
-def autocast(device: torch.device, precision: str):
-    """Autocast context for `precision` ("fp32" disables it)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def compile_blocks(model: torch.nn.Module) -> int:
-    """`torch.compile` each block of the model's block stacks (children of its `nn.ModuleList`s), in place.
-
-    Compiling the whole model instead specialises on values drawn per batch in Python (a tokenizer's mask ratio,
-    MAR's number of masked tokens): every step recompiles until dynamo's recompile limit, then runs eagerly.
-    Blocks see only tensors; a sequence length that varies with masking becomes dynamic after one recompile.
-    Parameter names, and so checkpoints, are unchanged. Returns the number of blocks compiled.
-    """
-    blocks = [block for stack in model.modules() if isinstance(stack, torch.nn.ModuleList) for block in stack]
-    for block in blocks:
-        block.compile()
-    return len(blocks)
 
 
 def start_run(tc: TrainConfig, run_dir: Path) -> tuple[torch.device, int]:
@@ -272,42 +200,6 @@ def _record_step(line: str) -> float:
         return json.loads(line)["step"]
     except (json.JSONDecodeError, KeyError, TypeError):  # a line cut short by a kill: not a record
         return math.inf
-
-
-class TrainingDivergedError(RuntimeError):
-    """A loss or gradient norm became NaN or infinite; the step was not applied and nothing more was saved."""
-
-
-class DivergenceGuard:
-    """Stops a training loop at the first non-finite loss term or gradient norm, before the optimiser step.
-
-    Keeps the last finite values so that the message can say where training was before it diverged.
-    """
-
-    def __init__(self, run_dir: Path | None = None):
-        self.run_dir = run_dir
-        self.last: tuple[int, dict[str, float]] | None = None
-
-    def check(self, step: int, **values: torch.Tensor | float) -> None:
-        """Raise `TrainingDivergedError` if any of `values` (scalars) at 1-based `step` is not finite."""
-        names = list(values)
-        numbers = torch.stack([torch.as_tensor(v, dtype=torch.float32).detach().cpu() for v in values.values()])
-        floats = numbers.tolist()  # one device sync per step
-        bad = [f"{k} = {v}" for k, v in zip(names, floats) if not math.isfinite(v)]
-        if not bad:
-            self.last = (step, dict(zip(names, floats)))
-            return
-        if self.last is None:
-            before = "no step before it was finite"
-        else:
-            last_step, last = self.last
-            before = f"last finite values (step {last_step}): " + ", ".join(f"{k} {v:.6g}" for k, v in last.items())
-        ckpts = checkpoints_newest_first(self.run_dir) if self.run_dir is not None else []
-        kept = f"the newest checkpoint ({ckpts[0].name}) is intact" if ckpts else "no checkpoint was written"
-        raise TrainingDivergedError(
-            f"training diverged at step {step}: {', '.join(bad)}; {before}; the step was not applied and {kept}. "
-            "Lower the learning rate (train.blr / train.lr) or check the data"
-        )
 
 
 def check_finite_weights(modules: dict[str, torch.nn.Module], step: int) -> None:

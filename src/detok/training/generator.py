@@ -33,18 +33,8 @@ from detok.objectives.guidance import balanced_labels
 from detok.optim import EMA, lr_at, param_groups
 from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
-from detok.training.common import (
-    DivergenceGuard,
-    TrainConfig,
-    augment_seed,
-    autocast,
-    batch_indices,
-    compile_blocks,
-    resume,
-    save_checkpoint,
-    shard_seed,
-    start_run,
-)
+from detok.runtime import DivergenceGuard, augment_seed, autocast, batch_indices, compile_blocks, shard_seed
+from detok.training.common import TrainConfig, resume, save_checkpoint, start_run
 
 
 @dataclass(frozen=True)

@@ -25,23 +25,13 @@ from detok.checkpoint import (
 )
 from detok.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_fields, to_dict
 from detok.data import DataConfig, build_dataset
-from detok.models.corruption import sample_mask_ratio
-from detok.models.detok import DeTok, DeTokConfig
 from detok.optim import EMA, lr_at, param_groups
 from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
-from detok.training.common import (
-    DivergenceGuard,
-    TrainConfig,
-    augment_seed,
-    autocast,
-    batch_indices,
-    compile_blocks,
-    resume,
-    save_checkpoint,
-    shard_seed,
-    start_run,
-)
+from detok.runtime import DivergenceGuard, augment_seed, autocast, batch_indices, compile_blocks, shard_seed
+from detok.tokenizers.corruption import sample_mask_ratio
+from detok.tokenizers.detok import DeTok, DeTokConfig
+from detok.training.common import TrainConfig, resume, save_checkpoint, start_run
 
 
 @dataclass(frozen=True)

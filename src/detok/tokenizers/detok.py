@@ -9,6 +9,7 @@ the whole image. Both corruptions apply only in training; `encode` returns the p
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -25,8 +26,14 @@ from detok.layers import (
     swiglu_hidden_dim,
     unpatchify,
 )
-from detok.models.corruption import CorruptionConfig, add_latent_noise, random_masking, sample_mask_ratio, sample_tau
-from detok.registry import register_preset
+from detok.registry import register_with_tiny
+from detok.tokenizers.corruption import (
+    CorruptionConfig,
+    add_latent_noise,
+    random_masking,
+    sample_mask_ratio,
+    sample_tau,
+)
 
 
 @dataclass(frozen=True)
@@ -343,12 +350,7 @@ def _tiny(cfg: DeTokConfig) -> DeTokConfig:
     return dataclasses.replace(cfg, image_size=size, patch_size=p, mlp_ratio=2.0, **width)
 
 
-def _register_pair(name: str, make: callable, doc: str) -> None:
-    make.__doc__ = doc
-    register_preset(name, "tokenizer", DeTok)(make)
-    tiny = lambda: _tiny(make())  # noqa: E731
-    tiny.__doc__ = f"Tiny test twin of {name}."
-    register_preset(f"{name}-tiny", "tokenizer", DeTok)(tiny)
+_register_pair = functools.partial(register_with_tiny, kind="tokenizer", model_cls=DeTok, tiny=_tiny)
 
 
 for _enc, _dec in (("s", "s"), ("s", "b"), ("b", "b"), ("l", "l")):

@@ -18,8 +18,8 @@ Guidance intervals (`cfg_interval`, in noise level) have no meaning for a token 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from detok.config import FractionBelowOne, PositiveFloat, PositiveInt, check_fields
+from detok.generators.mar import random_orders
 from detok.layers import LabelEmbedder, latents_to_tokens, tokens_to_latents
-from detok.models.mar import random_orders
 from detok.objectives.diffloss import DiffLoss, DiffLossConfig
 from detok.objectives.guidance import check_interval, linear_cfg_scale
-from detok.registry import register_preset
+from detok.registry import register_with_tiny
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per block: keys and values (N, heads, S, head_dim)
 
@@ -344,12 +344,7 @@ def _tiny(cfg: CausalARConfig) -> CausalARConfig:
     )
 
 
-def _register_pair(name: str, make: Callable[[], CausalARConfig], doc: str) -> None:
-    make.__doc__ = doc
-    register_preset(name, "generator", CausalAR)(make)
-    tiny = lambda: _tiny(make())  # noqa: E731
-    tiny.__doc__ = f"Tiny test twin of {name}."
-    register_preset(f"{name}-tiny", "generator", CausalAR)(tiny)
+_register_pair = functools.partial(register_with_tiny, kind="generator", model_cls=CausalAR, tiny=_tiny)
 
 
 _PAPER_DOC = (

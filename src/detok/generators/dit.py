@@ -15,7 +15,7 @@ classifier-free guidance.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -33,7 +33,7 @@ from detok.layers import (
 from detok.objectives.diffusion import DDPMConfig, GaussianDiffusion
 from detok.objectives.flow import FlowConfig, FlowMatching
 from detok.objectives.guidance import guided_model_fn
-from detok.registry import register_preset
+from detok.registry import register_with_tiny
 
 # --------------------------------------------------------------------------------------------------
 # Configs
@@ -297,23 +297,18 @@ def _tiny(cfg: DiTBackboneConfig) -> DiTBackboneConfig:
     return _fast_sampling(small, 4)
 
 
-def _register_pair(name: str, model_cls: type, make: Callable[[], DiTBackboneConfig], doc: str) -> None:
-    make.__doc__ = doc
-    register_preset(name, "generator", model_cls)(make)
-    tiny = lambda: _tiny(make())  # noqa: E731
-    tiny.__doc__ = f"Tiny test twin of {name}."
-    register_preset(f"{name}-tiny", "generator", model_cls)(tiny)
+_register_pair = functools.partial(register_with_tiny, kind="generator", tiny=_tiny)
 
 
 for _family, (_cls, _cfg_cls) in _FAMILIES.items():
     for _size, (_w, _d, _h) in _SIZES.items():
         _register_pair(
             f"{_family}-{_size}",
-            _cls,
             lambda c=_cfg_cls, s=_size: _paper(c, s),
             f"{_TITLES[_family]}-{_size.upper()} ({_w}×{_d}, {_h} heads) on "
             "l-DeTok's 256-px latents: 16×16×16, so p=1 (DiT's /2 patches were for 32×32 SD-VAE latents), "
             "1000 classes.",
+            model_cls=_cls,
         )
 
 
@@ -338,15 +333,15 @@ _FMNIST_DOC = (
 )
 _register_pair(
     "dit-fmnist32",
-    DiT,
     lambda: _fmnist32(DiTConfig),
     _FMNIST_DOC.format(ms="240–290", ips="220–265", mins="6–7", steps="Samples with 100 respaced DDPM steps."),
+    model_cls=DiT,
 )
 _register_pair(
     "sit-fmnist32",
-    SiT,
     lambda: _fmnist32(SiTConfig),
     _FMNIST_DOC.format(
         ms="245–300", ips="215–260", mins="6–7.5", steps="Samples with 25 Heun steps (49 network evaluations)."
     ),
+    model_cls=SiT,
 )

@@ -15,8 +15,8 @@ Guidance intervals (`cfg_interval`, in noise level) have no meaning for MAR's to
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,7 +28,7 @@ from detok.config import Fraction, FractionBelowOne, PositiveFloat, PositiveInt,
 from detok.layers import Attention, LabelEmbedder, latents_to_tokens, tokens_to_latents
 from detok.objectives.diffloss import DiffLoss, DiffLossConfig
 from detok.objectives.guidance import check_interval, linear_cfg_scale
-from detok.registry import register_preset
+from detok.registry import register_with_tiny
 
 # --------------------------------------------------------------------------------------------------
 # Config
@@ -382,12 +382,7 @@ def _tiny(cfg: MARConfig) -> MARConfig:
     )
 
 
-def _register_pair(name: str, make: Callable[[], MARConfig], doc: str) -> None:
-    make.__doc__ = doc
-    register_preset(name, "generator", MAR)(make)
-    tiny = lambda: _tiny(make())  # noqa: E731
-    tiny.__doc__ = f"Tiny test twin of {name}."
-    register_preset(f"{name}-tiny", "generator", MAR)(tiny)
+_register_pair = functools.partial(register_with_tiny, kind="generator", model_cls=MAR, tiny=_tiny)
 
 
 for _size, (_d, _w, _h, _hd, _hw) in _SIZES.items():

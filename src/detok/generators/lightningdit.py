@@ -12,13 +12,14 @@ of noise levels. The flow objective lives in `objectives/flow.py`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import functools
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
 from detok.config import FractionBelowOne, PositiveFloat, PositiveInt, check_fields
+from detok.generators.dit import BackboneGenerator, init_adaln_zero, modulate
 from detok.layers import (
     Attention,
     LabelEmbedder,
@@ -32,10 +33,9 @@ from detok.layers import (
     swiglu_hidden_dim,
     tokens_to_latents,
 )
-from detok.models.dit import BackboneGenerator, init_adaln_zero, modulate
 from detok.objectives.flow import FlowConfig, FlowMatching
 from detok.objectives.guidance import check_interval
-from detok.registry import register_preset
+from detok.registry import register_with_tiny
 
 # --------------------------------------------------------------------------------------------------
 # Config
@@ -220,12 +220,7 @@ def _tiny(cfg: LightningDiTConfig) -> LightningDiTConfig:
     )
 
 
-def _register_pair(name: str, make: Callable[[], LightningDiTConfig], doc: str) -> None:
-    make.__doc__ = doc
-    register_preset(name, "generator", LightningDiT)(make)
-    tiny = lambda: _tiny(make())  # noqa: E731
-    tiny.__doc__ = f"Tiny test twin of {name}."
-    register_preset(f"{name}-tiny", "generator", LightningDiT)(tiny)
+_register_pair = functools.partial(register_with_tiny, kind="generator", model_cls=LightningDiT, tiny=_tiny)
 
 
 for _size, (_w, _d, _h) in _SIZES.items():
