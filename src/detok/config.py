@@ -220,17 +220,20 @@ def parse_value(text: str) -> Any:
 def apply_overrides(cfg: Any, overrides: list[str], prefix: str = "") -> Any:
     """A copy of dataclass `cfg` with each `dotted.key=value` applied, type-checked, then validated once.
 
+    A field annotated `Any` that holds a dataclass (a run config's `model`, whose type depends on the preset) is
+    walked with that dataclass's own type.
+
     Args:
-        prefix: where `cfg` sits in the user's namespace ("model." for a generator's model overrides), so that
-            messages name the key as the user typed it.
+        prefix: where `cfg` sits in the user's namespace, so that messages name the key as the user typed it.
     """
     data = to_dict(cfg)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form key=value")
         key, text = (part.strip() for part in item.split("=", 1))
-        cls, node, path = type(cfg), data, key.split(".")
+        obj, node, path = cfg, data, key.split(".")
         for depth, name in enumerate(path):
+            cls = type(obj)
             names = {f.name for f in dataclasses.fields(cls)}
             if name not in names:
                 raise KeyError(
@@ -238,11 +241,26 @@ def apply_overrides(cfg: Any, overrides: list[str], prefix: str = "") -> Any:
                     f"(fields: {', '.join(sorted(names))})"
                 )
             hint = typing.get_type_hints(cls)[name]
+            value = getattr(obj, name)
+            if hint is Any and dataclasses.is_dataclass(value):
+                hint = type(value)
             if depth == len(path) - 1:
                 value = _coerce(parse_value(text), hint, prefix + key)
                 node[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
             elif _is_dataclass_type(hint):
-                cls, node = hint, node[name]
+                obj, node = value, node[name]
             else:
                 raise KeyError(f"unknown config key {prefix + key!r}: {name!r} is not a nested config")
-    return from_dict(type(cfg), data, prefix)
+    return from_dict(type(cfg), _retype(cfg, data, prefix), prefix)
+
+
+def _retype(cfg: Any, data: dict, prefix: str) -> dict:
+    """`data` (from `to_dict(cfg)`, edited) with the dicts of `Any`-typed dataclass fields rebuilt as those types."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not dataclasses.is_dataclass(value) or not isinstance(data.get(f.name), dict):
+            continue
+        inner = _retype(value, data[f.name], f"{prefix}{f.name}.")
+        data[f.name] = from_dict(type(value), inner, f"{prefix}{f.name}.") if hints[f.name] is Any else inner
+    return data

@@ -34,13 +34,20 @@ def compute_latent_stats(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of `tokenizer.encode` over `dataset` (float64 accumulation)."""
+    """Per-channel mean and standard deviation of `tokenizer.encode` over `dataset` (float64 accumulation).
+
+    Channels are those of the tokenizer's latent layout (axis 1 of a grid, the last axis of a sequence);
+    discrete tokenizers have none to normalise and are refused.
+    """
+    layout = tokenizer.latent_layout
+    if layout.kind == "discrete":
+        raise ValueError("a discrete tokenizer's latents are code indices: they have no statistics to normalise")
     tokenizer.eval()
     total = sq = None
     count = 0
     for x, _ in iter_batches(dataset, batch_size, max_images, "latent stats", progress):
         x = x.to(device)
-        z = tokenizer.encode(x).double().transpose(0, 1).flatten(1)  # (C, N·h·w)
+        z = layout.per_channel(tokenizer.encode(x).double())  # (C, N·positions)
         total = z.sum(1) if total is None else total + z.sum(1)
         sq = (z * z).sum(1) if sq is None else sq + (z * z).sum(1)
         count += z.shape[1]

@@ -27,6 +27,7 @@ from detok.layers import (
     unpatchify,
 )
 from detok.registry import register_with_tiny
+from detok.tokenizers.base import LatentLayout, Tokenizer
 from detok.tokenizers.corruption import (
     CorruptionConfig,
     add_latent_noise,
@@ -94,10 +95,9 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))  # (N, T, D)
 
 
-class DeTok(nn.Module):
+class DeTok(Tokenizer):
     """ViT encoder/decoder tokenizer with masking and latent-noise corruption (l-DeTok)."""
 
-    kind = "tokenizer"
     config_cls = DeTokConfig
 
     def __init__(self, config: DeTokConfig):
@@ -151,28 +151,21 @@ class DeTok(nn.Module):
     # ----------------------------------------------------------------------------------------------
 
     @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        """Shape of one image's latent as returned by `encode`: (C, h, w)."""
+    def latent_layout(self) -> LatentLayout:
+        """A (C, h, w) grid: one C-channel latent per patch."""
         g = self.config.grid_size
-        return (self.config.latent_channels, g, g)
+        return LatentLayout("grid", (self.config.latent_channels, g, g))
 
     @property
-    def token_layout(self) -> str:
-        """How latent tokens are arranged: "2d" (a grid, for 2-D positional schemes in generators)."""
-        return "2d"
+    def maskable_tokens(self) -> int:
+        return self.config.grid_size**2
 
-    def _check_images(self, x: torch.Tensor) -> None:
-        cfg = self.config
-        if x.dim() != 4 or x.shape[1] != cfg.channels:
-            raise ValueError(
-                f"expected images of shape (N, {cfg.channels}, {cfg.image_size}, {cfg.image_size}); "
-                f"got {tuple(x.shape)} (channel mismatch with this tokenizer?)"
-            )
-        if x.shape[-2:] != (cfg.image_size, cfg.image_size):
-            raise ValueError(
-                f"this tokenizer was built for {cfg.image_size}x{cfg.image_size} images, "
-                f"got {x.shape[-2]}x{x.shape[-1]}"
-            )
+    def decoder_finetune_frozen(self) -> list[nn.Parameter]:
+        parts = [self.patch_embed, self.enc_blocks, self.enc_norm, self.enc_head]
+        return [self.enc_pos] + [p for m in parts for p in m.parameters()]
+
+    def last_decoder_layer(self) -> torch.Tensor:
+        return self.dec_head.weight
 
     # ----------------------------------------------------------------------------------------------
     # Stages
@@ -237,10 +230,11 @@ class DeTok(nn.Module):
             sample_posterior: draw z from the posterior; False uses its mean (decoder fine-tuning, App. A.3).
 
         Returns:
-            dict with "recon" (N, C_img, H, W), "mean" and "logvar" (N, T_keep, C; logvar absent for a
-            plain AE), "mask" (N, T) with 1 = removed, "mask_ratio" and "tau" (N,) actually used.
+            dict with "recon" (N, C_img, H, W), "aux" ({"kl": KL(q(z|x) ‖ N(0, I)) summed over latent elements,
+            averaged over images} for the variational model, else {}), "mean" and "logvar" (N, T_keep, C; logvar
+            absent for a plain AE), "mask" (N, T) with 1 = removed, "mask_ratio" and "tau" (N,) actually used.
         """
-        self._check_images(x)
+        self.check_images(x)
         cfg = self.config.corruption
         corrupt = self.training if corrupt is None else corrupt
         n, t = x.shape[0], self.config.grid_size**2
@@ -259,6 +253,7 @@ class DeTok(nn.Module):
             z = add_latent_noise(z, tau, cfg.noise_gamma, cfg.noise_form)  # Eq. 4
         out = {
             "recon": self.forward_decoder(z, ids_keep),
+            "aux": {} if logvar is None else {"kl": gaussian_kl(mean, logvar)},
             "mean": mean,
             "mask": mask,
             "tau": tau,
@@ -269,53 +264,30 @@ class DeTok(nn.Module):
         return out
 
     # ----------------------------------------------------------------------------------------------
-    # Inference API
+    # Tokenizer interface
     # ----------------------------------------------------------------------------------------------
 
-    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.config
-        if cfg.latent_mean is None or cfg.latent_std is None:
-            raise RuntimeError(
-                "this tokenizer has no latent statistics yet; compute them with "
-                "`detok tokenizer stats RUN` (or `compute_latent_stats`) before normalising"
-            )
-        mean = torch.tensor(cfg.latent_mean, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(cfg.latent_std, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
-        return mean, std
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor, normalize: bool = False, sample: bool = False) -> torch.Tensor:
-        """Images (N, C_img, H, W) in [-1, 1] → latents (N, C, h, w): the posterior mean (no mask, no noise).
-
-        Args:
-            normalize: standardise each channel with the tokenizer's own latent statistics.
-            sample: draw from the posterior instead of taking its mean.
-        """
-        self._check_images(x)
+    def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (N, C_img, H, W) → posterior (mean, logvar) as grids (N, C, h, w); no mask, no noise."""
         mean, logvar = self.split_moments(self.forward_encoder(x))  # (N, T, C)
-        z = mean if (logvar is None or not sample) else mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
         g = self.config.grid_size
-        z = z.transpose(1, 2).reshape(x.shape[0], -1, g, g)  # (N, C, h, w)
-        if normalize:
-            mu, std = self._stats(z)
-            z = (z - mu) / std
-        return z
+        to_grid = lambda t: t.transpose(1, 2).reshape(x.shape[0], -1, g, g)  # noqa: E731  (N, C, h, w)
+        return to_grid(mean), None if logvar is None else to_grid(logvar)
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-        """Latents (N, C, h, w) → images (N, C_img, H, W), roughly in [-1, 1].
-
-        Args:
-            normalized: the latents were produced with `encode(..., normalize=True)`.
-        """
-        if tuple(z.shape[1:]) != self.latent_shape:
-            raise ValueError(
-                f"expected latents of shape (N, {', '.join(map(str, self.latent_shape))}), got {tuple(z.shape)}"
-            )
-        if normalized:
-            mu, std = self._stats(z)
-            z = z * std + mu
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent grids (N, C, h, w) → images (N, C_img, H, W)."""
         return self.forward_decoder(z.flatten(2).transpose(1, 2))  # (N, C_img, H, W)
+
+    def reconstruct_visible(self, x: torch.Tensor, ids_keep: torch.Tensor | None) -> torch.Tensor:
+        """Encode only the patches `ids_keep` (N, T_keep) of x (None: all); decode with [MASK] in the rest."""
+        mean, _ = self.split_moments(self.forward_encoder(x, ids_keep))  # (N, T_keep, C)
+        return self.forward_decoder(mean, ids_keep)  # (N, C_img, H, W)
+
+
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) ‖ N(0, I)) summed over latent elements, averaged over images."""
+    mean, logvar = mean.float(), logvar.float()
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def default_run_config(
         data=_tokenizer_data(tokenizer, tok),
         train=default_train_config(preset),
     )
-    cfg = apply_run_overrides(cfg, overrides or [])
+    cfg = apply_overrides(cfg, overrides or [])
     if cfg.latents is not None:
         meta = LatentDataset.read_meta(cfg.latents)
         if tuple(meta["latent_shape"]) != tuple(tok.latent_shape):
@@ -130,16 +130,6 @@ def default_run_config(
         num_classes = build_dataset(cfg.data, "train").num_classes
     c, *size = tok.latent_shape
     model = dataclasses.replace(cfg.model, latent_channels=c, input_size=tuple(size), num_classes=num_classes)
-    return dataclasses.replace(cfg, model=model)
-
-
-def apply_run_overrides(cfg: GeneratorRunConfig, overrides: list[str]) -> GeneratorRunConfig:
-    """Apply `key=value` overrides; `model.*` keys are validated against the preset's own config class."""
-    model_keys = [o.strip()[len("model.") :] for o in overrides if o.strip().startswith("model.")]
-    rest = [o for o in overrides if not o.strip().startswith("model.")]
-    model = apply_overrides(cfg.model, model_keys, "model.") if model_keys else cfg.model
-    if rest:
-        cfg = apply_overrides(cfg, rest)  # `model` is untyped here and comes back as a dict: put it back
     return dataclasses.replace(cfg, model=model)
 
 

@@ -1,7 +1,8 @@
 """Tokenizer training (l-DeTok recipe, paper App. A.1) and decoder fine-tuning on clean latents (App. A.3).
 
-Loss = MSE + λ_KL·KL + λ_p·LPIPS + λ_GAN·hinge-GAN (GAN from `loss.gan_start_step`). Resuming is running
-the same command again: the newest checkpoint in the run directory is loaded and the data order continues.
+One loop for every tokenizer family: it speaks to the model through the tokenizer interface (`tokenizers/base.py`)
+and to the loss through `losses/tokenizer.py` (MSE + weighted auxiliary terms + LPIPS + hinge GAN). Resuming is
+running the same command again: the newest checkpoint in the run directory is loaded and the data order continues.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -23,47 +24,25 @@ from detok.checkpoint import (
     read_model_config,
     write_json,
 )
-from detok.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_fields, to_dict
+from detok.config import to_dict
 from detok.data import DataConfig, build_dataset
+from detok.losses.tokenizer import LossConfig, TokenizerLoss
 from detok.optim import EMA, lr_at, param_groups
 from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
 from detok.runtime import DivergenceGuard, augment_seed, autocast, batch_indices, compile_blocks, shard_seed
+from detok.tokenizers.base import Tokenizer
 from detok.tokenizers.corruption import sample_mask_ratio
-from detok.tokenizers.detok import DeTok, DeTokConfig
 from detok.training.common import TrainConfig, resume, save_checkpoint, start_run
 
 
 @dataclass(frozen=True)
-class LossConfig:
-    """Weights of the tokenizer loss terms and the discriminator set-up.
-
-    Attributes:
-        perceptual_backbone: local path of torchvision's VGG16 weights (else $DETOK_VGG16_WEIGHTS/torchvision).
-        gan_start_step: optimiser step at which the GAN terms switch on.
-        adaptive_gan_weight: scale the GAN term by the ratio of gradient norms at the decoder's last layer.
-    """
-
-    kl_weight: NonNegativeFloat = 1e-6
-    perceptual_weight: NonNegativeFloat = 1.0
-    perceptual_backbone: str | None = None
-    gan_weight: NonNegativeFloat = 0.1
-    gan_start_step: NonNegativeInt = 0
-    adaptive_gan_weight: bool = False
-    disc_channels: PositiveInt = 64
-    disc_layers: PositiveInt = 3
-    disc_lr_mult: PositiveFloat = 1.0
-
-    def __post_init__(self):
-        check_fields(self)
-
-
-@dataclass(frozen=True)
 class TokenizerRunConfig:
-    """Everything a tokenizer run needs. `decoder_finetune` freezes the encoder of `init_from` (App. A.3)."""
+    """Everything a tokenizer run needs. `model` is the preset's own config (its type depends on the family);
+    `decoder_finetune` freezes the encoder of `init_from` (App. A.3)."""
 
     preset: str
-    model: DeTokConfig
+    model: Any
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -77,14 +56,7 @@ class TokenizerRunConfig:
             raise ValueError(f"data.image_size={self.data.image_size} but the model expects {self.model.image_size}")
         if self.decoder_finetune and not self.init_from:
             raise ValueError("decoder_finetune=true needs init_from=<trained tokenizer run or folder>")
-        from detok.losses.gan import PatchDiscriminator
-
-        smallest = PatchDiscriminator.min_size_for(self.loss.disc_layers)  # checked before any training
-        if self.loss.gan_weight > 0 and self.model.image_size < smallest:
-            raise ValueError(
-                f"loss.disc_layers={self.loss.disc_layers} needs images of at least {smallest}px, the model's are "
-                f"{self.model.image_size}px; lower loss.disc_layers or set loss.gan_weight=0"
-            )
+        self.loss.check_image_size(self.model.image_size)  # before any training
 
 
 def default_run_config(preset: str) -> TokenizerRunConfig:
@@ -111,16 +83,13 @@ def default_run_config(preset: str) -> TokenizerRunConfig:
     return TokenizerRunConfig(preset=preset, model=model, data=data, train=train, loss=loss)
 
 
-def _encoder_parameters(model: DeTok) -> list[torch.nn.Parameter]:
-    parts = [model.patch_embed, model.enc_blocks, model.enc_norm, model.enc_head]
-    return [model.enc_pos] + [p for m in parts for p in m.parameters()]
-
-
-def _init_weights(folder: str, target: DeTokConfig) -> dict[str, torch.Tensor]:
-    """Weights of the tokenizer in `folder`, after checking its architecture matches `target`."""
+def _init_weights(folder: str, model: Tokenizer) -> dict[str, torch.Tensor]:
+    """Weights of the tokenizer in `folder`, after checking its architecture matches `model`'s."""
     source_model = load_model_folder(folder)
-    source = source_model.config
-    arch_fields = [f.name for f in dataclasses.fields(DeTokConfig) if f.name not in _NON_ARCH_FIELDS]
+    if type(source_model) is not type(model):
+        raise ValueError(f"init_from={folder} holds a {type(source_model).__name__}, this run a {type(model).__name__}")
+    source, target = source_model.config, model.config
+    arch_fields = [f.name for f in dataclasses.fields(target) if f.name not in model.non_architecture_fields]
     diff = {
         k: (getattr(source, k), getattr(target, k)) for k in arch_fields if getattr(source, k) != getattr(target, k)
     }
@@ -131,17 +100,6 @@ def _init_weights(folder: str, target: DeTokConfig) -> dict[str, torch.Tensor]:
             + (" — channel mismatch with the checkpoint" if "channels" in diff else "")
         )
     return source_model.state_dict()
-
-
-_NON_ARCH_FIELDS = ("corruption", "latent_mean", "latent_std")
-
-
-def _build_perceptual(loss: LossConfig, device: torch.device):
-    if loss.perceptual_weight <= 0:
-        return None
-    from detok.losses.perceptual import build_perceptual
-
-    return build_perceptual(backbone_path=loss.perceptual_backbone).to(device)
 
 
 def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
@@ -157,20 +115,18 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     if cfg.decoder_finetune:  # the encoder stays frozen, so the source's latent statistics still hold
         source = read_model_config(cfg.init_from)[1]
         model_cfg = dataclasses.replace(model_cfg, latent_mean=source.latent_mean, latent_std=source.latent_std)
-    model = DeTok(model_cfg).to(device)
+    model: Tokenizer = get_preset(cfg.preset).model_cls(model_cfg).to(device)
     if cfg.init_from:
-        model.load_state_dict(_init_weights(cfg.init_from, cfg.model))
+        model.load_state_dict(_init_weights(cfg.init_from, model))
     if cfg.decoder_finetune:
-        for p in _encoder_parameters(model):
+        for p in model.decoder_finetune_frozen():
             p.requires_grad_(False)
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.peak_lr(), betas=(tc.beta1, tc.beta2))
     optimizers, modules = {"opt": opt}, {"model": model, "ema": ema.model}
-    disc = None
-    if lc.gan_weight > 0:
-        from detok.losses.gan import PatchDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss
-
-        disc = PatchDiscriminator(cfg.model.channels, lc.disc_channels, lc.disc_layers).to(device)
+    criterion = TokenizerLoss(lc, cfg.model.channels).to(device)
+    disc = criterion.disc
+    if disc is not None:
         opt_d = torch.optim.AdamW(
             disc.parameters(),
             lr=tc.peak_lr() * lc.disc_lr_mult,
@@ -178,7 +134,6 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             weight_decay=tc.weight_decay,
         )
         optimizers["opt_d"], modules["disc"] = opt_d, disc
-    perceptual = _build_perceptual(lc, device)
 
     run = to_dict(cfg)
     step, images_seen = resume(run_dir, modules, optimizers, ema, run)
@@ -191,13 +146,13 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     ddp_model = DDP(model, find_unused_parameters=True) if dist.is_distributed() else model
     ddp_disc = DDP(disc) if (disc is not None and dist.is_distributed()) else disc
     total, warmup = tc.total_steps, int(tc.warmup_frac * tc.total_steps)
-    last_layer = model.dec_head.weight
+    last_layer = model.last_decoder_layer()
     log = RunLog(run_dir, enabled=dist.is_main(), tensorboard=tc.tensorboard, start_step=step)
     guard = DivergenceGuard(run_dir)
-    names = ("loss", "mse", "kl", "perceptual", "gan_g", "gan_d")
     preview = dataset.get_batch(torch.arange(min(16, len(dataset))))[0].to(device)
     bar = tqdm(total=total, initial=step, disable=not (tc.progress and dist.is_main()), desc="tokenizer", unit="step")
     t_last, imgs_last = time.perf_counter(), images_seen
+    corruption = getattr(cfg.model, "corruption", None)
 
     model.train()
     while step < total:
@@ -207,10 +162,12 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
         if disc is not None:
             for group in opt_d.param_groups:
                 group["lr"] = lr * lc.disc_lr_mult
-        gan_on = disc is not None and step >= lc.gan_start_step
-        ratio = sample_mask_ratio(cfg.model.corruption, torch.Generator().manual_seed(shard_seed(tc.seed, step, -1)))
+        gan_on = criterion.gan_active(step)
+        ratio = None  # one mask ratio per global batch, so that data-parallel shards agree
+        if corruption is not None:
+            ratio = sample_mask_ratio(corruption, torch.Generator().manual_seed(shard_seed(tc.seed, step, -1)))
         idx = batch_indices(step, tc.batch_size, len(dataset), tc.seed).view(shards, -1)
-        stats = torch.zeros(6, device=device)  # loss, mse, kl, perceptual, g, d
+        stats: dict[str, torch.Tensor] = {}
         for micro in range(tc.grad_accum):
             shard = rank * tc.grad_accum + micro
             torch.manual_seed(shard_seed(tc.seed, step, shard))
@@ -222,29 +179,17 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
                     out = ddp_model(
                         x, corrupt=not cfg.decoder_finetune, mask_ratio=ratio, sample_posterior=not cfg.decoder_finetune
                     )
-                recon = out["recon"].float()
-                mse = F.mse_loss(recon, x)
-                kl = _kl(out) if "logvar" in out else recon.new_zeros(())
-                loss = mse + lc.kl_weight * kl
-                p_loss = perceptual(recon, x).mean() if perceptual is not None else recon.new_zeros(())
-                loss = loss + lc.perceptual_weight * p_loss
-                g_loss = d_loss = recon.new_zeros(())
-                if gan_on:
-                    disc.requires_grad_(False)
-                    g_loss = hinge_g_loss(disc(recon))
-                    w = lc.gan_weight
-                    if lc.adaptive_gan_weight:
-                        w = w * adaptive_weight(mse + lc.perceptual_weight * p_loss, g_loss, last_layer)
-                    loss = loss + w * g_loss
+                loss, terms = criterion.generator_loss(x, out, step, last_layer)
                 (loss / tc.grad_accum).backward()
+            d_loss = loss.new_zeros(())
             if gan_on:
-                disc.requires_grad_(True)
-                d_loss = hinge_d_loss(ddp_disc(x), ddp_disc(recon.detach()))
+                d_loss = criterion.discriminator_loss(x, out["recon"].float(), ddp_disc)
                 (d_loss / tc.grad_accum).backward()
-            stats += torch.stack([loss, mse, kl, p_loss, g_loss, d_loss]).detach() / tc.grad_accum
+            for name, value in {"loss": loss, **terms, "gan_d": d_loss}.items():
+                stats[name] = stats.get(name, 0) + value.detach() / tc.grad_accum
 
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        guard.check(step + 1, grad_norm=grad_norm, **dict(zip(names, stats)))  # before anything is applied
+        guard.check(step + 1, grad_norm=grad_norm, **stats)  # before anything is applied
         opt.step()
         opt.zero_grad(set_to_none=True)
         if gan_on:
@@ -257,7 +202,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
         bar.update(1)
 
         if step % tc.log_every == 0 or step == total:
-            stats = dist.all_reduce_mean(stats).tolist()
+            means = dist.all_reduce_mean(torch.stack(list(stats.values()))).tolist()
             now = time.perf_counter()
             ips = (images_seen - imgs_last) / max(now - t_last, 1e-9)
             t_last, imgs_last = now, images_seen
@@ -267,22 +212,16 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
                 lr=lr,
                 grad_norm=float(grad_norm),
                 img_per_s=round(ips, 2),
-                mask_ratio=ratio,
-                **{k: round(v, 6) for k, v in zip(names, stats)},
+                mask_ratio=ratio if (ratio is not None and not cfg.decoder_finetune) else 0.0,
+                **{k: round(v, 6) for k, v in zip(stats, means)},
             )
-            bar.set_postfix(loss=f"{stats[0]:.4f}", img_s=f"{ips:.0f}")
+            bar.set_postfix(loss=f"{means[0]:.4f}", img_s=f"{ips:.0f}")
         if dist.is_main() and (step % tc.sample_every == 0 or step == total):
             with torch.no_grad():
-                recon = ema.model(preview, corrupt=False, sample_posterior=False)["recon"]
+                recon = ema.model.decode(ema.model.encode(preview))
             save_grid(torch.cat([preview, recon]), run_dir / "samples" / f"step-{step:08d}.png", nrow=len(preview))
         if step % tc.ckpt_every == 0 or step == total:
             save_checkpoint(run_dir, tc, step, images_seen, modules, optimizers, ema, {"preset": cfg.preset})
     bar.close()
     log.close()
     return run_dir
-
-
-def _kl(out: dict[str, torch.Tensor]) -> torch.Tensor:
-    """KL(q(z|x) ‖ N(0, I)) summed over latent elements, averaged over images."""
-    mean, logvar = out["mean"].float(), out["logvar"].float()
-    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()

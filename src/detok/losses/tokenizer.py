@@ -1,0 +1,116 @@
+"""The tokenizer loss in one place: reconstruction + weighted auxiliary terms + perceptual + adversarial.
+
+L = MSE(x̂, x) + Σ_k λ_k·aux_k + λ_p·LPIPS(x̂, x) + λ_GAN·w·hinge_G(D(x̂))   (l-DeTok App. A.1; the GAN term from
+`gan_start_step`, w the adaptive weight of taming-transformers when `adaptive_gan_weight` is on, else 1)
+
+The auxiliary terms are whatever the tokenizer's training forward returns under "aux" (its KL, a VQ codebook
+and commitment loss, a distillation loss, …); `kl` is weighted by `kl_weight`, every other term enters with
+weight 1 (families fold their own coefficients, such as VQ's β, into the term). The loss owns the PatchGAN
+discriminator it trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from detok.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_fields
+from detok.losses.gan import PatchDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the tokenizer loss terms and the discriminator set-up.
+
+    Attributes:
+        perceptual_backbone: local path of torchvision's VGG16 weights (else $DETOK_VGG16_WEIGHTS/torchvision).
+        gan_start_step: optimiser step at which the GAN terms switch on.
+        adaptive_gan_weight: scale the GAN term by the ratio of gradient norms at the decoder's last layer.
+    """
+
+    kl_weight: NonNegativeFloat = 1e-6
+    perceptual_weight: NonNegativeFloat = 1.0
+    perceptual_backbone: str | None = None
+    gan_weight: NonNegativeFloat = 0.1
+    gan_start_step: NonNegativeInt = 0
+    adaptive_gan_weight: bool = False
+    disc_channels: PositiveInt = 64
+    disc_layers: PositiveInt = 3
+    disc_lr_mult: PositiveFloat = 1.0
+
+    def __post_init__(self):
+        check_fields(self)
+
+    def check_image_size(self, image_size: int) -> None:
+        """Refuse a discriminator too deep for `image_size` (checked before any training)."""
+        smallest = PatchDiscriminator.min_size_for(self.disc_layers)
+        if self.gan_weight > 0 and image_size < smallest:
+            raise ValueError(
+                f"loss.disc_layers={self.disc_layers} needs images of at least {smallest}px, the model's are "
+                f"{image_size}px; lower loss.disc_layers or set loss.gan_weight=0"
+            )
+
+    def aux_weight(self, name: str) -> float:
+        """λ of auxiliary term `name`."""
+        return self.kl_weight if name == "kl" else 1.0
+
+
+class TokenizerLoss(nn.Module):
+    """The loss of one tokenizer run: its perceptual network (frozen) and discriminator (trained, if GAN is on)."""
+
+    def __init__(self, cfg: LossConfig, image_channels: int):
+        super().__init__()
+        self.cfg = cfg
+        self.perceptual = None
+        if cfg.perceptual_weight > 0:
+            from detok.losses.perceptual import build_perceptual
+
+            self.perceptual = build_perceptual(backbone_path=cfg.perceptual_backbone)
+        self.disc = None
+        if cfg.gan_weight > 0:
+            self.disc = PatchDiscriminator(image_channels, cfg.disc_channels, cfg.disc_layers)
+
+    def gan_active(self, step: int) -> bool:
+        """Whether the GAN terms are on at optimiser step `step` (0-based)."""
+        return self.disc is not None and step >= self.cfg.gan_start_step
+
+    def generator_loss(
+        self, x: torch.Tensor, out: dict, step: int, last_layer: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The tokenizer's loss for images x (N, C, H, W) and its training forward `out`.
+
+        Args:
+            step: the optimiser step (the GAN term switches on at `gan_start_step`).
+            last_layer: the decoder's last weight, for the adaptive GAN weight.
+
+        Returns:
+            (loss, terms): terms holds "mse", each auxiliary term, "perceptual" and "gan_g" (unweighted).
+        """
+        cfg = self.cfg
+        recon = out["recon"].float()
+        mse = F.mse_loss(recon, x)
+        loss, terms = mse, {"mse": mse}
+        for name, value in out.get("aux", {}).items():
+            loss = loss + cfg.aux_weight(name) * value
+            terms[name] = value
+        p_loss = self.perceptual(recon, x).mean() if self.perceptual is not None else recon.new_zeros(())
+        loss = loss + cfg.perceptual_weight * p_loss
+        g_loss = recon.new_zeros(())
+        if self.gan_active(step):
+            self.disc.requires_grad_(False)  # the generator's gradient must not train D
+            g_loss = hinge_g_loss(self.disc(recon))
+            w = cfg.gan_weight
+            if cfg.adaptive_gan_weight:
+                w = w * adaptive_weight(mse + cfg.perceptual_weight * p_loss, g_loss, last_layer)
+            loss = loss + w * g_loss
+        terms.update(perceptual=p_loss, gan_g=g_loss)
+        return loss, terms
+
+    def discriminator_loss(self, x: torch.Tensor, recon: torch.Tensor, disc: nn.Module | None = None) -> torch.Tensor:
+        """Hinge loss of the discriminator on real x and detached reconstructions (`disc`: e.g. its DDP wrapper)."""
+        disc = disc or self.disc
+        self.disc.requires_grad_(True)
+        return hinge_d_loss(disc(x), disc(recon.detach()))

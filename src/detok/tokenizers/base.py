@@ -1,0 +1,191 @@
+"""The tokenizer interface every family implements (l-DeTok ViT, and the CNN, 1-D and VQ variants to come).
+
+Modelled on diffusers' `AutoencoderKL` / `VQModel`: one `encode` / `decode` contract, with the latent scaling
+owned by the model (its per-channel statistics live in its config and are saved with it). The trainer, the latent
+cache, latent analysis, evaluation and the generators talk to a tokenizer only through this interface; the written
+contract is docs/tokenizer-contract.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+
+from detok.config import PositiveInt, check_fields
+
+
+@dataclass(frozen=True)
+class LatentLayout:
+    """How one image's latent is laid out.
+
+    Attributes:
+        kind: "grid" — continuous (C, h, w), channels first; "sequence" — continuous (K, C), K tokens of C
+            channels (1-D tokenizers: generators use learned 1-D positions and no RoPE); "discrete" — integer
+            code indices of `shape` (the token grid or sequence), for discrete AR generators.
+        shape: the per-image latent shape as `encode` returns it.
+        codebook_size: number of codes (discrete layouts only).
+    """
+
+    kind: Literal["grid", "sequence", "discrete"]
+    shape: tuple[PositiveInt, ...]
+    codebook_size: PositiveInt | None = None
+
+    def __post_init__(self):
+        check_fields(self)
+        rank = {"grid": 3, "sequence": 2}.get(self.kind)
+        if rank is not None and len(self.shape) != rank:
+            raise ValueError(f"a {self.kind} latent has {rank} axes, got shape {self.shape}")
+        if (self.kind == "discrete") != (self.codebook_size is not None):
+            raise ValueError("codebook_size is given exactly for discrete layouts")
+
+    @property
+    def channels(self) -> int | None:
+        """Channels per latent position (None for discrete indices)."""
+        return {"grid": self.shape[0], "sequence": self.shape[-1]}.get(self.kind)
+
+    @property
+    def channel_axis(self) -> int | None:
+        """The channel axis of a batch of latents (N, *shape): 1 for grids, -1 for sequences, None for indices."""
+        return {"grid": 1, "sequence": -1}.get(self.kind)
+
+    @property
+    def num_tokens(self) -> int:
+        """Latent positions per image: h·w, K, or the number of code indices."""
+        return math.prod(
+            self.shape[1:] if self.kind == "grid" else self.shape[:1] if self.kind == "sequence" else self.shape
+        )
+
+    def per_channel(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (N, *shape) → (C, N·positions): every value of each channel in one row."""
+        return z.movedim(self.channel_axis, 0).flatten(1)
+
+
+class Tokenizer(nn.Module):
+    """Base class of every tokenizer family.
+
+    A family implements `latent_layout`, `encode_moments`, `decode_latents` and the training `forward`; the base
+    class provides `encode` / `decode` with the tokenizer's own latent normalisation. Its config has `channels`,
+    `image_size`, `latent_mean` and `latent_std` fields (the statistics are None until `detok tokenizer stats`).
+
+    Training forward contract: `forward(x, corrupt=None, mask_ratio=None, sample_posterior=True)` returns a dict
+    with "recon" (N, C_img, H, W) and "aux", a dict of named auxiliary loss terms (scalars) — "kl" for a
+    variational model, codebook/commitment terms for VQ, … — that the tokenizer loss (`detok.losses.tokenizer`)
+    weights; other entries are logged when they are scalars.
+    """
+
+    kind = "tokenizer"
+    config_cls: type
+    # Config fields that do not change the architecture (a checkpoint made under other values can initialise it).
+    non_architecture_fields: tuple[str, ...] = ("corruption", "latent_mean", "latent_std")
+
+    # ----------------------------------------------------------------------------------------------
+    # What a family implements
+    # ----------------------------------------------------------------------------------------------
+
+    @property
+    def latent_layout(self) -> LatentLayout:
+        raise NotImplementedError
+
+    def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (N, C_img, H, W) → raw posterior (mean, logvar) in the layout (N, *shape); logvar None if
+        the encoder is deterministic. No corruption is applied."""
+        raise NotImplementedError
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw latents (N, *shape) → images (N, C_img, H, W)."""
+        raise NotImplementedError
+
+    def decoder_finetune_frozen(self) -> list[nn.Parameter]:
+        """Parameters that decoder fine-tuning on clean latents (paper App. A.3) keeps frozen: the encoder side."""
+        raise NotImplementedError
+
+    def last_decoder_layer(self) -> torch.Tensor:
+        """The decoder's last weight, where the adaptive GAN weight compares gradient norms."""
+        raise NotImplementedError
+
+    # Masking robustness (latent analysis) is defined for families that encode a subset of tokens.
+    maskable_tokens: int | None = None
+
+    def reconstruct_visible(self, x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
+        """Encode only tokens `ids_keep` (N, T_keep) of x; decode with the family's fill-in for the rest."""
+        raise NotImplementedError(f"{type(self).__name__} does not encode a subset of its tokens")
+
+    # ----------------------------------------------------------------------------------------------
+    # Provided
+    # ----------------------------------------------------------------------------------------------
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one image's latent as `encode` returns it."""
+        return tuple(self.latent_layout.shape)
+
+    @property
+    def token_layout(self) -> str:
+        """ "2d" for grids, "1d" for sequences and discrete indices (what position scheme a generator needs)."""
+        return "2d" if self.latent_layout.kind == "grid" else "1d"
+
+    def check_images(self, x: torch.Tensor) -> None:
+        """Raise for images that are not (N, C_img, image_size, image_size)."""
+        cfg = self.config
+        if x.dim() != 4 or x.shape[1] != cfg.channels:
+            raise ValueError(
+                f"expected images of shape (N, {cfg.channels}, {cfg.image_size}, {cfg.image_size}); "
+                f"got {tuple(x.shape)} (channel mismatch with this tokenizer?)"
+            )
+        if x.shape[-2:] != (cfg.image_size, cfg.image_size):
+            raise ValueError(
+                f"this tokenizer was built for {cfg.image_size}x{cfg.image_size} images, "
+                f"got {x.shape[-2]}x{x.shape[-1]}"
+            )
+
+    def latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-channel (mean, std), shaped to broadcast over latents like `like` (N, *shape)."""
+        cfg, layout = self.config, self.latent_layout
+        if layout.kind == "discrete":
+            raise ValueError("discrete latents (code indices) are not normalised")
+        if cfg.latent_mean is None or cfg.latent_std is None:
+            raise RuntimeError(
+                "this tokenizer has no latent statistics yet; compute them with "
+                "`detok tokenizer stats RUN` (or `compute_latent_stats`) before normalising"
+            )
+        view = [1] * like.dim()
+        view[layout.channel_axis] = -1
+        mean = torch.tensor(cfg.latent_mean, device=like.device, dtype=like.dtype).view(view)
+        std = torch.tensor(cfg.latent_std, device=like.device, dtype=like.dtype).view(view)
+        return mean, std
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, normalize: bool = False, sample: bool = False) -> torch.Tensor:
+        """Images (N, C_img, H, W) in [-1, 1] → latents (N, *latent_shape): the posterior mean, uncorrupted.
+
+        Args:
+            normalize: standardise each channel with the tokenizer's own latent statistics.
+            sample: draw from the posterior instead of taking its mean.
+        """
+        self.check_images(x)
+        mean, logvar = self.encode_moments(x)
+        z = mean if (logvar is None or not sample) else mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        if normalize:
+            mu, std = self.latent_stats(z)
+            z = (z - mu) / std
+        return z
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """Latents (N, *latent_shape) → images (N, C_img, H, W), roughly in [-1, 1].
+
+        Args:
+            normalized: the latents were produced with `encode(..., normalize=True)`.
+        """
+        if tuple(z.shape[1:]) != self.latent_shape:
+            raise ValueError(
+                f"expected latents of shape (N, {', '.join(map(str, self.latent_shape))}), got {tuple(z.shape)}"
+            )
+        if normalized:
+            mu, std = self.latent_stats(z)
+            z = z * std + mu
+        return self.decode_latents(z)
