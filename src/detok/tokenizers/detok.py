@@ -315,9 +315,10 @@ def _paper(enc: str, dec: str) -> DeTokConfig:
 
 
 def _tiny(cfg: DeTokConfig) -> DeTokConfig:
-    """Tiny twin for tests: same shape conventions, width 32, one block each side, small images."""
+    """Tiny twin for tests: same shape conventions, width 32, one block each side, 32-px images at most (large
+    enough for the default 3-layer PatchGAN, so a paper preset's twin trains with its own recipe)."""
     p = min(cfg.patch_size, 4)
-    size = 4 * p if cfg.image_size > 32 else cfg.image_size
+    size = 8 * p if cfg.image_size > 32 else cfg.image_size
     width = {"enc_width": 32, "enc_depth": 1, "enc_heads": 2, "dec_width": 32, "dec_depth": 1, "dec_heads": 2}
     return dataclasses.replace(cfg, image_size=size, patch_size=p, mlp_ratio=2.0, **width)
 
