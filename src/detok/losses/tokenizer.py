@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from detok.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_fields
+from detok.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_fields
 from detok.losses.gan import PatchDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss
 
 
@@ -28,6 +28,8 @@ class LossConfig:
     Attributes:
         perceptual_backbone: local path of torchvision's VGG16 weights (else $DETOK_VGG16_WEIGHTS/torchvision).
         gan_start_step: optimiser step at which the GAN terms switch on.
+        gan_start_frac: when set, the GAN terms switch on after this share of training instead (the paper's
+            recipes state it in epochs: from epoch 10 of 50 for CNN tokenizers, App. A.5).
         adaptive_gan_weight: scale the GAN term by the ratio of gradient norms at the decoder's last layer.
     """
 
@@ -36,6 +38,7 @@ class LossConfig:
     perceptual_backbone: str | None = None
     gan_weight: NonNegativeFloat = 0.1
     gan_start_step: NonNegativeInt = 0
+    gan_start_frac: Fraction | None = None
     adaptive_gan_weight: bool = False
     disc_channels: PositiveInt = 64
     disc_layers: PositiveInt = 3
@@ -61,9 +64,10 @@ class LossConfig:
 class TokenizerLoss(nn.Module):
     """The loss of one tokenizer run: its perceptual network (frozen) and discriminator (trained, if GAN is on)."""
 
-    def __init__(self, cfg: LossConfig, image_channels: int):
+    def __init__(self, cfg: LossConfig, image_channels: int, total_steps: int):
         super().__init__()
         self.cfg = cfg
+        self.gan_start = cfg.gan_start_step if cfg.gan_start_frac is None else int(cfg.gan_start_frac * total_steps)
         self.perceptual = None
         if cfg.perceptual_weight > 0:
             from detok.losses.perceptual import build_perceptual
@@ -75,7 +79,7 @@ class TokenizerLoss(nn.Module):
 
     def gan_active(self, step: int) -> bool:
         """Whether the GAN terms are on at optimiser step `step` (0-based)."""
-        return self.disc is not None and step >= self.cfg.gan_start_step
+        return self.disc is not None and step >= self.gan_start
 
     def generator_loss(
         self, x: torch.Tensor, out: dict, step: int, last_layer: torch.Tensor | None = None

@@ -81,6 +81,8 @@ class Tokenizer(nn.Module):
     config_cls: type
     # Config fields that do not change the architecture (a checkpoint made under other values can initialise it).
     non_architecture_fields: tuple[str, ...] = ("corruption", "latent_mean", "latent_std")
+    # What the family's paper recipe changes in the default run config of its paper-size presets (`key=value`).
+    paper_recipe: tuple[str, ...] = ()
 
     # ----------------------------------------------------------------------------------------------
     # What a family implements

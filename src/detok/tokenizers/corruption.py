@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import torch
 
-from detok.config import FractionBelowOne, NonNegativeFloat, PositiveFloat, Range, check_fields
+from detok.config import ConfigError, FractionBelowOne, NonNegativeFloat, PositiveFloat, Range, check_fields
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class CorruptionConfig:
         noise_gamma: γ, the standard deviation of the noise ε.
         noise_form: "interpolative" z' = (1−τ)z + τε (Eq. 4) or "additive" z' = z + τε (Fig. 2a ablation).
         tau_dist: "uniform" τ ~ U(0,1), or "logit_normal" τ = sigmoid(N(tau_mu, tau_sigma²)) (Table 1).
+        warmup_frac: share of training before the corruptions switch on (0: from the start). The paper warms its
+            1-D tokenizers up for 10 of 50 epochs without denoising, past their "grokking" phase (App. A.6).
     """
 
     mask_max: FractionBelowOne = 0.7
@@ -36,11 +38,21 @@ class CorruptionConfig:
     tau_dist: Literal["uniform", "logit_normal"] = "uniform"
     tau_mu: float = 0.8
     tau_sigma: PositiveFloat = 1.0
+    warmup_frac: FractionBelowOne = 0.0
 
     def __post_init__(self):
         check_fields(self)
         if self.mask_min > self.mask_max:
             raise ValueError(f"mask_min ({self.mask_min}) must not exceed mask_max ({self.mask_max})")
+
+    def check_unmasked(self, family: str) -> None:
+        """Refuse masking for a family that does not mask (`family` names it and says why)."""
+        if self.mask_max > 0:
+            raise ConfigError("corruption.mask_max", f"must be 0: {family}; got {self.mask_max}")
+
+    def active(self, step: int, total_steps: int) -> bool:
+        """Whether the corruptions apply at optimiser step `step` (0-based) of `total_steps`."""
+        return step >= int(self.warmup_frac * total_steps)
 
     @property
     def enabled(self) -> bool:

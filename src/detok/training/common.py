@@ -130,7 +130,9 @@ def check_same_run(run_dir: Path, run: dict) -> None:
         return
     old = _flatten(json.loads(record.read_text())["run"])
     new = _flatten(json.loads(json.dumps(run)))  # tuples → lists, as the record has them
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    # A key the record lacks is a setting added to detok since the run started; its default keeps the old behaviour.
+    changed = sorted(k for k in new.keys() if k in old and old[k] != new[k] and k not in RESUMABLE_CHANGES)
+    changed += sorted(k for k in old.keys() - new.keys())
     if changed:
         diffs = ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in changed)
         raise ValueError(

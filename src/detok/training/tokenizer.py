@@ -24,7 +24,7 @@ from detok.checkpoint import (
     read_model_config,
     write_json,
 )
-from detok.config import to_dict
+from detok.config import apply_overrides, to_dict
 from detok.data import DataConfig, build_dataset
 from detok.losses.tokenizer import LossConfig, TokenizerLoss
 from detok.optim import EMA, lr_at, param_groups
@@ -82,7 +82,10 @@ def default_run_config(preset: str) -> TokenizerRunConfig:
         )
         if preset.endswith("-tiny"):  # test twins train offline: LPIPS needs downloaded VGG16 weights
             loss = LossConfig(perceptual_weight=0.0)
-    return TokenizerRunConfig(preset=preset, model=model, data=data, train=train, loss=loss)
+    cfg = TokenizerRunConfig(preset=preset, model=model, data=data, train=train, loss=loss)
+    if "fmnist" not in preset:
+        cfg = apply_overrides(cfg, list(p.model_cls.paper_recipe))
+    return cfg
 
 
 def _init_weights(folder: str, model: Tokenizer) -> dict[str, torch.Tensor]:
@@ -126,7 +129,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.peak_lr(), betas=(tc.beta1, tc.beta2))
     optimizers, modules = {"opt": opt}, {"model": model, "ema": ema.model}
-    criterion = TokenizerLoss(lc, cfg.model.channels).to(device)
+    criterion = TokenizerLoss(lc, cfg.model.channels, tc.total_steps).to(device)
     disc = criterion.disc
     if disc is not None:
         opt_d = torch.optim.AdamW(
@@ -165,6 +168,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             for group in opt_d.param_groups:
                 group["lr"] = lr * lc.disc_lr_mult
         gan_on = criterion.gan_active(step)
+        corrupt = not cfg.decoder_finetune and (corruption is None or corruption.active(step, total))
         ratio = None  # one mask ratio per global batch, so that data-parallel shards agree
         if corruption is not None:
             ratio = sample_mask_ratio(corruption, torch.Generator().manual_seed(shard_seed(tc.seed, step, -1)))
@@ -178,16 +182,14 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             sync = micro == tc.grad_accum - 1
             with ddp_model.no_sync() if (not sync and ddp_model is not model) else contextlib.nullcontext():
                 with autocast(device, tc.precision):
-                    out = ddp_model(
-                        x, corrupt=not cfg.decoder_finetune, mask_ratio=ratio, sample_posterior=not cfg.decoder_finetune
-                    )
+                    out = ddp_model(x, corrupt=corrupt, mask_ratio=ratio, sample_posterior=not cfg.decoder_finetune)
                 loss, terms = criterion.generator_loss(x, out, step, last_layer)
                 (loss / tc.grad_accum).backward()
             d_loss = loss.new_zeros(())
             if gan_on:
                 d_loss = criterion.discriminator_loss(x, out["recon"].float(), ddp_disc)
                 (d_loss / tc.grad_accum).backward()
-            for name, value in {"loss": loss, **terms, "gan_d": d_loss}.items():
+            for name, value in {"loss": loss, **terms, "gan_d": d_loss, **out.get("logs", {})}.items():
                 stats[name] = stats.get(name, 0) + value.detach() / tc.grad_accum
 
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -214,7 +216,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
                 lr=lr,
                 grad_norm=float(grad_norm),
                 img_per_s=round(ips, 2),
-                mask_ratio=ratio if (ratio is not None and not cfg.decoder_finetune) else 0.0,
+                mask_ratio=ratio if (ratio is not None and corrupt) else 0.0,
                 **{k: round(v, 6) for k, v in zip(stats, means)},
             )
             bar.set_postfix(loss=f"{means[0]:.4f}", img_s=f"{ips:.0f}")

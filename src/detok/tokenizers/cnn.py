@@ -1,0 +1,325 @@
+"""The convolutional KL-VAE tokenizer of LDM / MAR-VAE, with l-DeTok's latent denoising (paper App. A.5).
+
+Papers: "High-Resolution Image Synthesis with Latent Diffusion Models" (Rombach et al., arXiv:2112.10752: the
+KL-regularised autoencoder — ResNet blocks, strided-conv down-sampling, nearest up-sampling, a mid-block with
+self-attention), as MAR (Li et al., arXiv:2406.11838) configures it for 16×16×16 latents of 256-px images; and
+"Latent Denoising Makes Good Visual Tokenizers" (Yang et al., arXiv:2507.15856), App. A.5, which adds interpolative
+latent noise (γ = 3; γ = 0 is the baseline) to it and turns the GAN on from epoch 10 of 50.
+
+Masking: the paper does not mask its CNN tokenizers — a convolutional encoder has no set of tokens to drop, and
+zeroing input patches would be a different corruption. `corruption.mask_max` must therefore be 0 here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from detok.config import FractionBelowOne, PositiveInt, check_fields
+from detok.registry import register_with_tiny
+from detok.tokenizers.base import LatentLayout, Tokenizer
+from detok.tokenizers.corruption import CorruptionConfig, add_latent_noise, sample_tau
+from detok.tokenizers.detok import gaussian_kl
+
+NO_MASKING = "the CNN tokenizer does not mask (l-DeTok App. A.5 corrupts CNN latents with noise only)"
+
+
+@dataclass(frozen=True)
+class CNNTokenizerConfig:
+    """Architecture of the KL-VAE (LDM's `ddconfig` names), its latent noise and its latent statistics.
+
+    Attributes:
+        base_channels: `ch`, the width of the first stage; stage i has base_channels · channel_mults[i].
+        channel_mults: one entry per resolution stage; every stage but the last halves the resolution, so the
+            latent grid is image_size / 2^(len(channel_mults) − 1).
+        res_blocks: ResNet blocks per encoder stage (the decoder has one more per stage, as in LDM).
+    """
+
+    image_size: PositiveInt = 256
+    channels: PositiveInt = 3
+    latent_channels: PositiveInt = 16
+    base_channels: PositiveInt = 128
+    channel_mults: tuple[PositiveInt, ...] = (1, 1, 2, 2, 4)
+    res_blocks: PositiveInt = 2
+    mid_attention: bool = True
+    dropout: FractionBelowOne = 0.0
+    variational: bool = True
+    corruption: CorruptionConfig = field(default_factory=lambda: CorruptionConfig(mask_max=0.0, mask_min=0.0))
+    latent_mean: tuple[float, ...] | None = None
+    latent_std: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if not self.channel_mults or any(m <= 0 for m in self.channel_mults):
+            raise ValueError(f"channel_mults must be a non-empty list of positive integers, got {self.channel_mults}")
+        if self.image_size % self.downsampling:
+            raise ValueError(f"image_size {self.image_size} is not divisible by the down-sampling {self.downsampling}")
+        self.corruption.check_unmasked(NO_MASKING)
+        for stat in (self.latent_mean, self.latent_std):
+            if stat is not None and len(stat) != self.latent_channels:
+                raise ValueError(f"latent statistics need {self.latent_channels} channels, got {len(stat)}")
+
+    @property
+    def downsampling(self) -> int:
+        return 2 ** (len(self.channel_mults) - 1)
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.downsampling
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks (LDM's `model.py`)
+# --------------------------------------------------------------------------------------------------
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with LDM's 32 groups, or fewer for narrow (tiny) stages."""
+    groups = 32 if channels % 32 == 0 else next(g for g in (16, 8, 4, 2, 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels, eps=1e-6)
+
+
+class ResnetBlock(nn.Module):
+    """GroupNorm → SiLU → 3×3 conv, twice (dropout before the second), with a 1×1 skip when widths differ."""
+
+    def __init__(self, c_in: int, c_out: int, dropout: float):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2, self.conv2 = _norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # (N, C_out, H, W)
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))  # (N, C_out, H, W)
+        return self.skip(x) + h  # (N, C_out, H, W)
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all positions of a feature map (LDM's mid-block attention)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = _norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).flatten(2).transpose(1, 2).chunk(3, dim=-1)  # 3 × (N, HW, C)
+        a = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]  # (N, HW, C)
+        return x + self.proj(a.transpose(1, 2).reshape(n, c, h, w))  # (N, C, H, W)
+
+
+class Downsample(nn.Module):
+    """Stride-2 3×3 conv with LDM's asymmetric (0, 1, 0, 1) padding: H → H/2."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))  # (N, C, H/2, W/2)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour ×2, then a 3×3 conv: H → 2H."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (N, C, 2H, 2W)
+
+
+def _mid(channels: int, attention: bool, dropout: float) -> nn.Sequential:
+    attn = AttnBlock(channels) if attention else nn.Identity()
+    return nn.Sequential(ResnetBlock(channels, channels, dropout), attn, ResnetBlock(channels, channels, dropout))
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------------------------------
+
+
+class CNNTokenizer(Tokenizer):
+    """Convolutional KL-VAE tokenizer; training corrupts its latents with interpolative noise (l-DeTok)."""
+
+    config_cls = CNNTokenizerConfig
+    paper_recipe = ("loss.gan_start_frac=0.2",)  # GAN from epoch 10 of 50 (App. A.5)
+
+    def __init__(self, config: CNNTokenizerConfig):
+        super().__init__()
+        self.config = config
+        cfg, widths = config, [config.base_channels * m for m in config.channel_mults]
+        moments = 2 * cfg.latent_channels if cfg.variational else cfg.latent_channels
+
+        # Encoder: conv_in, stages of ResNet blocks with down-sampling between them, mid-block, head
+        self.enc_in = nn.Conv2d(cfg.channels, cfg.base_channels, 3, padding=1)
+        stages, c = [], cfg.base_channels
+        for i, width in enumerate(widths):
+            blocks = []
+            for _ in range(cfg.res_blocks):
+                blocks.append(ResnetBlock(c, width, cfg.dropout))
+                c = width
+            if i < len(widths) - 1:
+                blocks.append(Downsample(c))
+            stages.append(nn.Sequential(*blocks))
+        self.enc_stages = nn.ModuleList(stages)
+        self.enc_mid = _mid(c, cfg.mid_attention, cfg.dropout)
+        self.enc_out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, moments, 3, padding=1))
+        self.quant_conv = nn.Conv2d(moments, moments, 1)
+
+        # Decoder: post-quant conv, conv_in, mid-block, stages (one more ResNet block each) with up-sampling
+        self.post_quant_conv = nn.Conv2d(cfg.latent_channels, cfg.latent_channels, 1)
+        self.dec_in = nn.Conv2d(cfg.latent_channels, c, 3, padding=1)
+        self.dec_mid = _mid(c, cfg.mid_attention, cfg.dropout)
+        stages = []
+        for i, width in reversed(list(enumerate(widths))):
+            blocks = []
+            for _ in range(cfg.res_blocks + 1):
+                blocks.append(ResnetBlock(c, width, cfg.dropout))
+                c = width
+            if i > 0:
+                blocks.append(Upsample(c))
+            stages.append(nn.Sequential(*blocks))
+        self.dec_stages = nn.ModuleList(stages)
+        self.dec_norm = _norm(c)
+        self.dec_out = nn.Conv2d(c, cfg.channels, 3, padding=1)
+
+    # ----------------------------------------------------------------------------------------------
+    # Layout
+    # ----------------------------------------------------------------------------------------------
+
+    @property
+    def latent_layout(self) -> LatentLayout:
+        """A (C, h, w) grid, h = w = image_size / 2^(stages − 1)."""
+        g = self.config.grid_size
+        return LatentLayout("grid", (self.config.latent_channels, g, g))
+
+    def decoder_finetune_frozen(self) -> list[nn.Parameter]:
+        parts = [self.enc_in, self.enc_stages, self.enc_mid, self.enc_out, self.quant_conv]
+        return [p for m in parts for p in m.parameters()]
+
+    def last_decoder_layer(self) -> torch.Tensor:
+        return self.dec_out.weight
+
+    # ----------------------------------------------------------------------------------------------
+    # Stages
+    # ----------------------------------------------------------------------------------------------
+
+    def forward_encoder(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (N, C_img, H, W) → posterior (mean, logvar), each (N, C, h, w); logvar None for a plain AE."""
+        h = self.enc_in(x)  # (N, ch, H, W)
+        for stage in self.enc_stages:
+            h = stage(h)  # (N, ch·mult, H/2^i, W/2^i)
+        moments = self.quant_conv(self.enc_out(self.enc_mid(h)))  # (N, 2C or C, h, w)
+        if not self.config.variational:
+            return moments, None
+        mean, logvar = moments.chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def forward_decoder(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (N, C, h, w) → images (N, C_img, H, W)."""
+        h = self.dec_mid(self.dec_in(self.post_quant_conv(z)))  # (N, ch·mult_last, h, w)
+        for stage in self.dec_stages:
+            h = stage(h)  # (N, ch·mult, 2h, 2w) after each up-sampling
+        return self.dec_out(F.silu(self.dec_norm(h)))  # (N, C_img, H, W)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        corrupt: bool | None = None,
+        mask_ratio: float | None = None,
+        sample_posterior: bool = True,
+    ) -> dict:
+        """Training forward: encode → sample the posterior → interpolative noise (Eq. 4) → decode.
+
+        Args:
+            x: images (N, C_img, H, W) in [-1, 1].
+            corrupt: apply latent noise; defaults to `self.training`.
+            mask_ratio: must be None or 0 (this family does not mask).
+            sample_posterior: draw z from the posterior; False uses its mean (decoder fine-tuning).
+
+        Returns:
+            dict with "recon" (N, C_img, H, W), "aux" ({"kl"} for the variational model), "mean", "logvar",
+            "tau" (N,) and "mask_ratio" (0).
+        """
+        self.check_images(x)
+        if mask_ratio:
+            raise ValueError(f"mask_ratio={mask_ratio}: {NO_MASKING}")
+        cfg = self.config.corruption
+        corrupt = self.training if corrupt is None else corrupt
+        mean, logvar = self.forward_encoder(x)  # (N, C, h, w)
+        z = mean
+        if logvar is not None and sample_posterior:
+            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # reparameterised posterior sample
+        tau = x.new_zeros(len(x))
+        if corrupt and cfg.noise_gamma > 0:
+            tau = sample_tau(cfg, len(x), x.device)
+            z = add_latent_noise(z, tau, cfg.noise_gamma, cfg.noise_form)  # Eq. 4
+        out = {
+            "recon": self.forward_decoder(z),
+            "aux": {} if logvar is None else {"kl": gaussian_kl(mean, logvar)},
+            "mean": mean,
+            "tau": tau,
+            "mask_ratio": torch.tensor(0.0),
+        }
+        if logvar is not None:
+            out["logvar"] = logvar
+        return out
+
+    # ----------------------------------------------------------------------------------------------
+    # Tokenizer interface
+    # ----------------------------------------------------------------------------------------------
+
+    def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.forward_encoder(x)
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return self.forward_decoder(z)
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------------
+
+
+def _tiny(cfg: CNNTokenizerConfig) -> CNNTokenizerConfig:
+    """Tiny twin for tests: width 8, two stages of one block, at most 32-px images."""
+    return dataclasses.replace(
+        cfg, image_size=min(cfg.image_size, 32), base_channels=8, channel_mults=(1, 2), res_blocks=1
+    )
+
+
+_register_pair = functools.partial(register_with_tiny, kind="tokenizer", model_cls=CNNTokenizer, tiny=_tiny)
+
+_register_pair(
+    "cnn-f16c16",
+    lambda: CNNTokenizerConfig(corruption=CorruptionConfig(mask_max=0.0, mask_min=0.0, noise_gamma=3.0)),
+    "MAR-VAE's KL-16 architecture (l-DeTok App. A.5): 256 px → 16×16×16 latents, ch 128 × (1, 1, 2, 2, 4), 2 ResNet "
+    "blocks per stage, mid-block attention; l-DeTok noise γ = 3, no masking (γ = 0 is the paper's baseline). The "
+    "default run recipe turns the GAN on after 20% of training (epoch 10 of 50 in the paper).",
+)
+_register_pair(
+    "cnn-fmnist32",
+    lambda: CNNTokenizerConfig(
+        image_size=32,
+        channels=1,
+        latent_channels=8,
+        base_channels=32,
+        channel_mults=(1, 2, 2),
+        res_blocks=1,
+        corruption=CorruptionConfig(mask_max=0.0, mask_min=0.0, noise_gamma=3.0),
+    ),
+    "Fashion-MNIST-32: 32 px → 8×8×8 latents, the layout of detok-fmnist32, so the two compare cell for cell; ch 32 × "
+    "(1, 2, 2), one ResNet block per stage, mid-block attention; noise γ = 3, no masking.",
+)
