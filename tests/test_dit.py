@@ -124,15 +124,31 @@ def test_qk_norm_switch_adds_the_norm_parameters(name):
 
 
 def test_lightningdit_applies_rope():
-    """Without absolute positions a transformer is permutation-equivariant; RoPE must break that."""
+    """Without absolute positions a transformer is permutation-equivariant; 2-D RoPE must break that."""
     torch.manual_seed(0)
-    model = _jitter(create_model("lightningdit-b-tiny", input_size=(8,), abs_pos=False)).eval()
-    z, t, y = torch.randn(2, model.config.latent_channels, 8), torch.full((2,), 500.0), torch.tensor([0, 1])
-    perm = torch.randperm(8, generator=torch.Generator().manual_seed(1))
+    model = _jitter(create_model("lightningdit-b-tiny", input_size=(4, 4), abs_pos=False)).eval()
+    c = model.config.latent_channels
+    z, t, y = torch.randn(2, c, 4, 4), torch.full((2,), 500.0), torch.tensor([0, 1])
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(1))
+    shuffle = lambda a: a.flatten(2)[..., perm].view(2, c, 4, 4)  # noqa: E731
     with torch.no_grad():
-        assert not torch.allclose(model.net(z[..., perm], t, y), model.net(z, t, y)[..., perm], atol=1e-5)
+        assert not torch.allclose(model.net(shuffle(z), t, y), shuffle(model.net(z, t, y)), atol=1e-5)
         model.net.rope.copy_(torch.tensor([1.0, 0.0]))  # (cos, sin) of zero angles: the control case is equivariant
-        assert torch.allclose(model.net(z[..., perm], t, y), model.net(z, t, y)[..., perm], atol=1e-5)
+        assert torch.allclose(model.net(shuffle(z), t, y), shuffle(model.net(z, t, y)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dit-b-tiny", "sit-b-tiny", "lightningdit-b-tiny"])
+def test_one_dimensional_tokens_get_learned_positions_and_no_rope(name):
+    """l-DeTok App. A.2: on 1-D tokens, learned 1-D absolute positions and RoPE disabled (LightningDiT)."""
+    torch.manual_seed(0)
+    model = _jitter(create_model(name, input_size=(8,)))  # off adaLN-Zero's init, so gradients reach positions
+    assert isinstance(model.net.pos_embed, torch.nn.Parameter) and model.net.pos_embed.shape[1] == 8
+    assert getattr(model.net, "rope", None) is None
+    grid = create_model(name, input_size=(4, 4))
+    assert not isinstance(grid.net.pos_embed, torch.nn.Parameter)
+    z = torch.randn(2, model.config.latent_channels, 8)
+    model(z, torch.tensor([0, 1])).backward()
+    assert model.net.pos_embed.grad is not None and model.net.pos_embed.grad.abs().sum() > 0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def sample_images(
             generator=batch_generator(seed, first_batch + b, device),
             **interval,
         )  # (B, C, *input_size) normalised latents
-        images.append(to_uint8(tokenizer.decode(z, normalized=True)))
+        images.append(to_uint8(tokenizer.decode(tokenizer.latent_layout.from_generator(z), normalized=True)))
     return np.concatenate(images), labels.cpu().numpy()
 
 

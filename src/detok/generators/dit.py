@@ -68,8 +68,8 @@ class DiTBackboneConfig:
             raise ValueError(f"patch size {self.patch_size} does not divide input_size {self.input_size}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by {self.heads} heads")
-        if self.width % (2 * len(self.input_size)):
-            raise ValueError(f"sin-cos embedding needs width divisible by {2 * len(self.input_size)}, got {self.width}")
+        if len(self.input_size) == 2 and self.width % 4:
+            raise ValueError(f"the 2-D sin-cos embedding needs a width divisible by 4, got {self.width}")
         if self.cfg_channels is not None and not 1 <= self.cfg_channels <= self.latent_channels:
             raise ValueError(f"cfg_channels must be None or in [1, {self.latent_channels}], got {self.cfg_channels}")
 
@@ -169,7 +169,10 @@ class DiTNet(nn.Module):
         self.x_embedder = nn.Linear(p**axes * config.latent_channels, d)
         self.t_embedder = TimestepEmbedder(d)
         self.y_embedder = LabelEmbedder(config.num_classes, d)
-        self.register_buffer("pos_embed", sincos_pos_embed(d, grid)[None], persistent=False)  # (1, T, D)
+        if axes == 1:  # 1-D tokens (l-DeTok Sec. 5): learned absolute positions
+            self.pos_embed = nn.Parameter(torch.zeros(1, grid[0], d))  # (1, T, D)
+        else:
+            self.register_buffer("pos_embed", sincos_pos_embed(d, grid)[None], persistent=False)  # (1, T, D)
         self.blocks = nn.ModuleList(
             DiTBlock(d, config.heads, config.mlp_ratio, config.qk_norm) for _ in range(config.depth)
         )
@@ -178,6 +181,8 @@ class DiTNet(nn.Module):
 
     def initialize_weights(self) -> None:
         init_adaln_zero(self)
+        if isinstance(self.pos_embed, nn.Parameter):
+            nn.init.normal_(self.pos_embed, std=0.02)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, *input_size) noisy latents; t: (N,) timesteps in the objective's units; y: (N,) labels,

@@ -78,8 +78,8 @@ class LightningDiTConfig:
             raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
         if any(s % self.patch_size for s in self.input_size):
             raise ValueError(f"patch size {self.patch_size} does not divide input_size {self.input_size}")
-        if self.width % self.heads or (self.width // self.heads) % (2 * axes):
-            raise ValueError(f"width {self.width} / {self.heads} heads must give a head size divisible by {2 * axes}")
+        if self.width % self.heads or (axes == 2 and (self.width // self.heads) % 4):  # 2-D RoPE: 4 | head size
+            raise ValueError(f"width {self.width} / {self.heads} heads must give a head size divisible by 4")
         if self.cfg_channels is not None and not 1 <= self.cfg_channels <= self.latent_channels:
             raise ValueError(f"cfg_channels must be None or in [1, {self.latent_channels}], got {self.cfg_channels}")
         check_interval(self.cfg_interval)
@@ -134,10 +134,14 @@ class LightningDiTNet(nn.Module):
         self.x_embedder = nn.Linear(p**axes * c, d)
         self.t_embedder = TimestepEmbedder(d)
         self.y_embedder = LabelEmbedder(config.num_classes, d)
-        pos = sincos_pos_embed(d, grid)[None] if config.abs_pos else torch.zeros(1, 1, d)
-        self.register_buffer("pos_embed", pos, persistent=False)  # (1, T, D), or zeros without abs_pos
-        rope = rope_tables(grid_positions(*grid), d // config.heads, config.rope_theta)  # (T, hd/2, 2)
-        self.register_buffer("rope", rope, persistent=False)
+        if axes == 1:  # 1-D tokens: learned absolute positions and no RoPE (l-DeTok App. A.2)
+            self.pos_embed = nn.Parameter(torch.zeros(1, grid[0], d))  # (1, T, D)
+            self.rope = None
+        else:
+            pos = sincos_pos_embed(d, grid)[None] if config.abs_pos else torch.zeros(1, 1, d)
+            self.register_buffer("pos_embed", pos, persistent=False)  # (1, T, D), or zeros without abs_pos
+            rope = rope_tables(grid_positions(*grid), d // config.heads, config.rope_theta)  # (T, hd/2, 2)
+            self.register_buffer("rope", rope, persistent=False)
         self.blocks = nn.ModuleList(
             LightningDiTBlock(d, config.heads, config.mlp_ratio, config.qk_norm) for _ in range(config.depth)
         )
@@ -146,6 +150,8 @@ class LightningDiTNet(nn.Module):
 
     def initialize_weights(self) -> None:
         init_adaln_zero(self)
+        if isinstance(self.pos_embed, nn.Parameter):
+            nn.init.normal_(self.pos_embed, std=0.02)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, *input_size) interpolated latents; t: (N,) model time (1000·t); y: (N,) labels,

@@ -59,6 +59,24 @@ class LatentLayout:
             self.shape[1:] if self.kind == "grid" else self.shape[:1] if self.kind == "sequence" else self.shape
         )
 
+    @property
+    def generator_input(self) -> tuple[int, tuple[int, ...]]:
+        """(channels, input_size) of the generators that consume these latents: (C, (h, w)) for a grid, (C, (K,))
+        for a sequence (generators take channels first), (codebook_size, shape) for code indices."""
+        if self.kind == "grid":
+            return self.shape[0], tuple(self.shape[1:])
+        if self.kind == "sequence":
+            return self.shape[1], (self.shape[0],)
+        return self.codebook_size, tuple(self.shape)
+
+    def to_generator(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (N, *shape) → the generators' channels-first layout (N, C, *input_size)."""
+        return z.transpose(1, 2) if self.kind == "sequence" else z
+
+    def from_generator(self, z: torch.Tensor) -> torch.Tensor:
+        """Inverse of `to_generator`."""
+        return z.transpose(1, 2) if self.kind == "sequence" else z
+
     def per_channel(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (N, *shape) → (C, N·positions): every value of each channel in one row."""
         return z.movedim(self.channel_axis, 0).flatten(1)

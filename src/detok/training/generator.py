@@ -128,8 +128,8 @@ def default_run_config(
         num_classes = meta["num_classes"]
     else:
         num_classes = build_dataset(cfg.data, "train").num_classes
-    c, *size = tok.latent_shape
-    model = dataclasses.replace(cfg.model, latent_channels=c, input_size=tuple(size), num_classes=num_classes)
+    c, size = tok.latent_layout.generator_input
+    model = dataclasses.replace(cfg.model, latent_channels=c, input_size=size, num_classes=num_classes)
     return dataclasses.replace(cfg, model=model)
 
 
@@ -145,7 +145,7 @@ class _OnTheFlyLatents:
 
     def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
         x, y = self.dataset.get_batch(indices, generator)  # flips drawn from `generator`
-        return self.tokenizer.encode(x.to(self.device), normalize=True), y
+        return self.tokenizer.encode(x.to(self.device), normalize=True), y  # (B, *latent_shape)
 
 
 def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
@@ -171,6 +171,7 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
     else:
         dataset = _OnTheFlyLatents(cfg.data, tokenizer, device)
 
+    layout = tokenizer.latent_layout  # generators take (N, C, *input_size): a 1-D sequence is transposed
     preset = get_preset(cfg.preset)
     torch.manual_seed(tc.seed)
     model = preset.model_cls(cfg.model).to(device)
@@ -205,7 +206,7 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
         for micro in range(tc.grad_accum):
             shard = rank * tc.grad_accum + micro
             z, y = dataset.get_batch(idx[shard], torch.Generator().manual_seed(augment_seed(tc.seed, step, shard)))
-            z, y = z.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            z, y = layout.to_generator(z.to(device, non_blocking=True)), y.to(device, non_blocking=True)
             torch.manual_seed(shard_seed(tc.seed, step, shard))  # noise, timesteps, masks, label dropout
             sync = micro == tc.grad_accum - 1
             with ddp_model.no_sync() if (not sync and ddp_model is not model) else contextlib.nullcontext():
@@ -252,4 +253,4 @@ def _preview(model, tokenizer, cfg: GeneratorRunConfig, path: Path, device: torc
     k = model.config.num_classes
     labels = balanced_labels(2 * min(k, 8), min(k, 8), device)
     z = model.sample(labels, cfg_scale=cfg.preview_cfg, generator=batch_generator(cfg.train.seed, 0, device))
-    save_grid(tokenizer.decode(z, normalized=True), path, nrow=min(k, 8))
+    save_grid(tokenizer.decode(tokenizer.latent_layout.from_generator(z), normalized=True), path, nrow=min(k, 8))
