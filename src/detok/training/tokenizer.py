@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,9 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
                 img_per_s=round(ips, 2),
                 mask_ratio=ratio if (ratio is not None and corrupt) else 0.0,
                 **{k: round(v, 6) for k, v in zip(stats, means)},
+                # PSNR of the training batch's reconstructions (from the mean MSE, images in [-1, 1]): the curve on
+                # which 1-D tokenizers show their "grokking" jump (l-DeTok Fig. A.3)
+                psnr=round(10 * math.log10(4.0 / max(means[list(stats).index("mse")], 1e-12)), 4),
             )
             bar.set_postfix(loss=f"{means[0]:.4f}", img_s=f"{ips:.0f}")
         if dist.is_main() and (step % tc.sample_every == 0 or step == total):
