@@ -111,8 +111,8 @@ def sample_images(
             temperature=temperature,
             generator=batch_generator(seed, first_batch + b, device),
             **interval,
-        )  # (B, C, *input_size) normalised latents
-        images.append(to_uint8(tokenizer.decode(tokenizer.latent_layout.from_generator(z), normalized=True)))
+        )  # (B, C, *input_size) normalised latents, or (B, *input_size) code indices
+        images.append(to_uint8(tokenizer.decode_generated(z)))
     return np.concatenate(images), labels.cpu().numpy()
 
 

@@ -67,16 +67,23 @@ def evaluate_reconstruction(
         lpips: an LPIPS module (losses/perceptual.py); its mean distance is reported.
 
     Returns:
-        The means, their standard errors, the image count, and "rfid"/"lpips" when requested.
+        The means, their standard errors, the image count, "rfid"/"lpips" when requested, and for a discrete (VQ)
+        tokenizer the codebook usage over all images: "code_usage" (fraction of codes used) and "perplexity".
     """
     from detok.eval.features import to_uint8_nchw
     from detok.eval.metrics import feature_stats, frechet_distance
 
     tokenizer.eval()
+    layout = getattr(tokenizer, "latent_layout", None)  # anything with encode/decode can be evaluated
+    discrete = layout is not None and layout.kind == "discrete"
+    codes = torch.zeros(layout.codebook_size if discrete else 0, dtype=torch.long)
     psnrs, ssims, dists, feats_real, feats_fake = [], [], [], [], []
     for x, _ in iter_batches(dataset, batch_size, max_images, "reconstruct", progress):
         x = x.to(device)
-        recon = tokenizer.decode(tokenizer.encode(x)).clamp(-1, 1)
+        z = tokenizer.encode(x)
+        if discrete:
+            codes += torch.bincount(z.flatten().long().cpu(), minlength=len(codes))
+        recon = tokenizer.decode(z).clamp(-1, 1)
         psnrs.append(psnr(recon, x).cpu())
         ssims.append(ssim((recon + 1) / 2, (x + 1) / 2).cpu())
         if lpips is not None:
@@ -98,4 +105,8 @@ def evaluate_reconstruction(
     if extractor is not None:
         real, fake = feature_stats(torch.cat(feats_real)), feature_stats(torch.cat(feats_fake))
         out["rfid"] = frechet_distance(*real, *fake)
+    if discrete:
+        prob = codes[codes > 0].double() / codes.sum()
+        out["code_usage"] = (codes > 0).double().mean().item()
+        out["perplexity"] = (-(prob * prob.log()).sum()).exp().item()
     return out

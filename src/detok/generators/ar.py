@@ -155,6 +155,7 @@ class CausalAR(nn.Module):
     """Decoder-only autoregressive generator (RandomAR / RasterAR) with a per-token DiffLoss head."""
 
     kind = "generator"
+    latent_kind = "continuous"  # normalised continuous latents (grids or 1-D sequences), not code indices
     config_cls = CausalARConfig
 
     def __init__(self, config: CausalARConfig):

@@ -206,6 +206,7 @@ class BackboneGenerator(nn.Module):
     the objective. `net(x, t, y)` is the backbone; it owns `y_embedder` (the class table) and `pos_embed`."""
 
     kind = "generator"
+    latent_kind = "continuous"  # normalised continuous latents (grids or 1-D sequences), not code indices
 
     def __init__(self, config, objective: GaussianDiffusion | FlowMatching, net: nn.Module):
         super().__init__()

@@ -169,6 +169,7 @@ class MAR(nn.Module):
     """Masked autoregressive generator: bidirectional encoder–decoder over buffer + tokens, DiffLoss head."""
 
     kind = "generator"
+    latent_kind = "continuous"  # normalised continuous latents (grids or 1-D sequences), not code indices
     config_cls = MARConfig
 
     def __init__(self, config: MARConfig):

@@ -195,6 +195,12 @@ class Tokenizer(nn.Module):
         return z
 
     @torch.no_grad()
+    def decode_generated(self, z: torch.Tensor) -> torch.Tensor:
+        """A generator's output (N, C, *input_size) — normalised latents, or code indices — → images."""
+        layout = self.latent_layout
+        return self.decode(layout.from_generator(z), normalized=layout.kind != "discrete")
+
+    @torch.no_grad()
     def decode(self, z: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         """Latents (N, *latent_shape) → images (N, C_img, H, W), roughly in [-1, 1].
 

@@ -109,6 +109,14 @@ def default_run_config(
     if p.kind != "generator":
         raise ValueError(f"{preset!r} is a {p.kind} preset, not a generator")
     tok = load_tokenizer(tokenizer)
+    discrete_tokenizer, discrete_model = tok.latent_layout.kind == "discrete", p.model_cls.latent_kind == "discrete"
+    if discrete_tokenizer != discrete_model:
+        raise ValueError(
+            f"{preset} models {'code indices' if discrete_model else 'continuous latents'} but tokenizer {tokenizer} "
+            f"produces {'code indices (a VQ tokenizer)' if discrete_tokenizer else 'continuous latents'}: "
+            + ("use a discrete AR generator (randomar-vq-*, rasterar-vq-*)" if discrete_tokenizer
+               else "use a continuous generator (sit-*, mar-*, …) or a VQ tokenizer")
+        )  # fmt: skip
     cfg = GeneratorRunConfig(
         preset=preset,
         tokenizer=str(tokenizer),
@@ -129,23 +137,24 @@ def default_run_config(
     else:
         num_classes = build_dataset(cfg.data, "train").num_classes
     c, size = tok.latent_layout.generator_input
-    model = dataclasses.replace(cfg.model, latent_channels=c, input_size=size, num_classes=num_classes)
+    channels = {"codebook_size" if discrete_model else "latent_channels": c}
+    model = dataclasses.replace(cfg.model, **channels, input_size=size, num_classes=num_classes)
     return dataclasses.replace(cfg, model=model)
 
 
 class _OnTheFlyLatents:
     """Images encoded through the tokenizer at every step (normalised with its statistics)."""
 
-    def __init__(self, data: DataConfig, tokenizer, device: torch.device):
+    def __init__(self, data: DataConfig, tokenizer, device: torch.device, normalize: bool = True):
         self.dataset = build_dataset(data, "train")
-        self.tokenizer, self.device = tokenizer, device
+        self.tokenizer, self.device, self.normalize = tokenizer, device, normalize
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
         x, y = self.dataset.get_batch(indices, generator)  # flips drawn from `generator`
-        return self.tokenizer.encode(x.to(self.device), normalize=True), y  # (B, *latent_shape)
+        return self.tokenizer.encode(x.to(self.device), normalize=self.normalize), y  # (B, *latent_shape)
 
 
 def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
@@ -156,22 +165,23 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
     world, rank = dist.world_size(), dist.rank()
 
     tokenizer = load_tokenizer(cfg.tokenizer, device)
-    if tokenizer.config.latent_mean is None:
+    layout = tokenizer.latent_layout  # generators take (N, C, *input_size): a 1-D sequence is transposed
+    normalize = layout.kind != "discrete"  # continuous latents train normalised; code indices as they are
+    if normalize and tokenizer.config.latent_mean is None:
         raise RuntimeError(
             f"tokenizer {cfg.tokenizer} has no latent statistics; run `detok tokenizer stats {cfg.tokenizer}` first "
             "(generators train on latents normalised with the tokenizer's own statistics)"
         )
     if cfg.latents is not None:
-        dataset = LatentDataset(cfg.latents, normalize=True)
-        if dataset.meta["latent_mean"] != list(tokenizer.config.latent_mean):
+        dataset = LatentDataset(cfg.latents, normalize=normalize)
+        if normalize and dataset.meta["latent_mean"] != list(tokenizer.config.latent_mean):
             raise ValueError(
                 f"latent cache {cfg.latents} was normalised with other statistics than tokenizer {cfg.tokenizer} "
                 "has now (stats recomputed after caching?): re-run `detok latents cache`"
             )
     else:
-        dataset = _OnTheFlyLatents(cfg.data, tokenizer, device)
+        dataset = _OnTheFlyLatents(cfg.data, tokenizer, device, normalize)
 
-    layout = tokenizer.latent_layout  # generators take (N, C, *input_size): a 1-D sequence is transposed
     preset = get_preset(cfg.preset)
     torch.manual_seed(tc.seed)
     model = preset.model_cls(cfg.model).to(device)
@@ -253,4 +263,4 @@ def _preview(model, tokenizer, cfg: GeneratorRunConfig, path: Path, device: torc
     k = model.config.num_classes
     labels = balanced_labels(2 * min(k, 8), min(k, 8), device)
     z = model.sample(labels, cfg_scale=cfg.preview_cfg, generator=batch_generator(cfg.train.seed, 0, device))
-    save_grid(tokenizer.decode(tokenizer.latent_layout.from_generator(z), normalized=True), path, nrow=min(k, 8))
+    save_grid(tokenizer.decode_generated(z), path, nrow=min(k, 8))

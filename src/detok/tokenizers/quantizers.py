@@ -1,0 +1,50 @@
+"""Vector quantisation with an ℓ2-normalised codebook (ViT-VQGAN, Yu et al., arXiv:2110.04627; as TiTok and
+l-DeTok App. A.7 use it): nearest code by cosine similarity, codebook + β·commitment loss, straight-through
+gradients, and the usage statistics that show codebook collapse."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class VectorQuantizer(nn.Module):
+    """Quantises vectors (…, D) against `codebook_size` learnable codes of dimension D, both ℓ2-normalised."""
+
+    def __init__(self, codebook_size: int, dim: int, beta: float = 0.25):
+        super().__init__()
+        self.codebook = nn.Embedding(codebook_size, dim)
+        self.beta = beta
+        nn.init.normal_(self.codebook.weight)
+
+    def codes(self) -> torch.Tensor:
+        """The normalised codebook (K, D)."""
+        return F.normalize(self.codebook.weight, dim=-1)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code vectors (…, D) of integer `indices` (…)."""
+        return F.embedding(indices.long(), self.codes())
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Quantise z (…, D).
+
+        Returns:
+            the straight-through quantised vectors (…, D) (forward: the codes; backward: identity to the normalised
+            z), the code indices (…), and the losses {"codebook": ‖sg(ẑ) − e‖², "commitment": β·‖ẑ − sg(e)‖²} with
+            ẑ = z / ‖z‖.
+        """
+        z = F.normalize(z.float(), dim=-1)  # (…, D)
+        codes = self.codes()  # (K, D)
+        indices = (z.reshape(-1, z.shape[-1]) @ codes.t()).argmax(-1).view(z.shape[:-1])  # nearest on the sphere
+        q = codes[indices]  # (…, D)
+        losses = {"codebook": F.mse_loss(q, z.detach()), "commitment": self.beta * F.mse_loss(z, q.detach())}
+        return z + (q - z).detach(), indices, losses
+
+    @staticmethod
+    def usage(indices: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:
+        """Code usage of a batch of `indices`: the fraction of the codebook used and the perplexity exp(H(p))."""
+        counts = torch.bincount(indices.reshape(-1).long(), minlength=codebook_size).float()  # (K,)
+        p = counts / counts.sum()
+        entropy = -(p[p > 0] * p[p > 0].log()).sum()
+        return {"code_usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}
