@@ -215,3 +215,17 @@ class Tokenizer(nn.Module):
             mu, std = self.latent_stats(z)
             z = z * std + mu
         return self.decode_latents(z)
+
+
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) ‖ N(0, I)) summed over latent elements, averaged over images."""
+    mean, logvar = mean.float(), logvar.float()
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
+
+
+def posterior_output(recon: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor | None, **extra) -> dict:
+    """A continuous tokenizer's training output: "recon", "aux" ({"kl"} if variational), "mean", "logvar"."""
+    out = {"recon": recon, "aux": {} if logvar is None else {"kl": gaussian_kl(mean, logvar)}, "mean": mean, **extra}
+    if logvar is not None:
+        out["logvar"] = logvar
+    return out

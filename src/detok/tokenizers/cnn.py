@@ -22,9 +22,8 @@ import torch.nn.functional as F
 
 from detok.config import FractionBelowOne, PositiveInt, check_fields
 from detok.registry import register_with_tiny
-from detok.tokenizers.base import LatentLayout, Tokenizer
-from detok.tokenizers.corruption import CorruptionConfig, add_latent_noise, sample_tau
-from detok.tokenizers.detok import gaussian_kl
+from detok.tokenizers.base import LatentLayout, Tokenizer, posterior_output
+from detok.tokenizers.corruption import CorruptionConfig, corrupt_posterior
 
 NO_MASKING = "the CNN tokenizer does not mask (l-DeTok App. A.5 corrupts CNN latents with noise only)"
 
@@ -259,23 +258,8 @@ class CNNTokenizer(Tokenizer):
         cfg = self.config.corruption
         corrupt = self.training if corrupt is None else corrupt
         mean, logvar = self.forward_encoder(x)  # (N, C, h, w)
-        z = mean
-        if logvar is not None and sample_posterior:
-            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # reparameterised posterior sample
-        tau = x.new_zeros(len(x))
-        if corrupt and cfg.noise_gamma > 0:
-            tau = sample_tau(cfg, len(x), x.device)
-            z = add_latent_noise(z, tau, cfg.noise_gamma, cfg.noise_form)  # Eq. 4
-        out = {
-            "recon": self.forward_decoder(z),
-            "aux": {} if logvar is None else {"kl": gaussian_kl(mean, logvar)},
-            "mean": mean,
-            "tau": tau,
-            "mask_ratio": torch.tensor(0.0),
-        }
-        if logvar is not None:
-            out["logvar"] = logvar
-        return out
+        z, tau = corrupt_posterior(mean, logvar, cfg, corrupt, sample_posterior)  # Eq. 4
+        return posterior_output(self.forward_decoder(z), mean, logvar, tau=tau, mask_ratio=torch.tensor(0.0))
 
     # ----------------------------------------------------------------------------------------------
     # Tokenizer interface

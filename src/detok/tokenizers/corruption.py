@@ -104,3 +104,21 @@ def add_latent_noise(z: torch.Tensor, tau: torch.Tensor, gamma: float, form: str
     if form == "additive":
         return z + tau * eps
     raise ValueError(f"unknown noise form {form!r}; expected 'interpolative' or 'additive'")
+
+
+def corrupt_posterior(
+    mean: torch.Tensor, logvar: torch.Tensor | None, cfg: CorruptionConfig, corrupt: bool, sample_posterior: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latents a tokenizer's decoder trains on, and the noise level τ (N,) of each image (0 when clean).
+
+    z = mean + exp(logvar / 2)·ε₀ (a reparameterised posterior sample, when `sample_posterior` and the model is
+    variational), then z' = (1 − τ)·z + τ·ε with ε ~ N(0, γ²I) when `corrupt` and γ > 0 (Eq. 4).
+    """
+    z = mean
+    if logvar is not None and sample_posterior:
+        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # reparameterised posterior sample
+    tau = mean.new_zeros(len(mean))
+    if corrupt and cfg.noise_gamma > 0:
+        tau = sample_tau(cfg, len(mean), mean.device)
+        z = add_latent_noise(z, tau, cfg.noise_gamma, cfg.noise_form)  # Eq. 4
+    return z, tau

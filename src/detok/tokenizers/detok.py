@@ -27,14 +27,8 @@ from detok.layers import (
     unpatchify,
 )
 from detok.registry import register_with_tiny
-from detok.tokenizers.base import LatentLayout, Tokenizer
-from detok.tokenizers.corruption import (
-    CorruptionConfig,
-    add_latent_noise,
-    random_masking,
-    sample_mask_ratio,
-    sample_tau,
-)
+from detok.tokenizers.base import LatentLayout, Tokenizer, posterior_output
+from detok.tokenizers.corruption import CorruptionConfig, corrupt_posterior, random_masking, sample_mask_ratio
 
 
 @dataclass(frozen=True)
@@ -244,24 +238,9 @@ class DeTok(Tokenizer):
         ids_keep, mask = random_masking(n, t, ratio, x.device) if ratio > 0 else (None, x.new_zeros(n, t))
 
         mean, logvar = self.split_moments(self.forward_encoder(x, ids_keep))  # (N, T_keep, C)
-        z = mean
-        if logvar is not None and sample_posterior:
-            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # reparameterised posterior sample
-        tau = x.new_zeros(n)
-        if corrupt and cfg.noise_gamma > 0:
-            tau = sample_tau(cfg, n, x.device)
-            z = add_latent_noise(z, tau, cfg.noise_gamma, cfg.noise_form)  # Eq. 4
-        out = {
-            "recon": self.forward_decoder(z, ids_keep),
-            "aux": {} if logvar is None else {"kl": gaussian_kl(mean, logvar)},
-            "mean": mean,
-            "mask": mask,
-            "tau": tau,
-            "mask_ratio": torch.tensor(ratio),
-        }
-        if logvar is not None:
-            out["logvar"] = logvar
-        return out
+        z, tau = corrupt_posterior(mean, logvar, cfg, corrupt, sample_posterior)  # Eq. 4
+        recon = self.forward_decoder(z, ids_keep)  # (N, C_img, H, W)
+        return posterior_output(recon, mean, logvar, mask=mask, tau=tau, mask_ratio=torch.tensor(ratio))
 
     # ----------------------------------------------------------------------------------------------
     # Tokenizer interface
@@ -282,12 +261,6 @@ class DeTok(Tokenizer):
         """Encode only the patches `ids_keep` (N, T_keep) of x (None: all); decode with [MASK] in the rest."""
         mean, _ = self.split_moments(self.forward_encoder(x, ids_keep))  # (N, T_keep, C)
         return self.forward_decoder(mean, ids_keep)  # (N, C_img, H, W)
-
-
-def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, exp(logvar)) ‖ N(0, I)) summed over latent elements, averaged over images."""
-    mean, logvar = mean.float(), logvar.float()
-    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ import torch.nn as nn
 from detok.config import PositiveFloat, PositiveInt, check_fields
 from detok.layers import RMSNorm, patchify, unpatchify
 from detok.registry import register_with_tiny
-from detok.tokenizers.base import LatentLayout, Tokenizer
-from detok.tokenizers.corruption import CorruptionConfig, add_latent_noise, sample_tau
-from detok.tokenizers.detok import Block, gaussian_kl
+from detok.tokenizers.base import LatentLayout, Tokenizer, posterior_output
+from detok.tokenizers.corruption import CorruptionConfig, corrupt_posterior
+from detok.tokenizers.detok import Block
 
 NO_MASKING = "the 1-D tokenizer does not mask (l-DeTok App. A.6 omits masking for 1-D tokens)"
 
@@ -186,23 +186,8 @@ class DeTok1D(Tokenizer):
         cfg = self.config.corruption
         corrupt = self.training if corrupt is None else corrupt
         mean, logvar = self.forward_encoder(x)  # (N, K, C)
-        z = mean
-        if logvar is not None and sample_posterior:
-            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # reparameterised posterior sample
-        tau = x.new_zeros(len(x))
-        if corrupt and cfg.noise_gamma > 0:
-            tau = sample_tau(cfg, len(x), x.device)
-            z = add_latent_noise(z, tau, cfg.noise_gamma, cfg.noise_form)  # Eq. 4
-        out = {
-            "recon": self.forward_decoder(z),
-            "aux": {} if logvar is None else {"kl": gaussian_kl(mean, logvar)},
-            "mean": mean,
-            "tau": tau,
-            "mask_ratio": torch.tensor(0.0),
-        }
-        if logvar is not None:
-            out["logvar"] = logvar
-        return out
+        z, tau = corrupt_posterior(mean, logvar, cfg, corrupt, sample_posterior)  # Eq. 4
+        return posterior_output(self.forward_decoder(z), mean, logvar, tau=tau, mask_ratio=torch.tensor(0.0))
 
     # ----------------------------------------------------------------------------------------------
     # Tokenizer interface
