@@ -190,3 +190,27 @@ def test_seed_offset_trains_new_seeds_in_their_own_cells(suite_run, tmp_path, mo
     assert (tmp_path / "work" / "joint-seed3" / "tokenizer").is_dir()
     with pytest.raises(ValueError, match="seed_offset"):
         parse_budget("smoke", ["seed_offset=-1"])
+
+
+def test_the_variants_suite_runs_every_family_with_its_own_tokenizer_and_generators(suite_run, tmp_path, monkeypatch):
+    """CNN, 1-D and VQ rows at the smoke budget: each trains its family's tiny twin; VQ rows are scored by the
+    discrete AR generators, the others by SiT and MAR; the table has a preset and a codebook column."""
+    root, args = suite_run
+    monkeypatch.setenv("DETOK_CACHE", str(root / "cache"))
+    again = [*args]
+    again[again.index("--suite") + 1] = "variants"
+    again[again.index("--out") + 1], again[again.index("--work") + 1] = str(tmp_path / "out"), str(tmp_path / "work")
+    assert cli_main(again) == 0
+    cells = {c["variant"]: c for c in json.loads((tmp_path / "out" / "results.json").read_text())["cells"]}
+    assert set(cells) == {v.name for v in SUITES["variants"]}
+    assert cells["cnn-ldetok"]["preset"] == "cnn-fmnist32-tiny" and {"sit", "mar"} <= set(cells["cnn-ldetok"])
+    assert cells["1d-k32-baseline"]["preset"] == "detok1d-fmnist32-k32-tiny"
+    vq = cells["vq-ldetok"]
+    assert {"randomar_vq", "rasterar_vq"} <= set(vq) and "sit" not in vq
+    assert 0 < vq["tokenizer"]["recon"]["code_usage"] <= 1
+    config = json.loads((tmp_path / "work" / "vq-ldetok-seed0" / "tokenizer" / "config.json").read_text())
+    assert config["model"]["corruption"]["mask_max"] == 0.95 and config["arch"] == "DeTokVQ"
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| Tokenizer | preset | rFID | PSNR (dB) | codes used | SiT gFID | MAR gFID | RandomAR (VQ) gFID |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| vq-ldetok |"))
+    assert "`detokvq-fmnist32-tiny`" in row and "7.03" in row and "4.91" in row

@@ -553,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark suites").add_subparsers(dest="action", required=True)
     p = bench.add_parser("reproduce", help="reproduce the paper's claims at small scale (resumable: rerun to continue)")
-    p.add_argument("--suite", default="table2", choices=["table2", "table2-followup", "noise"])
+    p.add_argument("--suite", default="table2", choices=["table2", "table2-followup", "noise", "variants"])
     p.add_argument(
         "--budget",
         default="cpu",

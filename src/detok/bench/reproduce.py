@@ -41,21 +41,30 @@ class TokenizerVariant:
     """One tokenizer row: a name, its corruption overrides (model.corruption.*) and the seeds to train.
 
     Attributes:
+        tokenizer: the tokenizer preset this row trains (None: the budget's `tokenizer`); a tiny-budget run uses its
+            `-tiny` twin.
         finetune_from: the name of another variant with the same overrides whose trained tokenizer (the cell
             `<finetune_from>-seed<k>` of the same work folder, trained there first if missing) gets its decoder
             fine-tuned on clean latents for `Budget.finetune_images` images (paper App. A.3: encoder frozen,
             masking and noise off); None trains from scratch.
         tokenizer_scale: multiplies the budget's `tokenizer_images` for this variant's tokenizer.
-        generators: which of the budget's generators ("sit", "mar") are trained and scored on its latents.
+        generators: which of the budget's generators (GENERATORS) are trained and scored on its latents.
     """
 
     name: str
     overrides: tuple[str, ...]
     seeds: tuple[int, ...] = (0,)
     paper: dict[str, float] = field(default_factory=dict)  # the paper's ImageNet numbers, for the table
+    tokenizer: str | None = None
     finetune_from: str | None = None
     tokenizer_scale: int = 1
     generators: tuple[str, ...] = ("sit", "mar")
+
+
+# The budget's generators by the name a variant uses, with the label of their table column.
+GENERATORS = {"sit": "SiT", "mar": "MAR", "randomar_vq": "RandomAR (VQ)", "rasterar_vq": "RasterAR (VQ)"}
+PAPER_COLUMNS = {"sit": "SiT-B", "mar": "MAR-B", "randomar_vq": "RandomAR (VQ)", "rasterar_vq": "RasterAR (VQ)"}
+VQ_GENERATORS = ("randomar_vq", "rasterar_vq")
 
 
 def _corruption(gamma: float, mask: float, *extra: str) -> tuple[str, ...]:
@@ -85,7 +94,29 @@ SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
         TokenizerVariant("baseline-2x", _corruption(0, 0), tokenizer_scale=2, generators=("sit",)),
         TokenizerVariant("joint-2x", _corruption(3, 0.7), tokenizer_scale=2, generators=("sit",)),
     ),
-}
+    # The tokenizer families of l-DeTok's App. A.5–A.7, each as baseline vs l-DeTok with the paper's corruption for
+    # that family. Paper numbers: ImageNet FID with CFG (App. A.5 for the CNN; Table 8 for 1-D, K = 32 and 128,
+    # whose K·C / grid ratios of 1/8 and 1/2 the FMNIST K = 8 and 32 share; Table 9 for VQ), read from the
+    # extracted paper text.
+    "variants": (
+        TokenizerVariant("cnn-baseline", ("model.corruption.noise_gamma=0",), paper={"MAR-B": 3.32, "SiT-B": 7.11},
+                         tokenizer="cnn-fmnist32"),
+        TokenizerVariant("cnn-ldetok", ("model.corruption.noise_gamma=3",), paper={"MAR-B": 2.82, "SiT-B": 5.62},
+                         tokenizer="cnn-fmnist32"),
+        TokenizerVariant("1d-k8-baseline", ("model.corruption.noise_gamma=0",), paper={"MAR-B": 5.22, "SiT-B": 6.99},
+                         tokenizer="detok1d-fmnist32-k8"),
+        TokenizerVariant("1d-k8-ldetok", ("model.corruption.noise_gamma=2",), paper={"MAR-B": 5.51, "SiT-B": 7.02},
+                         tokenizer="detok1d-fmnist32-k8"),
+        TokenizerVariant("1d-k32-baseline", ("model.corruption.noise_gamma=0",),
+                         paper={"MAR-B": 3.92, "SiT-B": 7.95}, tokenizer="detok1d-fmnist32-k32"),
+        TokenizerVariant("1d-k32-ldetok", ("model.corruption.noise_gamma=2",), paper={"MAR-B": 3.14, "SiT-B": 6.20},
+                         tokenizer="detok1d-fmnist32-k32"),
+        TokenizerVariant("vq-baseline", ("model.corruption.mask_max=0",), tokenizer="detokvq-fmnist32",
+                         paper={"RandomAR (VQ)": 8.48, "RasterAR (VQ)": 5.29}, generators=VQ_GENERATORS),
+        TokenizerVariant("vq-ldetok", ("model.corruption.mask_max=0.95",), tokenizer="detokvq-fmnist32",
+                         paper={"RandomAR (VQ)": 7.03, "RasterAR (VQ)": 4.91}, generators=VQ_GENERATORS),
+    ),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -116,6 +147,12 @@ class Budget:
     mar: str = "mar-fmnist32"
     mar_images: PositiveInt = 12_000
     mar_sampling: tuple[str, ...] = ("num_iter=3", "diffloss.sample_steps=8")
+    randomar_vq: str = "randomar-vq-fmnist32"
+    randomar_vq_images: PositiveInt = 16_000
+    randomar_vq_sampling: tuple[str, ...] = ()
+    rasterar_vq: str = "rasterar-vq-fmnist32"
+    rasterar_vq_images: PositiveInt = 16_000
+    rasterar_vq_sampling: tuple[str, ...] = ()
     finetune_images: PositiveInt = 8_000
     search_cfgs: tuple[float, ...] = (1.5, 3.0)
     search_num: PositiveInt = 250
@@ -124,6 +161,13 @@ class Budget:
     seed_offset: NonNegativeInt = 0  # added to every variant's seeds: a second run with new seeds (seed_offset=2: 2, 3)
     data: tuple[str, ...] = ()  # data config overrides, shared by every step (the smoke test uses an npz)
     train: tuple[str, ...] = ()  # train.* overrides for every training run (e.g. train.progress=false)
+    tiny_twins: bool = False  # a variant's own tokenizer preset is replaced by its -tiny twin (the smoke budget)
+
+    def tokenizer_for(self, variant: TokenizerVariant) -> str:
+        """The tokenizer preset a variant trains under this budget."""
+        if variant.tokenizer is None:
+            return self.tokenizer
+        return f"{variant.tokenizer}-tiny" if self.tiny_twins else variant.tokenizer
 
     def __post_init__(self):
         check_fields(self)
@@ -147,6 +191,11 @@ BUDGETS = {
         mar="mar-fmnist32-tiny",
         mar_images=16,
         mar_sampling=("num_iter=2", "diffloss.sample_steps=2"),
+        randomar_vq="randomar-vq-fmnist32-tiny",
+        randomar_vq_images=16,
+        rasterar_vq="rasterar-vq-fmnist32-tiny",
+        rasterar_vq_images=16,
+        tiny_twins=True,
         search_cfgs=(1.0, 2.0),
         search_num=6,
         final_num=8,
@@ -211,12 +260,16 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
     tok_dir, data, device, log = cell / "tokenizer", ctx["data"], ctx["device"], ctx["log"]
     common = [f"train.seed={seed}", *(f"data.{o}" for o in budget.data), *budget.train]
 
+    preset = budget.tokenizer_for(variant)
+
     def trainer(run: Path, overrides: list[str]) -> Callable[[], dict]:
         def train() -> dict:
-            train_tokenizer(apply_overrides(default_run_config(budget.tokenizer), overrides), run)
+            train_tokenizer(apply_overrides(default_run_config(preset), overrides), run)
             tok = load_tokenizer(run, device)
-            mean, std = compute_latent_stats(tok, build_dataset(data, "train"), 256, budget.stats_images, device, False)
-            store_latent_stats(run, mean, std)
+            if tok.latent_layout.kind != "discrete":  # code indices are not normalised
+                train_set = build_dataset(data, "train")
+                mean, std = compute_latent_stats(tok, train_set, 256, budget.stats_images, device, False)
+                store_latent_stats(run, mean, std)
             return {"overrides": overrides}
 
         return train
@@ -224,13 +277,13 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
     images = variant.tokenizer_scale * budget.tokenizer_images
     overrides = [*variant.overrides, f"train.images={images}", *common]
     base_dir = cell.parent / f"{variant.finetune_from}-seed{seed}" / "tokenizer" if variant.finetune_from else tok_dir
-    spec = {"preset": budget.tokenizer, "overrides": overrides, "stats_images": budget.stats_images}
+    spec = {"preset": preset, "overrides": overrides, "stats_images": budget.stats_images}
     trained = _step(base_dir / "done.json", spec, trainer(base_dir, overrides), log)
     result = {"train": trained}
     if variant.finetune_from:
         ft = [*variant.overrides, f"init_from={base_dir}", "decoder_finetune=true"]
         ft += [f"train.images={budget.finetune_images}", *common]
-        spec = {"preset": budget.tokenizer, "overrides": ft, "stats_images": budget.stats_images}
+        spec = {"preset": preset, "overrides": ft, "stats_images": budget.stats_images}
         result = {"base": trained, "train": _step(tok_dir / "done.json", spec, trainer(tok_dir, ft), log)}
 
     def recon() -> dict:
@@ -340,6 +393,7 @@ def run_suite(
         for seed in (s + budget.seed_offset for s in variant.seeds):
             cell = work_dir / f"{variant.name}-seed{seed}"
             result = {"variant": variant.name, "seed": seed, "run_dir": str(cell), "paper": variant.paper}
+            result["preset"] = budget.tokenizer_for(variant)
             result["tokenizer"] = _tokenizer_steps(variant, seed, budget, cell, ctx)
             for name in variant.generators:
                 result[name] = _generator_steps(name, budget, cell, ctx)
@@ -361,7 +415,7 @@ def _commit() -> str:
 def _cell_steps(cell: dict) -> list[dict]:
     """The done records of a cell's steps (a fine-tuned tokenizer's base training included)."""
     steps = [cell["tokenizer"][k] for k in ("base", "train", "recon", "cache") if k in cell["tokenizer"]]
-    return steps + [cell[g][k] for g in ("sit", "mar") if g in cell for k in ("train", "eval")]
+    return steps + [cell[g][k] for g in GENERATORS if g in cell for k in ("train", "eval")]
 
 
 def _cell_commits(cell: dict) -> set[str]:
@@ -412,16 +466,22 @@ def _spread(values: list[float], fmt: str) -> str:
     return f"{format(float(np.mean(values)), fmt)} ± {format(half, fmt)} (n={len(values)})"
 
 
+def _generators(record: dict) -> list[str]:
+    """The generators scored in any cell of `record`, in GENERATORS order."""
+    return [g for g in GENERATORS if any(g in cell for cell in record["cells"])]
+
+
 def summarize(record: dict) -> list[dict]:
     """One row per tokenizer variant, seeds pooled: lists of the per-seed numbers."""
     rows: dict[str, dict] = {}
     for cell in record["cells"]:
         row = rows.setdefault(cell["variant"], {"variant": cell["variant"], "paper": cell["paper"], "seeds": []})
         row["seeds"].append(cell["seed"])
+        row["preset"] = cell.get("preset")
         recon = cell["tokenizer"]["recon"]
-        for key, value in (("rfid", recon.get("rfid")), ("psnr", recon["psnr"])):
-            row.setdefault(key, []).append(value)
-        for g in ("sit", "mar"):
+        for key in ("rfid", "psnr", "code_usage"):
+            row.setdefault(key, []).append(recon.get(key))
+        for g in GENERATORS:
             for key in ("fid", "is", "precision", "recall", "cfg"):
                 row.setdefault(f"{g}_{key}", [])
                 if g in cell:
@@ -429,29 +489,22 @@ def summarize(record: dict) -> list[dict]:
     return list(rows.values())
 
 
-def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Write results.json, results.md (paper layout) and gfid.png (if matplotlib is installed) into `out_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "results.json", record)
-    rows = summarize(record)
+def _intro(record: dict) -> list[str]:
     env, budget = record["environment"], record["budget"]
     total = sum(_seconds(c) for c in record["cells"])
     done, planned = len(record["cells"]), record.get("planned_cells", len(record["cells"]))
     commits = {c[:8] for cell in record["cells"] for c in _cell_commits(cell)}
+    command = f"`{record['command']}`" if record["command"] else "none (run from Python, `run_suite`)"
     lines = [
-        f"# detok bench reproduce --suite {record['suite']}",
-        "",
         "Generated by the command below; numbers are not edited. Spread: mean ± half the range over the tokenizer "
         "seeds (the generators train and sample with the same seeds in every cell, so their own run-to-run "
         "variation is not in it).",
-        "",
         *(
-            [f"**Partial: {done} of {planned} cells finished** — rerun the command to continue.", ""]
+            [f"**Partial: {done} of {planned} cells finished** — rerun the command to continue."]
             if done < planned
             else []
         ),
-        f"- command: `{record['command']}`" if record["command"] else "- command: none (run from Python, `run_suite`)",
+        f"- command: {command}",
         f"- commit {env['commit']}, {env['date']}, {env['device']} ({env['machine']}), torch {env['torch']}",
         f"- wall-clock: {total / 60:.1f} min over {len(record['cells'])} cells (sum of step times; an interrupted "
         "attempt counts up to the last file it wrote)",
@@ -460,63 +513,67 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
         "features; not Inception — not comparable with ImageNet FIDs)",
         f"- gFID: CFG searched over {budget['search_cfgs']} on {budget['search_num']} samples, best scale "
         f"reported on {budget['final_num']} fresh samples",
-        "",
-        "| Tokenizer | rFID | PSNR (dB) | SiT gFID | MAR gFID | paper SiT-B | paper MAR-B |",
-        "|---|---|---|---|---|---|---|",
     ]
+    return lines
+
+
+def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write results.json, results.md (paper layout) and gfid.png (if matplotlib is installed) into `out_dir`."""
+    from detok.eval.document import Document, Image, Section, Table, render_markdown
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "results.json", record)
+    rows, gens = summarize(record), _generators(record)
+    presets = len({r["preset"] for r in rows}) > 1
+    codes = any(v is not None for r in rows for v in r["code_usage"])
+    header = ["Tokenizer", *(["preset"] if presets else []), "rFID", "PSNR (dB)", *(["codes used"] if codes else [])]
+    header += [f"{GENERATORS[g]} gFID" for g in gens] + [f"paper {PAPER_COLUMNS[g]}" for g in gens]
+    main = []
     for r in rows:
         rfid = _spread(r["rfid"], ".2f") if None not in r["rfid"] else "—"
-        lines.append(
-            f"| {r['variant']} | {rfid} | {_spread(r['psnr'], '.2f')} | {_spread(r['sit_fid'], '.2f')} | "
-            f"{_spread(r['mar_fid'], '.2f')} | {r['paper'].get('SiT-B', '—')} | {r['paper'].get('MAR-B', '—')} |"
-        )
-    lines += ["", "| Tokenizer | generator | CFG | IS | precision | recall |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        for g, label in (("sit", "SiT"), ("mar", "MAR")):
-            if not r[f"{g}_fid"]:
-                continue
-            cfgs = "/".join(f"{c:g}" for c in r[f"{g}_cfg"])
-            lines.append(
-                f"| {r['variant']} | {label} | {cfgs} | {_spread(r[f'{g}_is'], '.2f')} | "
-                f"{_spread(r[f'{g}_precision'], '.3f')} | {_spread(r[f'{g}_recall'], '.3f')} |"
-            )
-    lines += ["", "Per cell (run directories keep checkpoints and the samples as .npz):", ""]
-    for c in record["cells"]:
-        commits = ", ".join(sorted(x[:8] for x in _cell_commits(c)))
-        lines.append(
-            f"- {c['variant']} seed {c['seed']}: `{c['run_dir']}`, {_seconds(c) / 60:.1f} min, commit {commits}"
-        )
+        usage = _spread([v for v in r["code_usage"] if v is not None], ".3f")
+        row = [r["variant"], *([f"`{r['preset']}`"] if presets else []), rfid, _spread(r["psnr"], ".2f")]
+        row += [usage] if codes else []
+        row += [_spread(r[f"{g}_fid"], ".2f") for g in gens]
+        row += [str(r["paper"].get(PAPER_COLUMNS[g], "—")) for g in gens]
+        main.append(row)
+    details = [
+        [r["variant"], GENERATORS[g], "/".join(f"{c:g}" for c in r[f"{g}_cfg"]), _spread(r[f"{g}_is"], ".2f"),
+         _spread(r[f"{g}_precision"], ".3f"), _spread(r[f"{g}_recall"], ".3f")]
+        for r in rows for g in gens if r[f"{g}_fid"]
+    ]  # fmt: skip
+    cells = [
+        f"- {c['variant']} seed {c['seed']}: `{c['run_dir']}`, {_seconds(c) / 60:.1f} min, commit "
+        + ", ".join(sorted(x[:8] for x in _cell_commits(c)))
+        for c in record["cells"]
+    ]
+    blocks = [
+        Table(header, main),
+        Table(["Tokenizer", "generator", "CFG", "IS", "precision", "recall"], details),
+        "Per cell (run directories keep checkpoints and the samples as .npz):",
+        *cells,
+    ]
     paths = {"json": out_dir / "results.json", "md": out_dir / "results.md"}
-    plot = _plot(rows, out_dir / "gfid.png")
-    if plot is not None:
-        lines += ["", "![gFID per tokenizer](gfid.png)"]
-        paths["png"] = plot
-    paths["md"].write_text("\n".join(lines) + "\n")
+    if _plot(rows, gens, out_dir / "gfid.png") is not None:
+        blocks.append(Image("gfid.png", "gFID per tokenizer"))
+        paths["png"] = out_dir / "gfid.png"
+    doc = Document(f"detok bench reproduce --suite {record['suite']}", _intro(record), [Section("Results", blocks)])
+    paths["md"].write_text(render_markdown(doc))
     return paths
 
 
-def _plot(rows: list[dict], path: Path) -> Path | None:
+def _plot(rows: list[dict], gens: list[str], path: Path) -> Path | None:
+    """Grouped bars of gFID per tokenizer, one bar per generator (error bars: half the seed range)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from detok.eval.report import plot_bars
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    x = np.arange(len(rows))
-    for offset, (g, label) in zip((-0.2, 0.2), (("sit", "SiT"), ("mar", "MAR"))):
-        vals = [r[f"{g}_fid"] for r in rows]
-        means = [float(np.mean(v)) if v else np.nan for v in vals]  # nan: not trained on this tokenizer
-        err = [(max(v) - min(v)) / 2 if v else 0.0 for v in vals]
-        ax.bar(x + offset, means, 0.4, yerr=err, capsize=3, label=label)
-    ax.set_xticks(x, [r["variant"] for r in rows])
-    ax.set_ylabel("gFID (reference features)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    groups = {GENERATORS[g]: [(r["variant"], r[f"{g}_fid"]) for r in rows if r[f"{g}_fid"]] for g in gens}
+    try:
+        return plot_bars(groups, path, "gFID (reference features)")
+    except ImportError:
+        return None
 
 
 def parse_budget(name: str, overrides: list[str]) -> Budget:

@@ -114,6 +114,28 @@ def plot_lines(series: dict[str, tuple[list, list]], path: str | Path, xlabel: s
     return _save(fig, path)
 
 
+def plot_bars(groups: dict[str, list[tuple[str, list[float]]]], path: str | Path, ylabel: str) -> Path:
+    """Grouped bars: for each group label, (category, values) pairs; a bar shows the mean, its error bar half
+    the range of the values."""
+    import numpy as np
+
+    fig = _figure(2)
+    ax = fig.add_subplot()
+    categories = list(dict.fromkeys(c for pairs in groups.values() for c, _ in pairs))
+    width = 0.8 / max(1, len(groups))
+    for i, (label, pairs) in enumerate(groups.items()):
+        values = dict(pairs)
+        xs = [categories.index(c) + (i - (len(groups) - 1) / 2) * width for c in values]
+        means = [float(np.mean(v)) for v in values.values()]
+        errs = [(max(v) - min(v)) / 2 for v in values.values()]
+        ax.bar(xs, means, width, yerr=errs, capsize=3, label=label)
+    ax.set_xticks(range(len(categories)), categories, rotation=30 if len(categories) > 4 else 0, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def plot_training_curves(logs: dict[str, list[dict]], metrics: list[str], path: str | Path) -> Path:
     """One subplot per logged metric against images seen (steps if a log lacks them), overlaying the runs."""
     ncols = min(3, len(metrics))
