@@ -296,7 +296,7 @@ def test_cli_tokenizer_eval_notes_what_it_skipped(setup, tmp_path, monkeypatch, 
 
 
 def test_default_fashion_mnist_evaluator_says_how_to_train_it(monkeypatch, tmp_path):
-    from detok.cli import _reconstruction_evaluator
+    from detok.commands import _reconstruction_evaluator
 
     monkeypatch.setenv("DETOK_CACHE", str(tmp_path))
     extractor, note = _reconstruction_evaluator(None, "fashion-mnist", "cpu")
