@@ -196,6 +196,31 @@ def test_scoring_the_reference_against_itself(setup, monkeypatch):
     assert calls == [(10, 10)]  # the larger set, here the samples, is subsampled
 
 
+class _ClassReader(_Pixels):
+    """Reads the class off the mean brightness: dark (< 85) = 0, middle = 1, bright = 2; it classifies the dataset's
+    own classes, so class consistency is defined."""
+
+    dataset_classes = True
+
+    def __call__(self, images):
+        f, _ = super().__call__(images)
+        level = (images.float().mean((1, 2, 3)) / 85).floor().clamp(0, 2).long()  # (N,)
+        return f, torch.nn.functional.one_hot(level, 3).double()
+
+
+def test_class_consistency_is_the_classifiers_agreement_with_the_labels(setup, tmp_path):
+    images = np.stack([np.full((32, 32, 1), v, np.uint8) for v in (10, 120, 250, 10, 120, 250, 10, 120)])
+    labels = np.array([0, 1, 2, 0, 1, 1, 2, 2])  # the reader agrees on the first five of eight
+    ex = _ClassReader()
+    ref = reference_set(ex, build_dataset(_data(setup), "train"), "toy", cache=tmp_path, progress=False)
+    assert score_images(images, ex, ref, progress=False, labels=labels)["class_consistency"] == 5 / 8
+    assert score_images(images, ex, ref, progress=False)["class_consistency"] is None  # no labels
+    pixels = reference_set(_Pixels(), build_dataset(_data(setup), "train"), "toy", cache=tmp_path, progress=False)
+    assert score_images(images, _Pixels(), pixels, progress=False, labels=labels)["class_consistency"] is None
+    with pytest.raises(ValueError, match="labels of shape"):
+        score_images(images, ex, ref, progress=False, labels=labels[:3])
+
+
 def test_cfg_sweep_picks_the_best_scale_and_resumes(setup, tmp_path, monkeypatch):
     from detok.checkpoint import load_generator, load_tokenizer
 
@@ -210,6 +235,7 @@ def test_cfg_sweep_picks_the_best_scale_and_resumes(setup, tmp_path, monkeypatch
     with np.load(tmp_path / "eval" / final["samples"]) as f:
         assert f["images"].shape == (9, 32, 32, 1) and np.bincount(f["labels"]).tolist() == [3, 3, 3]
     assert json.loads((tmp_path / "eval" / "generation.json").read_text()) == json.loads(json.dumps(record))
+    assert all(0 <= r["class_consistency"] <= 1 for r in record["rows"])  # the reference classifier reads classes
 
     def refuse(*args, **kwargs):
         raise AssertionError("resumed evaluation must not sample again")

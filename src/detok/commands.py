@@ -294,12 +294,13 @@ def _fmt(v, spec: str = ".3f") -> str:
 
 def _print_generation_table(record: dict) -> None:
     print(f"evaluator {record['evaluator']}, reference {record['reference']}")
-    print(f"{'cfg':>6} {'num':>7} {'FID':>8} {'IS':>7} {'prec':>6} {'recall':>6}")
+    print(f"{'cfg':>6} {'num':>7} {'FID':>8} {'IS':>7} {'prec':>6} {'recall':>6} {'class':>6}")
     rows = [(r, "") for r in record["rows"]] + ([(record["final"], "  <- final")] if record["final"] else [])
     for r, tag in rows:
         print(
             f"{r['cfg']:>6g} {r['num']:>7d} {_fmt(r['fid'], '.3f'):>8} {_fmt(r['is'], '.3f'):>7} "
-            f"{_fmt(r['precision'], '.3f'):>6} {_fmt(r['recall'], '.3f'):>6}{tag}"
+            f"{_fmt(r['precision'], '.3f'):>6} {_fmt(r['recall'], '.3f'):>6} "
+            f"{_fmt(r.get('class_consistency'), '.3f'):>6}{tag}"
         )
 
 
@@ -317,14 +318,14 @@ def eval_samples(args: argparse.Namespace) -> int:
     with np.load(args.samples) as f:
         if "images" not in f:
             raise ValueError(f"{args.samples} has no 'images' array (uint8 (N, H, W, C)); it has {f.files}")
-        images = f["images"]
+        images, labels = f["images"], (f["labels"] if "labels" in f.files else None)
     if args.tokenizer:
         data = _data_for(args.tokenizer, load_tokenizer(args.tokenizer, device), args.set)
     else:
         data = apply_overrides(DataConfig(image_size=images.shape[1], channels=images.shape[3]), args.set or [])
     extractor = build_extractor(args.evaluator, device, data.name)
     ref = _reference_for(args, extractor, data)
-    record = {"samples": str(args.samples), **score_images(images, extractor, ref, seed=args.seed)}
+    record = {"samples": str(args.samples), **score_images(images, extractor, ref, seed=args.seed, labels=labels)}
     record.update(evaluator=extractor.name, reference=ref.source)
     print(json.dumps(record, indent=2))
     if args.out:

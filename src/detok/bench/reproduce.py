@@ -482,10 +482,10 @@ def summarize(record: dict) -> list[dict]:
         for key in ("rfid", "psnr", "code_usage"):
             row.setdefault(key, []).append(recon.get(key))
         for g in GENERATORS:
-            for key in ("fid", "is", "precision", "recall", "cfg"):
+            for key in ("fid", "is", "precision", "recall", "cfg", "class_consistency"):
                 row.setdefault(f"{g}_{key}", [])
                 if g in cell:
-                    row[f"{g}_{key}"].append(cell[g]["eval"]["final"][key])
+                    row[f"{g}_{key}"].append(cell[g]["eval"]["final"].get(key))
     return list(rows.values())
 
 
@@ -540,7 +540,8 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
         main.append(row)
     details = [
         [r["variant"], GENERATORS[g], "/".join(f"{c:g}" for c in r[f"{g}_cfg"]), _spread(r[f"{g}_is"], ".2f"),
-         _spread(r[f"{g}_precision"], ".3f"), _spread(r[f"{g}_recall"], ".3f")]
+         _spread(r[f"{g}_precision"], ".3f"), _spread(r[f"{g}_recall"], ".3f"),
+         _spread([v for v in r[f"{g}_class_consistency"] if v is not None], ".3f")]
         for r in rows for g in gens if r[f"{g}_fid"]
     ]  # fmt: skip
     cells = [
@@ -550,7 +551,7 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
     ]
     blocks = [
         Table(header, main),
-        Table(["Tokenizer", "generator", "CFG", "IS", "precision", "recall"], details),
+        Table(["Tokenizer", "generator", "CFG", "IS", "precision", "recall", "class consistency"], details),
         "Per cell (run directories keep checkpoints and the samples as .npz):",
         *cells,
     ]

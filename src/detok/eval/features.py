@@ -72,6 +72,8 @@ class FeatureExtractor(Protocol):
 class ReferenceExtractor:
     """Penultimate features and softmax probabilities of a trained `ReferenceNet` (see eval/reference.py)."""
 
+    dataset_classes = True  # its probabilities are over the dataset's own classes (class consistency is defined)
+
     def __init__(self, model: torch.nn.Module, name: str):
         self.model = model.eval()
         self.name = name

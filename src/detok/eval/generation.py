@@ -29,15 +29,23 @@ def score_images(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = True,
+    labels: np.ndarray | None = None,
 ) -> dict:
-    """FID against `ref`, Inception Score, and k-NN precision/recall (k=3) of uint8 images (N, H, W, C).
+    """FID against `ref`, Inception Score, k-NN precision/recall (k=3) and class consistency of uint8 images
+    (N, H, W, C).
 
     Precision/recall are defined for sets of equal size, so the larger of the two sets is subsampled (seeded) to
-    the smaller's size; with published statistics only (no reference features) they are None.
+    the smaller's size; with published statistics only (no reference features) they are None. Class consistency
+    is the fraction of images whose class the extractor's classifier reads as their conditioning `labels`; it is
+    defined only for an extractor that classifies the dataset's own classes (the reference classifier) and None
+    otherwise.
     """
     feats, probs = extract(extractor, images, batch_size, progress)
     mu, sigma = feature_stats(feats)
     out: dict = {"num": len(images), "fid": frechet_distance(mu, sigma, ref.mu, ref.sigma)}
+    out["class_consistency"] = (
+        class_consistency(probs, labels) if getattr(extractor, "dataset_classes", False) else None
+    )
     out["is"], out["is_std"] = inception_score(probs, min(10, len(probs))) if probs is not None else (None, None)
     out["precision"] = out["recall"] = None
     if ref.features is not None:
@@ -49,6 +57,16 @@ def score_images(
             fake = fake[np.sort(rng.permutation(len(fake))[: len(real)])]
         out["precision"], out["recall"] = precision_recall(real, fake)
     return out
+
+
+def class_consistency(probs: np.ndarray | None, labels: np.ndarray | None) -> float | None:
+    """Fraction of samples whose most probable class is their conditioning label (None without both)."""
+    if probs is None or labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.shape != (len(probs),):
+        raise ValueError(f"{len(probs)} samples but labels of shape {labels.shape}")
+    return float((probs.argmax(1) == labels).mean())
 
 
 @dataclass(frozen=True)
@@ -98,11 +116,12 @@ def _scored_samples(model, tokenizer, extractor, ref, path: Path, scale: float, 
     scores_path = path.with_suffix(".json")
     scores = json.loads(scores_path.read_text()) if scores_path.is_file() else {}
     same_evaluator = scores.get("evaluator") == extractor.name and scores.get("reference") == ref.source
-    if same_evaluator and scores.get("made_by") == digest:
+    if same_evaluator and scores.get("made_by") == digest and "class_consistency" in scores:
         return scores
     if path.is_file():
         with np.load(path) as f:
             images, stored = f["images"], (str(f["made_by"]) if "made_by" in f.files else None)
+            labels = f["labels"] if "labels" in f.files else None
         if stored is not None and stored != made_by:
             raise ValueError(
                 f"{path} was sampled by other models or settings than this evaluation; delete it (and "
@@ -112,10 +131,10 @@ def _scored_samples(model, tokenizer, extractor, ref, path: Path, scale: float, 
             raise ValueError(f"{path} holds {len(images)} samples, expected {num}; delete it to resample")
         if stored is None:
             warnings.warn(f"{path} records no sampling settings (older detok); reusing it as this run's", stacklevel=2)
-            if same_evaluator and "made_by" not in scores:
+            if same_evaluator and "made_by" not in scores and "class_consistency" in scores:
                 return scores
     else:
-        images, _ = sample_to_file(
+        images, labels = sample_to_file(
             path,
             model,
             tokenizer,
@@ -125,7 +144,8 @@ def _scored_samples(model, tokenizer, extractor, ref, path: Path, scale: float, 
             progress=progress,
             **sampling,
         )
-    scores = {"cfg": scale, "seed": seed, **score_images(images, extractor, ref, seed=seed, progress=progress)}
+    scores = {"cfg": scale, "seed": seed, **score_images(images, extractor, ref, seed=seed, progress=progress,
+                                                         labels=labels)}  # fmt: skip
     scores.update(samples=path.name, evaluator=extractor.name, reference=ref.source, made_by=digest)
     write_json(scores_path, scores)
     return scores

@@ -322,6 +322,7 @@ def _headline(gen: dict | None) -> dict:
 
 def _summary_section(runs: list[_Run], assets: _Assets) -> Section:
     header = ["Run", "kind", "PSNR", "SSIM", "rFID", "LPIPS", "probe acc.", "gFID (cfg)", "IS", "precision", "recall"]
+    header += ["class consistency"]
     rows = []
     for run in runs:
         rec, gen, probe = run.recon or {}, _headline(run.generation), _sub(run.latents, "linear_probe")
@@ -329,6 +330,7 @@ def _summary_section(runs: list[_Run], assets: _Assets) -> Section:
         rows.append([_code(run.name), _text(run.kind), _num(rec.get("psnr")), _num(rec.get("ssim"), 3)])
         rows[-1] += [_num(rec.get("rfid")), _num(rec.get("lpips"), 3), _pct(probe.get("test_accuracy")), gfid]
         rows[-1] += [_num(gen.get("is")), _num(gen.get("precision")), _num(gen.get("recall"))]
+        rows[-1] += [_pct(gen.get("class_consistency"))]
     return Section("Summary", [Table(header, rows)])
 
 
@@ -421,7 +423,7 @@ def _latents_section(runs: list[_Run], assets: _Assets) -> Section:
 
 
 def _generation_section(runs: list[_Run], assets: _Assets) -> Section:
-    header = ["cfg", "images", "FID", "IS", "precision", "recall", "samples"]
+    header = ["cfg", "images", "FID", "IS", "precision", "recall", "class consistency", "samples"]
     sec, sweeps = Section("Generation"), {}
     for run in runs:
         gen = run.generation
@@ -439,7 +441,8 @@ def _generation_section(runs: list[_Run], assets: _Assets) -> Section:
         for r in rows + ([final] if final else []):
             cfg = _cfg(r.get("cfg")) + (" (final)" if r is final else "")
             cells.append([cfg, _text(r.get("num")), _num(r.get("fid")), _num(r.get("is"), 2, r.get("is_std"))])
-            cells[-1] += [_num(r.get("precision")), _num(r.get("recall")), _text(r.get("samples"))]
+            cells[-1] += [_num(r.get("precision")), _num(r.get("recall")), _pct(r.get("class_consistency"))]
+            cells[-1] += [_text(r.get("samples"))]
         highlight = {len(rows)} if final else {i for i, r in enumerate(rows) if r.get("cfg") == best}
         sec.blocks.append(Table(header, cells, frozenset(highlight)))
         sweeps[run.name if len(runs) > 1 else ""] = rows
