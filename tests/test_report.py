@@ -191,9 +191,10 @@ def test_comparison_summary_and_escaping(runs, tmp_path):
     images = _images(out, md, html)
     assert {"generation-fid-vs-cfg.png", "training-loss.png", "training-kl.png"} <= set(images)
     assert "training-perceptual.png" not in images  # always zero: a disabled loss term
-    assert (out / "generation-samples-gen.png").read_bytes() == (
+    assert (out / "generation-samples-gen-0.png").read_bytes() == (  # the final evaluation's grid comes first
         gen / "eval" / "samples-cfg1.5-n500-seed0.png"
     ).read_bytes()
+    assert "samples-cfg1.5-n500-seed0.png (final, cfg 1.5, 500 samples; a row per class)" in md
 
     # Notes name the command that produces each missing file, for the runs that should have it.
     assert f"`run<&>`: no reconstruction evaluation (eval-test.json); produced by `detok tokenizer eval '{bare}'`" in md

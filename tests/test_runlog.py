@@ -28,3 +28,15 @@ def test_tensorboard_missing_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(ImportError, match=r"detok\[tensorboard\]"):
         RunLog(tmp_path, tensorboard=True)
+
+
+def test_sample_grids_show_ten_per_class_enlarged_to_be_judged_by_eye(tmp_path):
+    from detok.generate import save_samples
+
+    images = np.random.default_rng(0).integers(0, 256, (30, 32, 32, 1), dtype=np.uint8)
+    labels = np.repeat(np.arange(3), 10)
+    path = save_samples(tmp_path / "s.npz", images, labels)
+    grid = np.asarray(Image.open(path.with_suffix(".png")))
+    assert grid.shape == (3 * (96 + 2) + 2, 10 * (96 + 2) + 2)  # 3 class rows × 10 images, each 32 px ×3
+    first = images[0, :, :, 0].repeat(3, 0).repeat(3, 1)
+    assert np.array_equal(grid[2 : 2 + 96, 2 : 2 + 96], first)  # nearest-neighbour: the pixels themselves

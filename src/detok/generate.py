@@ -195,13 +195,17 @@ def sample_to_file(
     return out
 
 
+GRID_MIN_SIDE = 96  # pixels per image in sample grids: small images are enlarged to be judged by eye
+
+
 def save_samples(
-    path: str | Path, images: np.ndarray, labels: np.ndarray, grid_per_class: int = 8, made_by: str | None = None
+    path: str | Path, images: np.ndarray, labels: np.ndarray, grid_per_class: int = 10, made_by: str | None = None
 ) -> Path:
     """Write samples as an .npz ("images" uint8 (N, H, W, C), "labels") and a PNG grid beside it.
 
-    The grid has one row per class (at most 16 classes, `grid_per_class` images each). `made_by` (the JSON of a
-    `sampling_record`) is stored as "made_by" so that a later run can tell whether the file is its own.
+    The grid has one row per class (at most 16 classes, `grid_per_class` images each), each image enlarged by an
+    integer factor to at least GRID_MIN_SIDE pixels (32-px images ×3). `made_by` (the JSON of a `sampling_record`)
+    is stored as "made_by" so that a later run can tell whether the file is its own.
     """
     path = Path(path)
     if path.suffix != ".npz":
@@ -217,5 +221,5 @@ def save_samples(
             row = np.concatenate([row, np.full((grid_per_class - len(row), *row.shape[1:]), 255, np.uint8)])
         rows.append(row)
     grid = torch.from_numpy(np.concatenate(rows)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    save_grid(grid, path.with_suffix(".png"), nrow=grid_per_class)
+    save_grid(grid, path.with_suffix(".png"), nrow=grid_per_class, scale=-(-GRID_MIN_SIDE // images.shape[1]))
     return path

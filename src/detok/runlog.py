@@ -64,9 +64,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, pad: int = 2) -> None:
-    """Save images (N, C, H, W) in [-1, 1] as one PNG grid."""
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, pad: int = 2, scale: int = 1) -> None:
+    """Save images (N, C, H, W) in [-1, 1] as one PNG grid; `scale` enlarges each image (nearest neighbour)."""
     arr = to_uint8(images)
+    if scale > 1:
+        arr = arr.repeat(scale, axis=1).repeat(scale, axis=2)
     n, h, w, c = arr.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)

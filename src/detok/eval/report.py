@@ -446,15 +446,16 @@ def _generation_section(runs: list[_Run], assets: _Assets) -> Section:
         highlight = {len(rows)} if final else {i for i, r in enumerate(rows) if r.get("cfg") == best}
         sec.blocks.append(Table(header, cells, frozenset(highlight)))
         sweeps[run.name if len(runs) > 1 else ""] = rows
-        # Each .npz of samples has its grid beside it (same stem); the final evaluation's has the best cfg.
-        shown = ([final] if final else []) + [r for r in rows if r.get("cfg") == best]
-        grids = [Path(str(r["samples"])).with_suffix(".png") for r in shown if r.get("samples")]
-        grid = next((g for g in grids if (run.path / g).is_file()), None)
-        if grid is not None:
-            src = assets.copy(run.path / grid, f"generation-samples-{run.slug}.png")
-            sec.blocks.append(Image(src, f"{_code(run.name)}: {grid} (cfg {_cfg(best)})"))
-        else:
-            sec.blocks.append(_note(run, "eval/samples-*.png", f"sample grid for the best cfg ({_cfg(best)})"))
+        # Each .npz of samples has its grid beside it (same stem): one grid per evaluated setting, final first.
+        shown = [r for r in ([final] if final else []) + rows if r.get("samples")]
+        for i, r in enumerate(shown):
+            grid = Path(str(r["samples"])).with_suffix(".png")
+            what = f"{'final, ' if r is final else ''}cfg {_cfg(r.get('cfg'))}, {_text(r.get('num'))} samples"
+            if (run.path / grid).is_file():
+                src = assets.copy(run.path / grid, f"generation-samples-{run.slug}-{i}.png")
+                sec.blocks.append(Image(src, f"{_code(run.name)}: {grid.name} ({what}; a row per class)"))
+            else:
+                sec.blocks.append(_note(run, str(grid), f"sample grid ({what})"))
     if any(sweeps.values()):
         plot_sweeps(sweeps, assets.path("generation-fid-vs-cfg.png"))
         sec.blocks.append(Image("generation-fid-vs-cfg.png", "FID and IS against the CFG scale"))
