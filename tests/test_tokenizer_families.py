@@ -252,6 +252,10 @@ def test_vq_tokenizer_feeds_only_the_discrete_generators(tmp_path, capsys):
     assert cli_main(["tokenizer", "eval", str(vq), "--evaluator", "none", "--lpips", "off", "--threads", "1"]) == 0
     record = json.loads((vq / "eval-test.json").read_text())
     assert 0 < record["code_usage"] <= 1 and record["perplexity"] >= 1
+    assert cli_main(["eval", "latents", str(vq), "--threads", "1"]) == 0  # probe and GMM on the code vectors
+    analysis = json.loads((vq / "analysis" / "latent_analysis.json").read_text())
+    assert analysis["linear_probe"]["feature_dim"] == 8 * 8 * 16 and analysis["robustness"]["noise"] == []
+    assert analysis["robustness"]["mask"]  # masking robustness is defined for the ViT-based VQ tokenizer
     cache = tmp_path / "cache"
     assert cli_main(["latents", "cache", "--tokenizer", str(vq), "--out", str(cache), "--threads", "1"]) == 0
     gen = tmp_path / "gen"

@@ -85,8 +85,9 @@ def latent_features(
     device, normalize = _device(tokenizer), _has_stats(tokenizer)
     feats, labels = [], []
     for x, y in iter_batches(dataset, batch_size, n, "encode", progress):
-        z = tokenizer.encode(x.to(device), normalize=normalize)  # (B, C, h, w)
-        feats.append(z.flatten(1).float().cpu())  # (B, C·h·w)
+        z = tokenizer.encode(x.to(device), normalize=normalize)  # (B, *latent_shape)
+        z = tokenizer.analysis_features(z) if hasattr(tokenizer, "analysis_features") else z  # code vectors for VQ
+        feats.append(z.flatten(1).float().cpu())  # (B, D)
         labels.append(y)
     return torch.cat(feats), torch.cat(labels)
 
@@ -368,9 +369,10 @@ def denoising_robustness(
     n, num_tokens = len(x), tokenizer.maskable_tokens
     rows = min(strip_rows, n)
 
-    z = _in_batches(tokenizer.encode, batch_size, x)  # (N, C, h, w)
+    z = _in_batches(tokenizer.encode, batch_size, x)  # (N, *latent_shape)
     noise, noise_columns = [], []
-    for tau in taus:
+    discrete = getattr(getattr(tokenizer, "latent_layout", None), "kind", None) == "discrete"
+    for tau in taus if not discrete else ():  # code indices cannot be noised: no noise curve for VQ
         with _seeded_rng(seed, device):
             z_noisy = add_latent_noise(z, torch.full((n,), tau, device=device), gamma)  # Eq. 4
         recon = _in_batches(tokenizer.decode, batch_size, z_noisy).clamp(-1, 1)  # (N, C_img, H, W)
@@ -394,7 +396,8 @@ def denoising_robustness(
 
     result = {"gamma": gamma, "images": n, "noise": noise, "mask": mask}
     if strip_path_prefix is not None:
-        result["noise_strip"] = _save_strip(noise_columns, f"{strip_path_prefix}noise.png")
+        if noise_columns:
+            result["noise_strip"] = _save_strip(noise_columns, f"{strip_path_prefix}noise.png")
         if mask_columns:
             result["mask_strip"] = _save_strip(mask_columns, f"{strip_path_prefix}mask.png")
     return result

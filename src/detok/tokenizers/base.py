@@ -134,6 +134,11 @@ class Tokenizer(nn.Module):
         """Encode only tokens `ids_keep` (N, T_keep) of x; decode with the family's fill-in for the rest."""
         raise NotImplementedError(f"{type(self).__name__} does not encode a subset of its tokens")
 
+    def analysis_features(self, z: torch.Tensor) -> torch.Tensor:
+        """Continuous per-image vectors of latents z (N, *shape) for latent analysis (linear probe, GMM): the latents
+        themselves; a discrete family returns its code vectors instead of the indices."""
+        return z.float()
+
     # ----------------------------------------------------------------------------------------------
     # Provided
     # ----------------------------------------------------------------------------------------------

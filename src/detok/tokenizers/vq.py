@@ -138,6 +138,10 @@ class DeTokVQ(DeTok):
             )
         return self.forward_decoder(self.quantizer.lookup(z.flatten(1)))  # (N, C_img, H, W)
 
+    def analysis_features(self, z: torch.Tensor) -> torch.Tensor:
+        """The code vectors (N, h, w, D) of indices z: what the decoder sees, and what a probe can read."""
+        return self.quantizer.lookup(z)
+
     def reconstruct_visible(self, x: torch.Tensor, ids_keep: torch.Tensor | None) -> torch.Tensor:
         q, _, _ = self.quantizer(self.forward_encoder(x, ids_keep))  # (N, T_keep, D)
         return self.forward_decoder(q, ids_keep)
