@@ -212,17 +212,48 @@ def test_mar_blocks_drop_out_where_marss_timm_blocks_do(monkeypatch):
     from detok.generators.mar import Block
 
     block, calls, probs = Block(16, 2, 2.0, dropout=0.1), [], []
-    block.drop.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[-1]))
+    for drop in (block.drop, block.mlp_drop):
+        drop.register_forward_hook(lambda m, i, o: calls.append((m.p, i[0].shape[-1])))
     sdpa = F.scaled_dot_product_attention
     monkeypatch.setattr(
         F, "scaled_dot_product_attention", lambda *a, **kw: probs.append(kw["dropout_p"]) or sdpa(*a, **kw)
     )
     x = torch.randn(2, 5, 16)
     block.train()(x)
-    assert probs == [0.1] and calls == [16, 32, 16]  # attention output, hidden (width 32), MLP output
+    assert probs == [0.1] and calls == [(0.1, 16), (0.1, 32), (0.1, 16)]  # attention out, hidden (32), MLP out
     probs.clear()
     block.eval()(x)
     assert probs == [0.0]
+
+
+def test_ar_paper_presets_follow_the_papers_text():
+    """l-DeTok App. A.2: a 3-layer, 1024-channel DiffLoss head for every AR model, no dropout in the MLP layers;
+    64 AR steps and 100 denoising steps. The MAR repository's settings stay reachable as mar-*-repo."""
+    from detok.generators.mar import Block
+    from detok.registry import preset_config
+
+    for name in ("mar-b", "mar-l", "mar-h", "randomar-b", "rasterar-b"):
+        cfg = preset_config(name)
+        assert (cfg.diffloss.depth, cfg.diffloss.width, cfg.diffloss.sample_steps) == (3, 1024, 100), name
+        assert getattr(cfg, "mlp_dropout", cfg.dropout) == 0.0, name
+    assert preset_config("mar-b").num_iter == 64 and preset_config("mar-b").dropout == 0.1
+    repo = {n: preset_config(f"mar-{n}-repo").diffloss for n in "blh"}
+    assert [(h.depth, h.width) for h in repo.values()] == [(6, 1024), (8, 1280), (12, 1536)]
+    assert preset_config("mar-b-repo").mlp_dropout is None  # = dropout 0.1, as MAR's timm blocks
+    block = Block(16, 2, 2.0, dropout=0.1, mlp_dropout=0.0)
+    assert block.drop.p == 0.1 and block.mlp_drop.p == 0.0
+
+
+def test_sit_paper_presets_use_qk_norm_and_250_step_samplers():
+    from detok.registry import preset_config
+
+    for size in ("s", "b", "l", "xl"):
+        sit, dit = preset_config(f"sit-{size}"), preset_config(f"dit-{size}")
+        assert sit.qk_norm and (sit.flow.sampler, sit.flow.sample_steps) == ("sde", 250), size
+        assert dit.diffusion.sample_steps == 250
+    for size in ("b", "l", "xl"):
+        light = preset_config(f"lightningdit-{size}")
+        assert light.qk_norm and light.flow.sample_steps == 250
 
 
 @pytest.mark.parametrize("name", ["mar-fmnist32-tiny", "randomar-fmnist32-tiny", "rasterar-fmnist32-tiny"])

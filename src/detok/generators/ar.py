@@ -333,7 +333,7 @@ def _paper(order: str) -> CausalARConfig:
         width=768,
         depth=24,
         heads=12,
-        diffloss=DiffLossConfig(width=1024, depth=6),
+        diffloss=DiffLossConfig(width=1024, depth=3),  # l-DeTok App. A.2: a 3-layer, 1024-channel head
     )
 
 
@@ -349,9 +349,9 @@ _register_pair = functools.partial(register_with_tiny, kind="generator", model_c
 
 
 _PAPER_DOC = (
-    "{name}-B: a causal transformer of 24 blocks, width 768, 12 heads ({order} order), DiffLoss 6 blocks × 1024 "
-    "— the parameter budget of MAR-B (12 + 12 blocks of the same width and head); on l-DeTok's 256-px latents "
-    "(16×16×16, so p=1), 1000 classes."
+    "{name}-B: a causal transformer of 24 blocks, width 768, 12 heads ({order} order), no dropout — the backbone "
+    "budget of MAR-B (12 + 12 blocks of the same width); DiffLoss 3 blocks × 1024 as for every AR model of the l-DeTok "
+    "paper (App. A.2); on l-DeTok's 256-px latents (16×16×16, so p=1), 1000 classes."
 )
 _register_pair("randomar-b", lambda: _paper("random"), _PAPER_DOC.format(name="RandomAR", order="random"))
 _register_pair("rasterar-b", lambda: _paper("raster"), _PAPER_DOC.format(name="RasterAR", order="raster"))

@@ -278,8 +278,11 @@ _TITLES = {"dit": "DiT", "sit": "SiT"}
 
 
 def _paper(cls: type, size: str) -> DiTBackboneConfig:
+    """The l-DeTok paper's setting (App. A.2): QK-Norm in SiT "to stabilize training", and the original
+    implementations' default samplers with 250 steps (DiT: 250 respaced DDPM steps; SiT: its SDE sampler).
+    SiT's 50-step Heun ODE stays reachable as `--set model.flow.sampler=heun model.flow.sample_steps=50`."""
     width, depth, heads = _SIZES[size]
-    return cls(
+    cfg = cls(
         latent_channels=16,
         input_size=(16, 16),
         num_classes=1000,
@@ -288,6 +291,11 @@ def _paper(cls: type, size: str) -> DiTBackboneConfig:
         depth=depth,
         heads=heads,
     )
+    if isinstance(cfg, SiTConfig):
+        cfg = dataclasses.replace(
+            cfg, qk_norm=True, flow=dataclasses.replace(cfg.flow, sampler="sde", sample_steps=250)
+        )
+    return cfg
 
 
 def _fast_sampling(cfg: DiTBackboneConfig, steps: int) -> DiTBackboneConfig:
@@ -313,7 +321,8 @@ for _family, (_cls, _cfg_cls) in _FAMILIES.items():
             lambda c=_cfg_cls, s=_size: _paper(c, s),
             f"{_TITLES[_family]}-{_size.upper()} ({_w}×{_d}, {_h} heads) on "
             "l-DeTok's 256-px latents: 16×16×16, so p=1 (DiT's /2 patches were for 32×32 SD-VAE latents), "
-            "1000 classes.",
+            "1000 classes; 250 sampling steps"
+            + ("; QK-Norm and the SDE sampler, as the l-DeTok paper uses SiT (App. A.2)." if _family == "sit" else "."),
             model_cls=_cls,
         )
 

@@ -41,8 +41,10 @@ class MARConfig:
 
     Attributes:
         buffer_size: buffer tokens prepended to the sequence; all of them carry the class embedding (64 in MAR).
-        dropout: MAR's `attn_dropout` and `proj_dropout` (0.1): attention probabilities, branch outputs and MLP
-            hidden activations of every block.
+        dropout: MAR's `attn_dropout` and `proj_dropout` (0.1): attention probabilities and branch outputs of
+            every block.
+        mlp_dropout: dropout of the MLP layers (hidden activations and output); None = `dropout`, as in MAR's timm
+            blocks. The l-DeTok paper disables it for every AR model (App. A.2), so its presets set 0.
         mask_ratio_min, mask_ratio_max: the training mask ratio is a normal(1, mask_ratio_std²) truncated to
             [min, max]; MAR uses [0.7, 1], so a batch is occasionally masked completely, as at the first sampling
             step. The tiny twins cap it at 0.9 so that every batch keeps a visible token (and every parameter
@@ -65,6 +67,7 @@ class MARConfig:
     dec_heads: PositiveInt = 12
     mlp_ratio: PositiveFloat = 4.0
     dropout: FractionBelowOne = 0.1
+    mlp_dropout: FractionBelowOne | None = None
     buffer_size: PositiveInt = 64
     mask_ratio_min: Fraction = 0.7
     mask_ratio_max: Fraction = 1.0
@@ -149,7 +152,7 @@ class Block(nn.Module):
     """Pre-norm ViT block (LayerNorm → attention, LayerNorm → GELU MLP), dropping out where MAR's timm blocks do:
     attention probabilities, both branch outputs and the MLP's hidden activations."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float, mlp_dropout: float | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, dropout=dropout)
@@ -157,12 +160,13 @@ class Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.drop = nn.Dropout(dropout)
+        self.mlp_drop = nn.Dropout(dropout if mlp_dropout is None else mlp_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x)))  # (N, T, D)
         fc1, act, fc2 = self.mlp
-        h = self.drop(act(fc1(self.norm2(x))))  # (N, T, hidden)
-        return x + self.drop(fc2(h))  # (N, T, D)
+        h = self.mlp_drop(act(fc1(self.norm2(x))))  # (N, T, hidden)
+        return x + self.mlp_drop(fc2(h))  # (N, T, D)
 
 
 class MAR(nn.Module):
@@ -183,7 +187,8 @@ class MAR(nn.Module):
         self.z_proj_ln = nn.LayerNorm(de, eps=1e-6)
         self.enc_pos = nn.Parameter(torch.zeros(1, b + t, de))
         self.enc_blocks = nn.ModuleList(
-            Block(de, config.enc_heads, config.mlp_ratio, config.dropout) for _ in range(config.enc_depth)
+            Block(de, config.enc_heads, config.mlp_ratio, config.dropout, config.mlp_dropout)
+            for _ in range(config.enc_depth)
         )
         self.enc_norm = nn.LayerNorm(de, eps=1e-6)
 
@@ -192,7 +197,8 @@ class MAR(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
         self.dec_pos = nn.Parameter(torch.zeros(1, b + t, dd))
         self.dec_blocks = nn.ModuleList(
-            Block(dd, config.dec_heads, config.mlp_ratio, config.dropout) for _ in range(config.dec_depth)
+            Block(dd, config.dec_heads, config.mlp_ratio, config.dropout, config.mlp_dropout)
+            for _ in range(config.dec_depth)
         )
         self.dec_norm = nn.LayerNorm(dd, eps=1e-6)
         self.diffusion_pos = nn.Parameter(torch.zeros(1, t, dd))
@@ -343,13 +349,19 @@ class MAR(nn.Module):
 # Presets
 # --------------------------------------------------------------------------------------------------
 
-# encoder = decoder blocks, width, heads, DiffLoss depth × width (MAR Table 4 / App. A)
+# encoder = decoder blocks, width, heads, and the MAR repository's DiffLoss depth × width (MAR Table 4 / App. A)
 _SIZES = {"b": (12, 768, 12, 6, 1024), "l": (16, 1024, 16, 8, 1280), "h": (20, 1280, 16, 12, 1536)}
+PAPER_HEAD = (3, 1024)  # l-DeTok App. A.2: "a 3-layer, 1024-channel MLP head" for every AR model
 
 
-def _paper(size: str) -> MARConfig:
+def _paper(size: str, repo: bool = False) -> MARConfig:
+    """MAR at `size`: the l-DeTok paper's recipe (3×1024 DiffLoss, no MLP dropout), or with `repo` the MAR
+    repository's (its per-size head, dropout 0.1 everywhere)."""
     depth, width, heads, head_depth, head_width = _SIZES[size]
+    if not repo:
+        head_depth, head_width = PAPER_HEAD
     return MARConfig(
+        mlp_dropout=None if repo else 0.0,
         latent_channels=16,
         input_size=(16, 16),
         num_classes=1000,
@@ -390,8 +402,16 @@ for _size, (_d, _w, _h, _hd, _hw) in _SIZES.items():
     _register_pair(
         f"mar-{_size}",
         lambda s=_size: _paper(s),
-        f"MAR-{_size.upper()}: encoder and decoder of {_d} blocks each, width {_w}, {_h} heads, buffer 64; "
-        f"DiffLoss {_hd} blocks × {_hw}; on l-DeTok's 256-px latents (16×16×16, so p=1), 1000 classes, 64 steps.",
+        f"MAR-{_size.upper()} as the l-DeTok paper trains it (App. A.2): encoder and decoder of {_d} blocks each, "
+        f"width {_w}, {_h} heads, buffer 64; DiffLoss 3 blocks × 1024 and no dropout in the MLP layers (attention "
+        "dropout 0.1 as MAR); on l-DeTok's 256-px latents (16×16×16, so p=1), 1000 classes; 64 AR steps, 100 "
+        f"denoising steps. The MAR repository's head ({_hd} × {_hw}) and dropout: `mar-{_size}-repo`.",
+    )
+    _register_pair(
+        f"mar-{_size}-repo",
+        lambda s=_size: _paper(s, repo=True),
+        f"MAR-{_size.upper()} as the MAR repository configures it: DiffLoss {_hd} blocks × {_hw}, dropout 0.1 in "
+        "attention, branch outputs and MLP layers; otherwise as `mar-{_size}`.".replace("{_size}", _size),
     )
 
 

@@ -153,7 +153,7 @@ class CNNTokenizer(Tokenizer):
     """Convolutional KL-VAE tokenizer; training corrupts its latents with interpolative noise (l-DeTok)."""
 
     config_cls = CNNTokenizerConfig
-    paper_recipe = ("loss.gan_start_frac=0.2",)  # GAN from epoch 10 of 50 (App. A.5)
+    paper_recipe = ("loss.gan_weight=0.1", "loss.gan_start_frac=0.2")  # GAN from epoch 10 of 50 (App. A.5)
 
     def __init__(self, config: CNNTokenizerConfig):
         super().__init__()

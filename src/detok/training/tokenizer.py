@@ -81,12 +81,47 @@ def default_run_config(preset: str) -> TokenizerRunConfig:
         data = DataConfig(
             name="image-folder", image_size=model.image_size, channels=model.channels, resize="resize", hflip=True
         )
+        train, loss = paper_recipe(PAPER_SETTINGS.get(preset.removesuffix("-tiny"), "ablation"))
         if preset.endswith("-tiny"):  # test twins train offline: LPIPS needs downloaded VGG16 weights
-            loss = LossConfig(perceptual_weight=0.0)
+            loss = dataclasses.replace(loss, perceptual_weight=0.0)
     cfg = TokenizerRunConfig(preset=preset, model=model, data=data, train=train, loss=loss)
     if "fmnist" not in preset:
         cfg = apply_overrides(cfg, list(p.model_cls.paper_recipe))
     return cfg
+
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+# Which of the paper's two tokenizer settings a paper preset trains with (App. A.1): the ablations use S-B, the
+# final experiments B-B; the other sizes (and the CNN, 1-D and VQ families, App. A.5–A.7) use the ablation recipe.
+PAPER_SETTINGS = {"detok-bb": "final", "detok-ll": "final"}
+
+
+def paper_recipe(setting: str) -> tuple[TrainConfig, LossConfig]:
+    """The l-DeTok paper's tokenizer recipe (App. A.1) for `setting` "ablation" or "final".
+
+    Both: global batch 1024, peak lr 4e-4 (1e-4 per 256, linear scaling), linear warm-up for 25% of training, then
+    cosine decay; AdamW (0.9, 0.95), weight decay 1e-4; horizontal flips; λ_KL 1e-6, λ_percep 1.0, λ_GAN 0.1.
+    Ablation (S-B): 50 epochs, GAN off. Final (B-B): 200 epochs, GAN from epoch 100 (half of training).
+    The paper's perceptual term is LPIPS-VGG plus a ConvNeXt-based term; detok has LPIPS-VGG only (see LossConfig).
+    """
+    if setting not in ("ablation", "final"):
+        raise ValueError(f"unknown paper setting {setting!r}; known: ablation, final")
+    epochs = 50 if setting == "ablation" else 200
+    train = TrainConfig(
+        images=epochs * IMAGENET_TRAIN_IMAGES,
+        batch_size=1024,
+        blr=1e-4,
+        lr_schedule="cosine",
+        warmup_frac=0.25,
+        weight_decay=1e-4,
+        beta1=0.9,
+        beta2=0.95,
+        ckpt_every=2_000,
+        sample_every=2_000,
+    )
+    if setting == "ablation":
+        return train, LossConfig(kl_weight=1e-6, perceptual_weight=1.0, gan_weight=0.0)
+    return train, LossConfig(kl_weight=1e-6, perceptual_weight=1.0, gan_weight=0.1, gan_start_frac=0.5)
 
 
 def _init_weights(folder: str, model: Tokenizer) -> dict[str, torch.Tensor]:
@@ -193,7 +228,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             for name, value in {"loss": loss, **terms, "gan_d": d_loss, **out.get("logs", {})}.items():
                 stats[name] = stats.get(name, 0) + value.detach() / tc.grad_accum
 
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
         guard.check(step + 1, grad_norm=grad_norm, **stats)  # before anything is applied
         opt.step()
         opt.zero_grad(set_to_none=True)
