@@ -300,8 +300,6 @@ def test_cli_eval_generation_and_samples(setup, tmp_path, monkeypatch, capsys):
     adm = json.loads((tmp_path / "s.json").read_text())
     assert adm["fid"] == pytest.approx(record["final"]["fid"]) and adm["precision"] is None
     assert adm["reference"] == "adm:adm.npz"
-    assert cli_main([*args[:3], "--evaluator", "reference", "--num", "6", "--threads", "1"]) == 2
-    assert "train-reference" in capsys.readouterr().err  # no cached fashion-mnist classifier in this DETOK_CACHE
     assert cli_main([*args[:3], "--cfg", "1,x", *data]) == 2
     assert "comma-separated" in capsys.readouterr().err
 
@@ -321,12 +319,16 @@ def test_cli_tokenizer_eval_notes_what_it_skipped(setup, tmp_path, monkeypatch, 
     assert record["rfid"] > 0 and record["evaluator"].startswith("reference-") and "rfid_note" not in record
 
 
-def test_default_fashion_mnist_evaluator_says_how_to_train_it(monkeypatch, tmp_path):
+def test_the_shipped_evaluator_is_the_default_everywhere(monkeypatch, tmp_path):
+    """A fresh install scores Fashion-MNIST with the evaluator shipped in the package, whatever the cache holds."""
     from detok.commands import _reconstruction_evaluator
+    from detok.eval.features import SHIPPED_REFERENCE, build_extractor, file_digest
 
-    monkeypatch.setenv("DETOK_CACHE", str(tmp_path))
+    monkeypatch.setenv("DETOK_CACHE", str(tmp_path))  # an empty cache: nothing trained on this machine
     extractor, note = _reconstruction_evaluator(None, "fashion-mnist", "cpu")
-    assert extractor is None and "detok eval train-reference" in note and str(tmp_path) in note
+    assert note is None and extractor.name == f"reference-{file_digest(SHIPPED_REFERENCE / 'model.safetensors')}"
+    assert extractor.name == "reference-9f94d1b9bf8f" == build_extractor("reference", "cpu").name  # the docs' id
+    assert json.loads((SHIPPED_REFERENCE / "config.json").read_text())["test_accuracy"] == 0.9195
 
 
 def test_uint8_conversion_round_trips_every_value():

@@ -73,6 +73,28 @@ def test_cli_dry_run_and_unknown_dataset(capsys):
     assert "fashion-mnist" in capsys.readouterr().err
 
 
+def test_train_reference_says_whether_it_reproduced_the_shipped_evaluator(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import detok.eval.reference as reference
+    from detok.eval.features import SHIPPED_REFERENCE
+
+    def fake(cfg, out, progress=True, weights=SHIPPED_REFERENCE):  # a "retrain" that writes given weights
+        shutil.copytree(weights, out, dirs_exist_ok=True)
+        return {"test_accuracy": 0.9195}
+
+    monkeypatch.setattr(reference, "train_reference", fake)
+    assert cli_main(["eval", "train-reference", "--out", str(tmp_path / "same")]) == 0
+    assert "reproduced the shipped evaluator" in capsys.readouterr().out
+    other = tmp_path / "other-weights"
+    save_model_folder(other, ReferenceNet(ReferenceNetConfig()))
+    monkeypatch.setattr(reference, "train_reference", lambda cfg, out, progress=True: fake(cfg, out, weights=other))
+    assert cli_main(["eval", "train-reference", "--out", str(tmp_path / "diff")]) == 0
+    out = capsys.readouterr().out
+    assert "differs from the shipped evaluator (reference-9f94d1b9bf8f)" in out and '"reproduces_shipped": false' in out
+    assert cli_main(["eval", "train-reference", "--out", str(SHIPPED_REFERENCE)]) == 2  # never overwritten
+
+
 def test_cli_if_missing_keeps_a_trained_classifier(tmp_path, capsys, monkeypatch):
     import detok.eval.reference as reference
 

@@ -99,7 +99,7 @@ def _reconstruction_evaluator(spec: str | None, dataset: str, device):
         return None, f"rFID skipped: no default evaluator for {dataset!r}; pass --evaluator inception[:WEIGHTS]"
     folder = default_reference_dir(dataset)
     if not (folder / "config.json").is_file():
-        return None, f"rFID skipped: no reference classifier at {folder}; train it with `detok eval train-reference`"
+        return None, f"rFID skipped: the shipped reference classifier is missing from {folder} (a broken install?)"
     return build_extractor("reference", device, dataset), None
 
 
@@ -212,14 +212,16 @@ def generator_sample(args: argparse.Namespace) -> int:
 
 def eval_train_reference(args: argparse.Namespace) -> int:
     from detok.data import DataConfig
-    from detok.eval.features import default_reference_dir
+    from detok.eval.features import SHIPPED_REFERENCE, file_digest, trained_reference_dir
     from detok.eval.reference import ReferenceTrainConfig, train_reference
 
     if args.dataset != "fashion-mnist":
         raise ValueError(f"no reference-classifier recipe for {args.dataset!r} yet; known: fashion-mnist")
     cfg = ReferenceTrainConfig(data=DataConfig(name="fashion-mnist", hflip=True))
     cfg = apply_overrides(cfg, args.set or [])
-    out = Path(args.out or default_reference_dir(args.dataset))
+    out = Path(args.out or trained_reference_dir(args.dataset))
+    if out.resolve() == SHIPPED_REFERENCE.resolve():
+        raise ValueError(f"--out {out} is the shipped evaluator's folder; train into another one")
     if args.if_missing and (out / "config.json").is_file():
         print(f"reference classifier already trained: {out}")
         return 0
@@ -227,7 +229,17 @@ def eval_train_reference(args: argparse.Namespace) -> int:
         print(json.dumps({"out": str(out), **to_dict(cfg)}, indent=2))
         return 0
     result = train_reference(cfg, out)
+    mine, shipped = file_digest(out / "model.safetensors"), file_digest(SHIPPED_REFERENCE / "model.safetensors")
+    result["reproduces_shipped"] = mine == shipped
     print(json.dumps({"out": str(out), **result}))
+    if mine == shipped:
+        print(f"this retrain reproduced the shipped evaluator (reference-{shipped}) bit for bit")
+    else:
+        print(
+            f"this retrain (reference-{mine}) differs from the shipped evaluator (reference-{shipped}): CPU kernels, "
+            "thread counts or library versions change the weights. detok scores with the shipped one by default; "
+            f"--evaluator reference:{out} uses this one (its FIDs are not comparable with the shipped one's)"
+        )
     return 0
 
 
