@@ -1,9 +1,12 @@
 """Shared test set-up: one thread, offline hubs, and contract helpers for every registered preset."""
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Reference statistics and trained evaluators go to a throw-away cache, never the user's ~/.cache/detok.
+os.environ["DETOK_CACHE"] = tempfile.mkdtemp(prefix="detok-test-cache-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
