@@ -173,7 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark suites").add_subparsers(dest="action", required=True)
     p = bench.add_parser("reproduce", help="reproduce the paper's claims at small scale (resumable: rerun to continue)")
-    p.add_argument("--suite", default="table2", choices=["table2", "table2-followup", "noise", "variants"])
+    p.add_argument(
+        "--suite",
+        default="table2",
+        choices=["table2", "table2-followup", "noise", "mask", "mask-mode", "generators", "variants"],
+    )
     p.add_argument(
         "--budget",
         default="cpu",
@@ -184,7 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", help="run directories (default runs/bench-<suite>; a follow-up shares its suite's)")
     p.add_argument("--evaluator", default="reference", help="reference[:FOLDER] (default) or inception[:WEIGHTS]")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
-    p.add_argument("--allow-cpu", action="store_true", help="run the GPU-sized noise suite on CPU anyway")
     p.set_defaults(fn=commands.bench_reproduce)
 
     p = sub.add_parser("report", help="write a Markdown + HTML report for one run or a comparison of runs")

@@ -377,14 +377,10 @@ def report(args: argparse.Namespace) -> int:
 def bench_reproduce(args: argparse.Namespace) -> int:
     import shlex
 
-    import torch
-
     from detok.bench.reproduce import parse_budget, run_suite
     from detok.runtime import set_threads
 
     budget = parse_budget(args.budget, args.set or [])
-    if args.suite == "noise" and not torch.cuda.is_available() and not args.allow_cpu and args.budget != "smoke":
-        raise ValueError("the noise suite (7 tokenizers × 2 generators) is sized for a GPU; pass --allow-cpu to run it")
     set_threads(args.threads)
     out = Path(args.out or f"docs/results/{args.suite}")
     work = Path(args.work or f"runs/bench-{args.suite.removesuffix('-followup')}")

@@ -62,8 +62,12 @@ class TokenizerVariant:
 
 
 # The budget's generators by the name a variant uses, with the label of their table column.
-GENERATORS = {"sit": "SiT", "mar": "MAR", "randomar_vq": "RandomAR (VQ)", "rasterar_vq": "RasterAR (VQ)"}
-PAPER_COLUMNS = {"sit": "SiT-B", "mar": "MAR-B", "randomar_vq": "RandomAR (VQ)", "rasterar_vq": "RasterAR (VQ)"}
+GENERATORS = {
+    "sit": "SiT", "mar": "MAR", "dit": "DiT", "lightningdit": "LightningDiT", "randomar": "RandomAR",
+    "rasterar": "RasterAR", "randomar_vq": "RandomAR (VQ)", "rasterar_vq": "RasterAR (VQ)",
+}  # fmt: skip
+PAPER_COLUMNS = {k: v if k.endswith("_vq") else f"{v}-B" for k, v in GENERATORS.items()}
+CONTINUOUS_GENERATORS = ("sit", "mar", "dit", "lightningdit", "randomar", "rasterar")
 VQ_GENERATORS = ("randomar_vq", "rasterar_vq")
 
 
@@ -79,11 +83,27 @@ SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
         TokenizerVariant("noise", _corruption(3, 0), (0,), {"MAR-B": 2.77, "SiT-B": 5.56}),
         TokenizerVariant("joint", _corruption(3, 0.7), (0, 1), {"MAR-B": 2.65, "SiT-B": 5.50}),
     ),
-    # Fig. 2 and Table 1: noise form, strength γ, and the τ distribution (sized for a GPU).
+    # Table 1 / Fig. 2: noise only (no masking): the γ = 0 baseline, a γ sweep, additive vs interpolative, and the
+    # τ distribution (paper, ImageNet: interpolative γ = 3 best; additive worse; uniform τ ≥ logit-normal).
     "noise": (
-        TokenizerVariant("additive-g1", _corruption(1, 0.7, "model.corruption.noise_form=additive")),
-        *(TokenizerVariant(f"interp-g{g:g}", _corruption(g, 0.7)) for g in (0.5, 1, 2, 3, 4)),
-        TokenizerVariant("interp-g3-logitnormal", _corruption(3, 0.7, "model.corruption.tau_dist=logit_normal")),
+        TokenizerVariant("g0", _corruption(0, 0)),
+        *(TokenizerVariant(f"interp-g{g}", _corruption(g, 0)) for g in (1, 3, 5)),
+        TokenizerVariant("additive-g3", _corruption(3, 0, "model.corruption.noise_form=additive")),
+        TokenizerVariant("interp-g3-logitnormal", _corruption(3, 0, "model.corruption.tau_dist=logit_normal")),
+    ),
+    # Fig. 3a: masking only (no noise), the maximum ratio M of m = max(0, U(-0.1, M)).
+    "mask": tuple(TokenizerVariant(f"m{m:g}", _corruption(0, m)) for m in (0, 0.3, 0.5, 0.7, 0.9)),
+    # Fig. 3b: random vs constant ratio at M = 0.7, and the constant ratio with decoder fine-tuning (App. A.3).
+    "mask-mode": (
+        TokenizerVariant("random-0.7", _corruption(0, 0.7)),
+        TokenizerVariant("constant-0.7", _corruption(0, 0.7, "model.corruption.mask_mode=constant")),
+        TokenizerVariant("constant-0.7-ft", _corruption(0, 0.7, "model.corruption.mask_mode=constant"),
+                         finetune_from="constant-0.7"),
+    ),  # fmt: skip
+    # Table 4's claim: the gain of joint l-DeTok over the baseline holds for all six generators.
+    "generators": (
+        TokenizerVariant("baseline", _corruption(0, 0), generators=CONTINUOUS_GENERATORS),
+        TokenizerVariant("joint", _corruption(3, 0.7), generators=CONTINUOUS_GENERATORS),
     ),
     # Follow-up of table2 on CPU (run in the same --work folder to reuse its tokenizers), SiT only: the joint
     # tokenizer reconstructs worst at the table2 budget; does decoder fine-tuning (App. A.3) or a doubled
@@ -147,6 +167,20 @@ class Budget:
     mar: str = "mar-fmnist32"
     mar_images: PositiveInt = 12_000
     mar_sampling: tuple[str, ...] = ("num_iter=3", "diffloss.sample_steps=8")
+    # The other four generators of the `generators` suite; their sampling is shortened as SiT's and MAR's are
+    # (the same cost per sample order), untimed until that suite runs.
+    dit: str = "dit-fmnist32"
+    dit_images: PositiveInt = 16_000
+    dit_sampling: tuple[str, ...] = ("diffusion.sample_steps=25",)
+    lightningdit: str = "lightningdit-fmnist32"
+    lightningdit_images: PositiveInt = 16_000
+    lightningdit_sampling: tuple[str, ...] = ("flow.sample_steps=8",)
+    randomar: str = "randomar-fmnist32"
+    randomar_images: PositiveInt = 12_000
+    randomar_sampling: tuple[str, ...] = ("diffloss.sample_steps=8",)
+    rasterar: str = "rasterar-fmnist32"
+    rasterar_images: PositiveInt = 12_000
+    rasterar_sampling: tuple[str, ...] = ("diffloss.sample_steps=8",)
     randomar_vq: str = "randomar-vq-fmnist32"
     randomar_vq_images: PositiveInt = 16_000
     randomar_vq_sampling: tuple[str, ...] = ()
@@ -191,6 +225,18 @@ BUDGETS = {
         mar="mar-fmnist32-tiny",
         mar_images=16,
         mar_sampling=("num_iter=2", "diffloss.sample_steps=2"),
+        dit="dit-fmnist32-tiny",
+        dit_images=16,
+        dit_sampling=("diffusion.sample_steps=2",),
+        lightningdit="lightningdit-fmnist32-tiny",
+        lightningdit_images=16,
+        lightningdit_sampling=("flow.sample_steps=2",),
+        randomar="randomar-fmnist32-tiny",
+        randomar_images=16,
+        randomar_sampling=("diffloss.sample_steps=2",),
+        rasterar="rasterar-fmnist32-tiny",
+        rasterar_images=16,
+        rasterar_sampling=("diffloss.sample_steps=2",),
         randomar_vq="randomar-vq-fmnist32-tiny",
         randomar_vq_images=16,
         rasterar_vq="rasterar-vq-fmnist32-tiny",
