@@ -47,14 +47,18 @@ def test_every_cell_is_run_with_the_same_budget(suite_run):
     expected = [(v.name, s) for v in SUITES["table2"] for s in v.seeds]
     assert [(c["variant"], c["seed"]) for c in record["cells"]] == expected
     assert len({c["seed"] for c in record["cells"] if c["variant"] in ("baseline", "joint")}) == 2
+    scale = {v.name: v.tokenizer_scale for v in SUITES["table2"]}
     for cell in record["cells"]:
         overrides = cell["tokenizer"]["train"]["overrides"]
         assert (
-            f"train.images={BUDGETS['smoke'].tokenizer_images}" in overrides
+            f"train.images={scale[cell['variant']] * BUDGETS['smoke'].tokenizer_images}" in overrides
             and f"train.seed={cell['seed']}" in overrides
         )
         for g in ("sit", "mar"):
             ev = cell[g]["eval"]
+            assert ev["no_cfg"]["num"] == BUDGETS["smoke"].no_cfg_num and ev["no_cfg"]["cfg"] == 1.0
+            temperatures = [r["temperature"] for r in ev["no_cfg_rows"]]
+            assert temperatures == (list(BUDGETS["smoke"].no_cfg_temperatures) if g == "mar" else [1.0])
             assert [r["cfg"] for r in ev["rows"]] == list(BUDGETS["smoke"].search_cfgs)
             assert ev["final"]["num"] == BUDGETS["smoke"].final_num
             npz = root / "work" / f"{cell['variant']}-seed{cell['seed']}" / g / "eval" / ev["final"]["samples"]
@@ -73,7 +77,10 @@ def test_table_is_in_the_papers_layout(suite_run):
     # expected cells straight from the per-cell records (not through `summarize`, which the table is made with)
     cells = {(c["variant"], c["seed"]): c for c in record["cells"]}
     masking = cells["masking", 0]["tokenizer"]["recon"]
-    assert "| Tokenizer | rFID | PSNR (dB) | SiT gFID | MAR gFID | paper SiT-B | paper MAR-B |" in table
+    header = (
+        "| Tokenizer | rFID | PSNR (dB) | SiT gFID | MAR gFID | SiT w/o CFG | MAR w/o CFG | paper SiT-B | paper MAR-B |"
+    )
+    assert header in table
     assert f"| masking | {masking['rfid']:.2f} | {masking['psnr']:.2f} |" in table
     a, b = (cells["baseline", seed]["sit"]["eval"]["final"]["fid"] for seed in (0, 1))
     assert a != b  # two tokenizer seeds, two numbers: the spread below is not trivially 0
@@ -92,7 +99,7 @@ def test_an_unfinished_run_is_labelled_partial(suite_run, tmp_path):
     cells = json.loads(json.dumps(record["cells"][:2]))
     cells[1]["mar"]["eval"]["commit"] = "0123456789abcdef"  # as if resumed from another checkout
     table = write_results(dict(record, cells=cells), tmp_path)["md"].read_text()
-    assert "**Partial: 2 of 6 cells finished**" in table
+    assert "**Partial: 2 of 7 cells finished**" in table
     assert "**the cells ran on 2 commits**" in table and "01234567" in table
 
 
@@ -179,8 +186,8 @@ def test_followup_fine_tunes_the_suites_own_tokenizers_and_scores_sit_only(suite
     doubled = cells["baseline-2x", 0]["tokenizer"]["train"]["overrides"]
     assert f"train.images={2 * BUDGETS['smoke'].tokenizer_images}" in doubled
     table = (tmp_path / "results.md").read_text()
-    row = next(line for line in table.splitlines() if line.startswith("| joint-ft |"))
-    assert row.split("|")[5].strip() == "—"  # no MAR column value
+    header = next(line for line in table.splitlines() if line.startswith("| Tokenizer | rFID"))
+    assert "SiT gFID" in header and "MAR" not in header  # SiT only: no MAR column
     assert "| joint-ft | MAR |" not in table and "| joint-ft | SiT |" in table
 
 
@@ -218,6 +225,7 @@ def test_the_variants_suite_runs_every_family_with_its_own_tokenizer_and_generat
     assert config["model"]["corruption"]["mask_max"] == 0.95 and config["arch"] == "DeTokVQ"
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| Tokenizer | preset | rFID | PSNR (dB) | codes used | SiT gFID | MAR gFID | RandomAR (VQ) gFID |" in table
+    assert "| RasterAR (VQ) w/o CFG |" in table
     row = next(line for line in table.splitlines() if line.startswith("| vq-ldetok |"))
     assert "`detokvq-fmnist32-tiny`" in row and "7.03" in row and "4.91" in row
 

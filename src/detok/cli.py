@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", default="1.0,1.5,2.0,3.0,4.0", help="guidance scales to search, comma-separated")
     p.add_argument("--num", type=int, default=10_000, help="samples per scale in the search")
     p.add_argument("--final-num", type=int, default=50_000, help="samples at the best scale (<= --num: no rerun)")
+    p.add_argument("--no-cfg-num", type=int, default=0, help="also score N fresh samples without guidance (0: off)")
+    p.add_argument(
+        "--no-cfg-temperatures",
+        default=None,
+        help="temperatures to sweep without guidance, comma-separated (the paper's AR protocol); best reported",
+    )
     p.add_argument("--cfg-interval", default=None, help="guide only at noise levels in [lo,hi]")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=64)

@@ -278,6 +278,8 @@ def eval_generation(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         temperature=args.temperature,
         cfg_interval=None if args.cfg_interval is None else _parse_interval(args.cfg_interval),
+        no_cfg_num=args.no_cfg_num,
+        no_cfg_temperatures=_parse_floats(args.no_cfg_temperatures or "", "--no-cfg-temperatures"),
     )
     model = with_sampling_settings(load_generator(args.run, device), args.sampling or [])
     tokenizer_path = args.tokenizer or read_model_config(args.run)[2].get("tokenizer")
@@ -308,6 +310,7 @@ def _print_generation_table(record: dict) -> None:
     print(f"evaluator {record['evaluator']}, reference {record['reference']}")
     print(f"{'cfg':>6} {'num':>7} {'FID':>8} {'IS':>7} {'prec':>6} {'recall':>6} {'class':>6}")
     rows = [(r, "") for r in record["rows"]] + ([(record["final"], "  <- final")] if record["final"] else [])
+    rows += [(r, f"  <- without CFG, temperature {r['temperature']:g}") for r in record.get("no_cfg_rows", [])]
     for r, tag in rows:
         print(
             f"{r['cfg']:>6g} {r['num']:>7d} {_fmt(r['fid'], '.3f'):>8} {_fmt(r['is'], '.3f'):>7} "

@@ -69,6 +69,7 @@ GENERATORS = {
 PAPER_COLUMNS = {k: v if k.endswith("_vq") else f"{v}-B" for k, v in GENERATORS.items()}
 CONTINUOUS_GENERATORS = ("sit", "mar", "dit", "lightningdit", "randomar", "rasterar")
 VQ_GENERATORS = ("randomar_vq", "rasterar_vq")
+AR_GENERATORS = ("mar", "randomar", "rasterar", *VQ_GENERATORS)
 
 
 def _corruption(gamma: float, mask: float, *extra: str) -> tuple[str, ...]:
@@ -82,7 +83,11 @@ SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
         TokenizerVariant("masking", _corruption(0, 0.7), (0,), {"MAR-B": 2.90, "SiT-B": 6.43}),
         TokenizerVariant("noise", _corruption(3, 0), (0,), {"MAR-B": 2.77, "SiT-B": 5.56}),
         TokenizerVariant("joint", _corruption(3, 0.7), (0, 1), {"MAR-B": 2.65, "SiT-B": 5.50}),
-    ),
+        # "+Extended": the joint tokenizer trained 3× longer with the PatchGAN from the midpoint (one extra cell,
+        # ~1/6 more time than the 6 cells above; its own cost is recorded in the table like every cell's).
+        TokenizerVariant("joint-extended", _corruption(3, 0.7, "loss.gan_weight=0.1", "loss.gan_start_frac=0.5"),
+                         tokenizer_scale=3),
+    ),  # fmt: skip
     # Table 1 / Fig. 2: noise only (no masking): the γ = 0 baseline, a γ sweep, additive vs interpolative, and the
     # τ distribution (paper, ImageNet: interpolative γ = 3 best; additive worse; uniform τ ≥ logit-normal).
     "noise": (
@@ -189,6 +194,8 @@ class Budget:
     rasterar_vq_sampling: tuple[str, ...] = ()
     finetune_images: PositiveInt = 8_000
     search_cfgs: tuple[float, ...] = (1.5, 3.0)
+    no_cfg_num: NonNegativeInt = 2_000  # samples scored without guidance (the paper's "w/o CFG" columns); 0: off
+    no_cfg_temperatures: tuple[float, ...] = (0.9, 1.0, 1.1)  # swept without guidance for the AR generators only
     search_num: PositiveInt = 250
     final_num: PositiveInt = 10_000
     sample_batch: PositiveInt = 250
@@ -211,7 +218,9 @@ BUDGETS = {
     "cpu": Budget(),
     # The `cpu` budget of the first two table2 runs and the follow-up (docs/results/table2*, before the trim above):
     # rerun or resume those with --budget cpu-v1.
-    "cpu-v1": Budget(mar_images=16_000, mar_sampling=("num_iter=4", "diffloss.sample_steps=10"), search_num=500),
+    "cpu-v1": Budget(
+        mar_images=16_000, mar_sampling=("num_iter=4", "diffloss.sample_steps=10"), search_num=500, no_cfg_num=0
+    ),
     # For the test suite: tiny twins, a few dozen images, two samples per class.
     "smoke": Budget(
         tokenizer="detok-fmnist32-tiny",
@@ -245,6 +254,7 @@ BUDGETS = {
         search_cfgs=(1.0, 2.0),
         search_num=6,
         final_num=8,
+        no_cfg_num=4,
         sample_batch=8,
     ),
 }
@@ -377,6 +387,8 @@ def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict) -> dict:
             num=budget.search_num,
             final_num=budget.final_num,
             batch_size=budget.sample_batch,
+            no_cfg_num=budget.no_cfg_num,
+            no_cfg_temperatures=budget.no_cfg_temperatures if name in AR_GENERATORS else (),
         )
         record = evaluate_generation(
             model, load_tokenizer(tok_dir, device), ctx["extractor"], ctx["ref"], run / "eval", cfg, progress=False
@@ -392,6 +404,8 @@ def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict) -> dict:
         "evaluator": ctx["extractor"].name,
         "reference": ctx["ref"].source,
     }
+    if budget.no_cfg_num:  # a finished evaluation from before the no-CFG columns keeps its spec (and is reused)
+        spec["no_cfg"] = [budget.no_cfg_num, budget.no_cfg_temperatures if name in AR_GENERATORS else ()]
     evaluated = _step(run / "eval" / "done.json", spec, evaluate, log)
     return {"train": trained, "eval": evaluated}
 
@@ -532,6 +546,9 @@ def summarize(record: dict) -> list[dict]:
                 row.setdefault(f"{g}_{key}", [])
                 if g in cell:
                     row[f"{g}_{key}"].append(cell[g]["eval"]["final"].get(key))
+            row.setdefault(f"{g}_fid_no_cfg", [])
+            if g in cell and cell[g]["eval"].get("no_cfg"):
+                row[f"{g}_fid_no_cfg"].append(cell[g]["eval"]["no_cfg"]["fid"])
     return list(rows.values())
 
 
@@ -574,14 +591,16 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
     presets = len({r["preset"] for r in rows}) > 1
     codes = any(v is not None for r in rows for v in r["code_usage"])
     header = ["Tokenizer", *(["preset"] if presets else []), "rFID", "PSNR (dB)", *(["codes used"] if codes else [])]
-    header += [f"{GENERATORS[g]} gFID" for g in gens] + [f"paper {PAPER_COLUMNS[g]}" for g in gens]
+    no_cfg = [g for g in gens if any(r[f"{g}_fid_no_cfg"] for r in rows)]
+    header += [f"{GENERATORS[g]} gFID" for g in gens] + [f"{GENERATORS[g]} w/o CFG" for g in no_cfg]
+    header += [f"paper {PAPER_COLUMNS[g]}" for g in gens]
     main = []
     for r in rows:
         rfid = _spread(r["rfid"], ".2f") if None not in r["rfid"] else "—"
         usage = _spread([v for v in r["code_usage"] if v is not None], ".3f")
         row = [r["variant"], *([f"`{r['preset']}`"] if presets else []), rfid, _spread(r["psnr"], ".2f")]
         row += [usage] if codes else []
-        row += [_spread(r[f"{g}_fid"], ".2f") for g in gens]
+        row += [_spread(r[f"{g}_fid"], ".2f") for g in gens] + [_spread(r[f"{g}_fid_no_cfg"], ".2f") for g in no_cfg]
         row += [str(r["paper"].get(PAPER_COLUMNS[g], "—")) for g in gens]
         main.append(row)
     details = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +73,9 @@ def class_consistency(probs: np.ndarray | None, labels: np.ndarray | None) -> fl
 class GenerationEvalConfig:
     """A CFG sweep: every scale scored on `num` samples, the best (lowest FID) re-scored on `final_num`.
 
-    `final_num <= num` reports the best search row itself (no extra samples).
+    `final_num <= num` reports the best search row itself (no extra samples). `no_cfg_num` > 0 also scores the
+    model without guidance (CFG = 1) on that many fresh samples, at each of `no_cfg_temperatures` (the paper sweeps
+    the temperature of its AR models when CFG is off, App. A.2; empty: `temperature` only), reporting the best.
     """
 
     cfg_scales: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0)
@@ -83,6 +85,8 @@ class GenerationEvalConfig:
     batch_size: PositiveInt = 64
     temperature: PositiveFloat = 1.0
     cfg_interval: tuple[float, float] | None = None
+    no_cfg_num: NonNegativeInt = 0
+    no_cfg_temperatures: tuple[PositiveFloat, ...] = ()
 
     def __post_init__(self):
         check_fields(self)
@@ -90,6 +94,8 @@ class GenerationEvalConfig:
             raise ValueError(f"cfg scales must be a non-empty list of numbers >= 0, got {self.cfg_scales}")
         if self.num < 4:  # precision/recall need more than k = 3 samples
             raise ValueError(f"num must be at least 4, got {self.num}")
+        if 0 < self.no_cfg_num < 4:
+            raise ValueError(f"no_cfg_num must be 0 (off) or at least 4, got {self.no_cfg_num}")
 
 
 def _samples_path(out_dir: Path, scale: float, num: int, seed: int, cfg: GenerationEvalConfig) -> Path:
@@ -191,4 +197,16 @@ def evaluate_generation(
     else:
         record["final"] = dict(best)
     write_json(out_dir / "generation.json", record)
+    if cfg.no_cfg_num:
+        record["no_cfg_rows"] = []
+        for temperature in cfg.no_cfg_temperatures or (cfg.temperature,):
+            at = replace(cfg, temperature=temperature)
+            path = _samples_path(out_dir, 1.0, cfg.no_cfg_num, cfg.seed + 2, at)
+            row = _scored_samples(
+                model, tokenizer, extractor, ref, path, 1.0, cfg.no_cfg_num, cfg.seed + 2, at, progress
+            )
+            record["no_cfg_rows"].append({**row, "temperature": temperature})
+            write_json(out_dir / "generation.json", record)
+        record["no_cfg"] = min(record["no_cfg_rows"], key=lambda r: r["fid"])
+        write_json(out_dir / "generation.json", record)
     return record
