@@ -237,3 +237,34 @@ def test_adaptive_weight_leaves_the_generator_graph_usable():
     assert torch.isfinite(lam) and lam > 0
     (rec + lam * g).backward()
     assert decoder_out.weight.grad is not None
+
+
+def test_convnext_term_is_a_logit_distance_mixed_with_lpips(monkeypatch):
+    """The paper's VGG+ConvNeXt perceptual loss: (LPIPS + c·‖f(x̂) − f(x)‖²_mean) / (1 + c), f a frozen classifier
+    seeing 224-px ImageNet-normalised RGB; unavailable weights are an error that names the fix, never a zero."""
+    import torch.nn as nn
+
+    from detok.losses.convnext import LogitDistance, build_convnext_perceptual
+    from detok.losses.perceptual import PerceptualUnavailableError
+    from detok.losses.tokenizer import LossConfig, TokenizerLoss
+
+    torch.manual_seed(0)
+    classifier = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 10))
+    dist = LogitDistance(classifier)
+    x, y = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    seen = []
+    classifier.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    d = dist(x, y)
+    assert d.shape == (2,) and torch.all(d > 0) and torch.allclose(dist(x, x), torch.zeros(2))
+    assert seen[0] == (2, 3, 224, 224)  # grey replicated to RGB, resized
+    dist.train()
+    assert not classifier.training and not any(p.requires_grad for p in classifier.parameters())
+
+    loss = TokenizerLoss(LossConfig(perceptual_weight=0.0, gan_weight=0.0), 1, 10)
+    loss.perceptual, loss.convnext = (lambda a, b: torch.full((2,), 0.5)), dist  # a stand-in LPIPS
+    loss.cfg = LossConfig(perceptual_weight=1.0, convnext_weight=0.1, gan_weight=0.0)
+    assert loss.perceptual_distance(x, y) == pytest.approx(((0.5 + 0.1 * d.mean()) / 1.1).item(), rel=1e-6)
+
+    monkeypatch.setenv("DETOK_CONVNEXT_WEIGHTS", "/nonexistent/convnext.pth")
+    with pytest.raises(PerceptualUnavailableError, match="loss.convnext_weight=0"):
+        build_convnext_perceptual()

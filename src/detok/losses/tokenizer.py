@@ -1,7 +1,10 @@
 """The tokenizer loss in one place: reconstruction + weighted auxiliary terms + perceptual + adversarial.
 
-L = MSE(x̂, x) + Σ_k λ_k·aux_k + λ_p·LPIPS(x̂, x) + λ_GAN·w·hinge_G(D(x̂))   (l-DeTok App. A.1; the GAN term from
+L = MSE(x̂, x) + Σ_k λ_k·aux_k + λ_p·P(x̂, x) + λ_GAN·w·hinge_G(D(x̂))   (l-DeTok App. A.1; the GAN term from
 `gan_start_step`, w the adaptive weight of taming-transformers when `adaptive_gan_weight` is on, else 1)
+
+P is LPIPS-VGG, or with `convnext_weight` c > 0 the paper's mix of VGG- and ConvNeXt-based terms,
+(LPIPS + c·ConvNeXt-S logit distance) / (1 + c), as TiTok's "lpips-convnext_s-1.0-0.1" (c = 0.1).
 
 The auxiliary terms are whatever the tokenizer's training forward returns under "aux" (its KL, a VQ codebook
 and commitment loss, a distillation loss, …); `kl` is weighted by `kl_weight`, every other term enters with
@@ -27,6 +30,8 @@ class LossConfig:
 
     Attributes:
         perceptual_backbone: local path of torchvision's VGG16 weights (else $DETOK_VGG16_WEIGHTS/torchvision).
+        convnext_weight: c of the ConvNeXt-S term inside the perceptual loss (0: LPIPS only; the paper's 0.1).
+        convnext_backbone: local path of torchvision's convnext_small weights (else $DETOK_CONVNEXT_WEIGHTS).
         gan_start_step: optimiser step at which the GAN terms switch on.
         gan_start_frac: when set, the GAN terms switch on after this share of training instead (the paper's
             recipes state it in epochs: from epoch 10 of 50 for CNN tokenizers, App. A.5).
@@ -36,6 +41,8 @@ class LossConfig:
     kl_weight: NonNegativeFloat = 1e-6
     perceptual_weight: NonNegativeFloat = 1.0
     perceptual_backbone: str | None = None
+    convnext_weight: NonNegativeFloat = 0.0
+    convnext_backbone: str | None = None
     gan_weight: NonNegativeFloat = 0.1
     gan_start_step: NonNegativeInt = 0
     gan_start_frac: Fraction | None = None
@@ -68,11 +75,15 @@ class TokenizerLoss(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.gan_start = cfg.gan_start_step if cfg.gan_start_frac is None else int(cfg.gan_start_frac * total_steps)
-        self.perceptual = None
+        self.perceptual = self.convnext = None
         if cfg.perceptual_weight > 0:
             from detok.losses.perceptual import build_perceptual
 
             self.perceptual = build_perceptual(backbone_path=cfg.perceptual_backbone)
+            if cfg.convnext_weight > 0:
+                from detok.losses.convnext import build_convnext_perceptual
+
+                self.convnext = build_convnext_perceptual(cfg.convnext_backbone)
         self.disc = None
         if cfg.gan_weight > 0:
             self.disc = PatchDiscriminator(image_channels, cfg.disc_channels, cfg.disc_layers)
@@ -100,7 +111,7 @@ class TokenizerLoss(nn.Module):
         for name, value in out.get("aux", {}).items():
             loss = loss + cfg.aux_weight(name) * value
             terms[name] = value
-        p_loss = self.perceptual(recon, x).mean() if self.perceptual is not None else recon.new_zeros(())
+        p_loss = self.perceptual_distance(recon, x)
         loss = loss + cfg.perceptual_weight * p_loss
         g_loss = recon.new_zeros(())
         if self.gan_active(step):
@@ -112,6 +123,16 @@ class TokenizerLoss(nn.Module):
             loss = loss + w * g_loss
         terms.update(perceptual=p_loss, gan_g=g_loss)
         return loss, terms
+
+    def perceptual_distance(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """P(x̂, x) averaged over images: LPIPS, mixed with the ConvNeXt-S term when it is on (0 when off)."""
+        if self.perceptual is None:
+            return recon.new_zeros(())
+        p = self.perceptual(recon, x).mean()
+        if self.convnext is None:
+            return p
+        c = self.cfg.convnext_weight
+        return (p + c * self.convnext(recon, x).mean()) / (1.0 + c)
 
     def discriminator_loss(self, x: torch.Tensor, recon: torch.Tensor, disc: nn.Module | None = None) -> torch.Tensor:
         """Hinge loss of the discriminator on real x and detached reconstructions (`disc`: e.g. its DDP wrapper)."""

@@ -100,9 +100,9 @@ def paper_recipe(setting: str) -> tuple[TrainConfig, LossConfig]:
     """The l-DeTok paper's tokenizer recipe (App. A.1) for `setting` "ablation" or "final".
 
     Both: global batch 1024, peak lr 4e-4 (1e-4 per 256, linear scaling), linear warm-up for 25% of training, then
-    cosine decay; AdamW (0.9, 0.95), weight decay 1e-4; horizontal flips; λ_KL 1e-6, λ_percep 1.0, λ_GAN 0.1.
+    cosine decay; AdamW (0.9, 0.95), weight decay 1e-4; horizontal flips; λ_KL 1e-6, λ_percep 1.0, λ_GAN 0.1;
+    the perceptual term VGG- and ConvNeXt-based (LPIPS mixed with 0.1 ConvNeXt-S, losses/convnext.py).
     Ablation (S-B): 50 epochs, GAN off. Final (B-B): 200 epochs, GAN from epoch 100 (half of training).
-    The paper's perceptual term is LPIPS-VGG plus a ConvNeXt-based term; detok has LPIPS-VGG only (see LossConfig).
     """
     if setting not in ("ablation", "final"):
         raise ValueError(f"unknown paper setting {setting!r}; known: ablation, final")
@@ -119,9 +119,10 @@ def paper_recipe(setting: str) -> tuple[TrainConfig, LossConfig]:
         ckpt_every=2_000,
         sample_every=2_000,
     )
+    loss = LossConfig(kl_weight=1e-6, perceptual_weight=1.0, convnext_weight=0.1, gan_weight=0.0)
     if setting == "ablation":
-        return train, LossConfig(kl_weight=1e-6, perceptual_weight=1.0, gan_weight=0.0)
-    return train, LossConfig(kl_weight=1e-6, perceptual_weight=1.0, gan_weight=0.1, gan_start_frac=0.5)
+        return train, loss
+    return train, dataclasses.replace(loss, gan_weight=0.1, gan_start_frac=0.5)
 
 
 def _init_weights(folder: str, model: Tokenizer) -> dict[str, torch.Tensor]:
