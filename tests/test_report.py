@@ -261,3 +261,15 @@ def test_missing_matplotlib_names_the_extra(runs, tmp_path, monkeypatch):
 
 def test_html_inline_escapes_and_marks_code():
     assert html_inline("a <b> & `c<d>`") == "a &lt;b&gt; &amp; <code>c&lt;d&gt;</code>"
+
+
+def test_fmnist_runs_say_which_training_regime_they_are_in(tmp_path):
+    for name, kind, preset, images in (("short", "tokenizer", "detok-fmnist32", 24_000),
+                                       ("long", "generator", "sit-fmnist32", 480_000)):  # fmt: skip
+        run = tmp_path / name
+        run.mkdir()
+        _json(run / "config.json", {"kind": kind, "arch": "X", "model": {}, "preset": preset, "step": 10})
+        _log(run / "log.jsonl", [{"step": 10, "images": images, "loss": 0.5}])
+    md = write_report([tmp_path / "short", tmp_path / "long"], tmp_path / "out")["report.md"].read_text()
+    assert "`short`: short-training regime (24,000 training images" in md
+    assert "`long`: longer-training regime (480,000 training images" in md
