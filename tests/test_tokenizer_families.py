@@ -274,3 +274,23 @@ def test_vq_tokenizer_feeds_only_the_discrete_generators(tmp_path, capsys):
         ["generator", "train", "--preset", "rasterar-vq-fmnist32-tiny", "--tokenizer", str(cont), "--dry-run"]
     )
     assert rc == 2 and "use a continuous generator" in capsys.readouterr().err
+
+
+def test_layout_settings_that_disagree_with_the_tokenizer_are_refused(tmp_path, capsys):
+    """A 1-D tokenizer's latents and a 2-D layout (or a 2-D-only setting) in the generator: one clear error."""
+    from detok.checkpoint import save_model_folder
+    from detok.latents import store_latent_stats
+
+    torch.manual_seed(0)
+    tok = create_model("detok1d-fmnist32-k8-tiny")
+    save_model_folder(tmp_path / "tok", tok)
+    store_latent_stats(tmp_path / "tok", [0.0] * 8, [1.0] * 8)
+    base = ["generator", "train", "--preset", "sit-fmnist32-tiny", "--tokenizer", str(tmp_path / "tok"), "--dry-run"]
+    assert cli_main([*base, "--set", "model.input_size=[4,4]"]) == 2
+    err = capsys.readouterr().err
+    assert "model.input_size=[4,4] but tokenizer" in err and "sequence latents of shape (8, 8)" in err
+    assert cli_main([*base, "--set", "model.input_size=[8]"]) == 0  # agreeing with the tokenizer is fine
+    capsys.readouterr()
+    light = [*base[:3], "lightningdit-fmnist32-tiny", *base[4:]]
+    assert cli_main([*light, "--set", "model.abs_pos=false"]) == 2
+    assert "model.abs_pos must be true for 1-D tokens" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from detok.config import FractionBelowOne, PositiveFloat, PositiveInt, check_fields
+from detok.config import ConfigError, FractionBelowOne, PositiveFloat, PositiveInt, check_fields
 from detok.generators.dit import BackboneGenerator, init_adaln_zero, modulate
 from detok.layers import (
     Attention,
@@ -78,6 +78,8 @@ class LightningDiTConfig:
             raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
         if any(s % self.patch_size for s in self.input_size):
             raise ValueError(f"patch size {self.patch_size} does not divide input_size {self.input_size}")
+        if axes == 1 and not self.abs_pos:  # 1-D tokens have no RoPE: learned absolute positions are all they get
+            raise ConfigError("abs_pos", "must be true for 1-D tokens (l-DeTok App. A.2: learned positions, no RoPE)")
         if self.width % self.heads or (axes == 2 and (self.width // self.heads) % 4):  # 2-D RoPE: 4 | head size
             raise ValueError(f"width {self.width} / {self.heads} heads must give a head size divisible by 4")
         if self.cfg_channels is not None and not 1 <= self.cfg_channels <= self.latent_channels:

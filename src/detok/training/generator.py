@@ -25,7 +25,7 @@ from detok.checkpoint import (
     load_tokenizer,
     write_json,
 )
-from detok.config import NonNegativeFloat, apply_overrides, check_fields, from_dict, to_dict
+from detok.config import ConfigError, NonNegativeFloat, apply_overrides, check_fields, from_dict, to_dict
 from detok.data import DataConfig, build_dataset
 from detok.generate import batch_generator
 from detok.latents import LatentDataset
@@ -144,7 +144,19 @@ def default_run_config(
         num_classes = build_dataset(cfg.data, "train").num_classes
     c, size = tok.latent_layout.generator_input
     channels = {"codebook_size" if discrete_model else "latent_channels": c}
-    model = dataclasses.replace(cfg.model, **channels, input_size=size, num_classes=num_classes)
+    layout = {**channels, "input_size": size}
+    for key, value in layout.items():  # the tokenizer decides these: a different override would be silently lost
+        given = next((o.split("=", 1)[1] for o in overrides or [] if o.strip().startswith(f"model.{key}=")), None)
+        if given is not None and getattr(cfg.model, key) != value:
+            raise ValueError(
+                f"model.{key}={given.strip()} but tokenizer {tokenizer} produces {key} {value} "
+                f"({tok.latent_layout.kind} latents of shape {tuple(tok.latent_shape)}): the layout comes from the "
+                "tokenizer"
+            )
+    try:
+        model = dataclasses.replace(cfg.model, **layout, num_classes=num_classes)
+    except ConfigError as e:  # a setting that does not fit the tokenizer's layout, named as the user would type it
+        raise e.within("model.") from None
     return dataclasses.replace(cfg, model=model)
 
 
