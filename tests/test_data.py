@@ -156,3 +156,25 @@ def test_evaluation_batches_refuse_randomly_flipped_datasets(tmp_path):
         next(iter_batches(flipped, 2, progress=False))
     plain = build_dataset(DataConfig(name="npz", root=str(tmp_path / "d.npz")))
     assert len(list(iter_batches(plain, 3, progress=False))) == 2
+
+
+def test_adm_center_crop_is_guided_diffusions_preprocessing(tmp_path):
+    """Box-halve while the short side is >= 2x the target, bicubic to the target, centre crop; in image folders and
+    in-memory sets alike."""
+    from detok.data import adm_center_crop
+
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 256, (300, 500, 3), dtype=np.uint8))  # (H, W) = (300, 500)
+    out = adm_center_crop(big, 64)
+    halved = big.resize((250, 150), resample=Image.BOX).resize((125, 75), resample=Image.BOX)  # 150 >= 128: twice
+    scaled = np.asarray(halved.resize((round(125 * 64 / 75), 64), resample=Image.BICUBIC))  # (64, 107)
+    assert out.shape == (64, 64, 3) and np.array_equal(out, scaled[:, (107 - 64) // 2 : (107 - 64) // 2 + 64])
+    (tmp_path / "a").mkdir()
+    big.save(tmp_path / "a" / "x.png")
+    cfg = DataConfig(name="image-folder", root=str(tmp_path), image_size=64, channels=3, resize="adm-center-crop")
+    x = build_dataset(cfg).get_batch(torch.tensor([0]))[0]
+    assert torch.equal(x[0], torch.from_numpy(out).permute(2, 0, 1).float() / 127.5 - 1)
+    np.savez(tmp_path / "d.npz", images=np.asarray(big)[None])
+    npz = build_dataset(DataConfig(name="npz", root=str(tmp_path / "d.npz"), image_size=64, channels=3,
+                                   resize="adm-center-crop"))  # fmt: skip
+    assert torch.equal(npz.get_batch(torch.tensor([0]))[0], x)

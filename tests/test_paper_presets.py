@@ -28,6 +28,7 @@ def test_tokenizer_recipes_follow_app_a1():
         assert t.images == epochs * IMAGENET_TRAIN_IMAGES and t.batch_size == 1024
         assert t.peak_lr() == pytest.approx(4e-4) and t.warmup_frac == 0.25 and t.lr_schedule == "cosine"
         assert (t.beta1, t.beta2, t.weight_decay) == (0.9, 0.95, 1e-4) and cfg.data.hflip
+        assert cfg.data.resize == "adm-center-crop"  # ImageNet preprocessing of DiT/MAR (ADM center_crop_arr)
         assert (loss.kl_weight, loss.perceptual_weight, loss.convnext_weight) == (1e-6, 1.0, 0.1)  # VGG + ConvNeXt
     assert ablation.loss.gan_weight == 0  # ablations: GAN off
     assert (final.loss.gan_weight, final.loss.gan_start_frac) == (0.1, 0.5)  # final: GAN from epoch 100 of 200

@@ -65,8 +65,10 @@ class DataConfig:
 
     Attributes:
         root: dataset location (folder, or the .npz file); None uses the dataset's default search.
-        resize: "pad" (centre-pad, then resize if still off), "resize" (shorter side, centre crop) or
-            "center-crop" (crop to a square, then resize).
+        resize: "pad" (centre-pad, then resize if still off), "resize" (shorter side, centre crop),
+            "center-crop" (crop to a square, then resize) or "adm-center-crop" (ADM's `center_crop_arr`, the
+            ImageNet preprocessing of DiT, SiT, MAR and LightningDiT: halve with a box filter while the shorter side
+            is at least twice the target, resize it to the target with bicubic interpolation, centre crop).
         hflip: random horizontal flips in `get_batch` (training augmentation).
         download: fetch Fashion-MNIST from its canonical address when it is not found locally (checked against
             the published MD5 sums).
@@ -78,7 +80,7 @@ class DataConfig:
     root: str | None = None
     image_size: PositiveInt = 32
     channels: PositiveInt = 1
-    resize: Literal["pad", "resize", "center-crop"] = "pad"
+    resize: Literal["pad", "resize", "center-crop", "adm-center-crop"] = "pad"
     hflip: bool = False
     download: bool = False
     verify: bool | None = None
@@ -104,8 +106,29 @@ def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(x.dtype)
 
 
+def adm_center_crop(image, size: int) -> np.ndarray:
+    """ADM's `center_crop_arr` (guided-diffusion `image_datasets.py`) of a PIL image: uint8 (size, size[, C])."""
+    from PIL import Image
+
+    while min(image.size) >= 2 * size:
+        image = image.resize(tuple(s // 2 for s in image.size), resample=Image.BOX)
+    scale = size / min(image.size)
+    image = image.resize(tuple(round(s * scale) for s in image.size), resample=Image.BICUBIC)
+    arr = np.asarray(image)
+    top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
+    return arr[top : top + size, left : left + size]
+
+
 def _fit(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
     """Bring uint8 images (N, C, H, W) to (N, C, size, size) by padding, cropping and/or resizing."""
+    if mode == "adm-center-crop":  # one PIL image at a time, exactly as ADM's loader does
+        from PIL import Image
+
+        out = []
+        for img in x.permute(0, 2, 3, 1).numpy():  # (H, W, C)
+            pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+            out.append(torch.from_numpy(adm_center_crop(pil, size).copy()).reshape(size, size, -1))
+        return torch.stack(out).permute(0, 3, 1, 2).contiguous()  # (N, C, size, size)
     h, w = x.shape[-2:]
     if mode == "pad":
         ph, pw = max(0, size - h), max(0, size - w)
@@ -215,7 +238,10 @@ class ImageFolderDataset(TensorImageDataset):
         try:
             with Image.open(path) as im:
                 im = im.convert("L" if self.cfg.channels == 1 else "RGB")
-                arr = np.asarray(im, dtype=np.uint8)
+                if self.cfg.resize == "adm-center-crop":  # on the decoded image, before anything else
+                    arr = adm_center_crop(im, self.cfg.image_size)
+                else:
+                    arr = np.asarray(im, dtype=np.uint8)
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise ValueError(f"cannot read image {path}: {e}") from e
         x = torch.from_numpy(arr.copy()).view(1, *arr.shape[:2], -1).permute(0, 3, 1, 2)  # (1, C, H, W)

@@ -79,7 +79,11 @@ def default_run_config(preset: str) -> TokenizerRunConfig:
         )
     else:
         data = DataConfig(
-            name="image-folder", image_size=model.image_size, channels=model.channels, resize="resize", hflip=True
+            name="image-folder",
+            image_size=model.image_size,
+            channels=model.channels,
+            resize="adm-center-crop",
+            hflip=True,
         )
         train, loss = paper_recipe(PAPER_SETTINGS.get(preset.removesuffix("-tiny"), "ablation"))
         if preset.endswith("-tiny"):  # test twins train offline: LPIPS needs downloaded VGG16 weights
