@@ -294,3 +294,26 @@ def test_layout_settings_that_disagree_with_the_tokenizer_are_refused(tmp_path, 
     light = [*base[:3], "lightningdit-fmnist32-tiny", *base[4:]]
     assert cli_main([*light, "--set", "model.abs_pos=false"]) == 2
     assert "model.abs_pos must be true for 1-D tokens" in capsys.readouterr().err
+
+
+def test_a_cached_sequence_is_normalised_along_its_channel_axis(tmp_path):
+    """(N, K, C) latents with K != C: the cache normalises the last axis, as `encode(normalize=True)` does."""
+    import numpy as np
+
+    from detok.checkpoint import load_tokenizer, save_model_folder
+    from detok.data import DataConfig, build_dataset
+    from detok.latents import LatentDataset, cache_latents, compute_latent_stats, store_latent_stats
+
+    torch.manual_seed(0)
+    save_model_folder(tmp_path / "tok", create_model("detok1d-fmnist32-k8-tiny", latent_channels=4))
+    np.savez(tmp_path / "d.npz", images=np.random.default_rng(0).integers(0, 256, (6, 32, 32), dtype=np.uint8))
+    data = build_dataset(DataConfig(name="npz", root=str(tmp_path / "d.npz")))
+    tok = load_tokenizer(tmp_path / "tok")
+    store_latent_stats(tmp_path / "tok", *compute_latent_stats(tok, data, progress=False))
+    tok = load_tokenizer(tmp_path / "tok")
+    cache_latents(tok, data, tmp_path / "cache", progress=False)
+    z, _ = LatentDataset(tmp_path / "cache").get_batch(torch.arange(6), torch.Generator().manual_seed(0))
+    x = data.get_batch(torch.arange(6))[0]
+    flip = torch.rand(6, generator=torch.Generator().manual_seed(0)) < 0.5
+    want = torch.where(flip.view(-1, 1, 1), tok.encode(x.flip(-1), normalize=True), tok.encode(x, normalize=True))
+    assert z.shape == (6, 8, 4) and torch.allclose(z, want, atol=1e-5)

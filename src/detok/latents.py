@@ -138,6 +138,7 @@ def cache_latents(
         "shards": num_shards,
         "latent_shape": list(tokenizer.latent_shape),
         "token_layout": tokenizer.token_layout,
+        "layout": tokenizer.latent_layout.kind,
         "num_classes": dataset.num_classes,
         "latent_mean": None if cfg.latent_mean is None else list(cfg.latent_mean),
         "latent_std": None if cfg.latent_std is None else list(cfg.latent_std),
@@ -163,7 +164,10 @@ class LatentDataset:
                     f"{cache}: the tokenizer had no latent statistics when the cache was written; "
                     "run `detok tokenizer stats` and re-cache, or load with normalize=False"
                 )
-            shape = (1, -1) + (1,) * (self.latents.dim() - 2)
+            # channels: axis 1 of a grid (N, C, h, w), the last axis of a sequence (N, K, C)
+            kind = self.meta.get("layout", "sequence" if self.meta.get("token_layout") == "1d" else "grid")
+            shape = [1] * self.latents.dim()
+            shape[-1 if kind == "sequence" else 1] = -1
             mean = torch.tensor(self.meta["latent_mean"]).view(shape)
             std = torch.tensor(self.meta["latent_std"]).view(shape)
             self.latents = (self.latents - mean) / std
