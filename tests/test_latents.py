@@ -118,3 +118,32 @@ def test_latent_statistics_are_the_per_channel_moments_of_the_encodings(tokenize
         z = tok.encode(data.get_batch(torch.arange(len(data)))[0]).double()  # (N, C, h, w)
     assert torch.allclose(torch.tensor(mean, dtype=torch.float64), z.mean(dim=(0, 2, 3)), atol=1e-5)
     assert torch.allclose(torch.tensor(std, dtype=torch.float64), z.std(dim=(0, 2, 3), unbiased=False), atol=1e-5)
+
+
+def test_half_precision_cache_and_memory_mapped_reading(tmp_path):
+    """float16 shards hold half the bytes and read back within fp16 rounding; the memory-mapped reader gives the
+    in-memory reader's batches exactly (same rows, same flips, same normalisation)."""
+    import numpy as np
+
+    from detok import create_model
+    from detok.data import DataConfig, build_dataset
+    from detok.latents import LatentDataset, cache_latents
+
+    torch.manual_seed(0)
+    tok = create_model("detok-fmnist32-tiny", latent_mean=(0.1,) * 8, latent_std=(0.5,) * 8).eval()
+    np.savez(tmp_path / "d.npz", images=np.random.default_rng(0).integers(0, 256, (10, 32, 32), dtype=np.uint8))
+    data = build_dataset(DataConfig(name="npz", root=str(tmp_path / "d.npz")))
+    full, half = tmp_path / "f32", tmp_path / "f16"
+    cache_latents(tok, data, full, progress=False, shard_size=4)
+    cache_latents(tok, data, half, progress=False, shard_size=4, dtype="float16")
+    sizes = [sum(p.stat().st_size for p in d.glob("shard-*")) for d in (full, half)]
+    assert sizes[1] < 0.6 * sizes[0]
+    idx = torch.tensor([9, 0, 5, 4, 3])  # across the three shards
+    batches = {}
+    for name, folder, in_memory in (("f32", full, True), ("f16", half, True), ("mapped", full, False)):
+        batches[name] = LatentDataset(folder, in_memory=in_memory).get_batch(idx, torch.Generator().manual_seed(1))
+    assert torch.equal(batches["mapped"][0], batches["f32"][0]) and torch.equal(batches["mapped"][1], batches["f32"][1])
+    assert batches["f16"][0].dtype == torch.float32
+    assert torch.allclose(batches["f16"][0], batches["f32"][0], atol=2e-2, rtol=1e-2)
+    with pytest.raises(ValueError, match="dtype"):
+        cache_latents(tok, data, tmp_path / "bf16", progress=False, dtype="bfloat16")

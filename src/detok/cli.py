@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data config value")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--shard-size", type=int, default=10_000)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the latents")
     p.add_argument("--max-images", type=int, default=None, help="cache only the first N images of the split")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -159,7 +159,14 @@ def latents_cache(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.tokenizer, device)
     dataset = build_dataset(_data_for(args.tokenizer, tok, args.set), args.split)
     out = cache_latents(
-        tok, dataset, args.out, str(args.tokenizer), args.batch_size, args.shard_size, max_images=args.max_images
+        tok,
+        dataset,
+        args.out,
+        str(args.tokenizer),
+        args.batch_size,
+        args.shard_size,
+        max_images=args.max_images,
+        dtype=args.dtype,
     )
     count = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
     print(f"cached {count} latents (and their flips) in {out}")

@@ -69,6 +69,7 @@ def store_latent_stats(folder: str | Path, mean: list[float], std: list[float]) 
 # --------------------------------------------------------------------------------------------------
 
 CACHE_META = "latents.json"
+CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 CACHE_SPEC = "cache-spec.json"  # written before the first shard: what decides the shards
 
 
@@ -81,16 +82,18 @@ def cache_latents(
     shard_size: int = 10_000,
     progress: bool = True,
     max_images: int | None = None,
+    dtype: str = "float32",
 ) -> Path:
     """Encode every image of `dataset` and its horizontal flip into safetensors shards under `out_dir`.
 
-    Each shard `shard-XXXXX.safetensors` holds "latents" and "latents_flip" (n, C, h, w) float32 — raw
-    posterior means, not normalised — and "labels" (n,). Shards are written atomically; re-running skips
-    the finished ones, so an interrupted cache resumes. `latents.json` records the layout and the
-    tokenizer's own statistics (if it has them) so that consumers normalise with the tokenizer's numbers.
-    `max_images` caches only the first images of the split (a resumed cache must use the same value). What decides
-    the shards (count, shard size, the tokenizer's weights) is recorded before the first shard, so a resumed cache
-    made with another tokenizer is refused instead of mixed.
+    Each shard `shard-XXXXX.safetensors` holds "latents" and "latents_flip" (n, *latent_shape) in `dtype`
+    ("float32", or "float16" for half the disk: 1.28M ImageNet images × 2 at 16×16×16 take ~21 GB) — raw posterior
+    means, not normalised; a VQ tokenizer's code indices keep their integer type — and "labels" (n,). Shards are
+    written atomically; re-running skips the finished ones, so an interrupted cache resumes. `latents.json` records
+    the layout and the tokenizer's own statistics (if it has them) so that consumers normalise with the tokenizer's
+    numbers. `max_images` caches only the first images of the split (a resumed cache must use the same value). What
+    decides the shards (count, shard size, the tokenizer's weights) is recorded before the first shard, so a resumed
+    cache made with another tokenizer is refused instead of mixed.
     """
     if getattr(dataset, "hflip", False):
         raise ValueError("cache_latents stores each image and its flip itself: build the dataset with hflip=False")
@@ -101,7 +104,11 @@ def cache_latents(
         raise ValueError(f"nothing to cache: max_images={max_images}")
     if (out / CACHE_META).is_file() and json.loads((out / CACHE_META).read_text())["count"] != n:
         raise ValueError(f"{out} already holds a cache of another size; use a new --out or the same --max-images")
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(f"latent cache dtype must be one of {sorted(CACHE_DTYPES)}, got {dtype!r}")
     spec = {"count": n, "shard_size": shard_size, "tokenizer_weights": weights_digest(tokenizer)}
+    if dtype != "float32":  # caches made before the choice existed are float32 and keep their spec
+        spec["dtype"] = dtype
     if (out / CACHE_SPEC).is_file():
         made = json.loads((out / CACHE_SPEC).read_text())
         if made != spec:
@@ -124,8 +131,9 @@ def cache_latents(
             x, y = dataset.get_batch(idx)
             x = x.to(device)
             with torch.no_grad():
-                parts["latents"].append(tokenizer.encode(x).cpu())
-                parts["latents_flip"].append(tokenizer.encode(x.flip(-1)).cpu())
+                for key, images in (("latents", x), ("latents_flip", x.flip(-1))):
+                    z = tokenizer.encode(images).cpu()
+                    parts[key].append(z.to(CACHE_DTYPES[dtype]) if z.is_floating_point() else z)
             parts["labels"].append(y)
         fd, tmp = tempfile.mkstemp(dir=out, prefix=".shard-")
         os.close(fd)
@@ -139,6 +147,7 @@ def cache_latents(
         "latent_shape": list(tokenizer.latent_shape),
         "token_layout": tokenizer.token_layout,
         "layout": tokenizer.latent_layout.kind,
+        "dtype": dtype,
         "num_classes": dataset.num_classes,
         "latent_mean": None if cfg.latent_mean is None else list(cfg.latent_mean),
         "latent_std": None if cfg.latent_std is None else list(cfg.latent_std),
@@ -148,16 +157,28 @@ def cache_latents(
 
 
 class LatentDataset:
-    """Cached latents held in memory; `get_batch` picks the flipped copy of each image with probability ½."""
+    """Cached latents; `get_batch` picks the flipped copy of each image with probability ½, as float32.
 
-    def __init__(self, cache_dir: str | Path, normalize: bool = True):
+    `in_memory` loads every shard at once (fast random access; RAM = the cache's size, in its stored dtype). Without
+    it the shards stay memory-mapped and each batch reads only its rows, so a cache larger than RAM can feed
+    training (the pages touched are the kernel's file cache, reclaimable, not the process's heap).
+    """
+
+    def __init__(self, cache_dir: str | Path, normalize: bool = True, in_memory: bool = True):
         cache = Path(cache_dir)
         self.meta = self.read_meta(cache)
-        shards = [read_weights(cache / f"shard-{s:05d}.safetensors") for s in range(self.meta["shards"])]
-        self.latents = torch.cat([s["latents"] for s in shards])  # (N, C, h, w)
-        self.latents_flip = torch.cat([s["latents_flip"] for s in shards])
-        self.labels = torch.cat([s["labels"] for s in shards])
+        paths = [cache / f"shard-{s:05d}.safetensors" for s in range(self.meta["shards"])]
         self.num_classes = self.meta["num_classes"]
+        if in_memory:
+            shards = [read_weights(path) for path in paths]
+            self.latents = _widened(torch.cat([s["latents"] for s in shards]))  # (N, *latent_shape)
+            self.latents_flip = _widened(torch.cat([s["latents_flip"] for s in shards]))
+        else:
+            self.latents = _MappedRows(paths, "latents")
+            self.latents_flip = _MappedRows(paths, "latents_flip")
+        labels = [s["labels"] for s in shards] if in_memory else [_read_key(p, "labels") for p in paths]
+        self.labels = torch.cat(labels)  # (N,): small, always in memory
+        self.mean = self.std = None
         if normalize:
             if self.meta["latent_mean"] is None:
                 raise RuntimeError(
@@ -166,12 +187,14 @@ class LatentDataset:
                 )
             # channels: axis 1 of a grid (N, C, h, w), the last axis of a sequence (N, K, C)
             kind = self.meta.get("layout", "sequence" if self.meta.get("token_layout") == "1d" else "grid")
-            shape = [1] * self.latents.dim()
+            shape = [1] * (len(self.meta["latent_shape"]) + 1)
             shape[-1 if kind == "sequence" else 1] = -1
-            mean = torch.tensor(self.meta["latent_mean"]).view(shape)
-            std = torch.tensor(self.meta["latent_std"]).view(shape)
-            self.latents = (self.latents - mean) / std
-            self.latents_flip = (self.latents_flip - mean) / std
+            self.mean = torch.tensor(self.meta["latent_mean"]).view(shape)
+            self.std = torch.tensor(self.meta["latent_std"]).view(shape)
+            if in_memory:  # normalised once here; mapped rows are normalised as they are read
+                self.latents = (self.latents - self.mean) / self.std
+                self.latents_flip = (self.latents_flip - self.mean) / self.std
+                self.mean = self.std = None
 
     @staticmethod
     def read_meta(cache_dir: str | Path) -> dict:
@@ -189,9 +212,46 @@ class LatentDataset:
     def get_batch(
         self, indices: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latents (B, C, h, w) and labels (B,); each drawn from the flipped copy with probability ½."""
+        """Latents (B, *latent_shape) and labels (B,); each drawn from the flipped copy with probability ½."""
         flip = torch.rand(len(indices), generator=generator) < 0.5
-        z = torch.where(
-            flip.view(-1, *([1] * (self.latents.dim() - 1))), self.latents_flip[indices], self.latents[indices]
-        )
+        plain, flipped = self.latents[indices], self.latents_flip[indices]
+        z = torch.where(flip.view(-1, *([1] * (plain.dim() - 1))), flipped, plain)
+        if z.is_floating_point():
+            z = z.float()
+            if self.mean is not None:
+                z = (z - self.mean) / self.std
         return z, self.labels[indices]
+
+
+def _widened(t: torch.Tensor) -> torch.Tensor:
+    """float16 latents as float32 (code indices unchanged)."""
+    return t.float() if t.is_floating_point() else t
+
+
+def _read_key(path: Path, key: str) -> torch.Tensor:
+    """One tensor of a safetensors shard, read without loading the others."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_tensor(key)
+
+
+class _MappedRows:
+    """Rows of one tensor spread over safetensors shards, read on demand through memory-mapped files."""
+
+    def __init__(self, paths: list[Path], key: str):
+        from safetensors import safe_open
+
+        self.files = [safe_open(str(p), framework="pt") for p in paths]
+        sizes = [f.get_slice(key).get_shape()[0] for f in self.files]
+        self.starts = torch.tensor([0, *sizes]).cumsum(0)  # (S + 1,)
+        self.key = key
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        shard = torch.searchsorted(self.starts, indices, right=True) - 1  # (B,)
+        rows = [self.files[s].get_slice(self.key)[int(i - self.starts[s]) : int(i - self.starts[s]) + 1]
+                for i, s in zip(indices.tolist(), shard.tolist())]  # fmt: skip
+        return torch.cat(rows)

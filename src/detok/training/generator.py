@@ -46,6 +46,8 @@ class GeneratorRunConfig:
             tokenizer and the data by `default_run_config`.
         tokenizer: tokenizer run directory or model folder (decodes preview grids; encodes on the fly).
         latents: latent cache directory; None encodes `data` through the tokenizer at every step.
+        latents_in_memory: load the whole cache into RAM (fast); false reads each batch's rows from the
+            memory-mapped shards (for caches larger than RAM).
         preview_cfg: guidance scale of the periodic sample grids.
     """
 
@@ -53,6 +55,7 @@ class GeneratorRunConfig:
     tokenizer: str
     model: Any
     latents: str | None = None
+    latents_in_memory: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     preview_cfg: NonNegativeFloat = 2.0
@@ -191,7 +194,7 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
             "(generators train on latents normalised with the tokenizer's own statistics)"
         )
     if cfg.latents is not None:
-        dataset = LatentDataset(cfg.latents, normalize=normalize)
+        dataset = LatentDataset(cfg.latents, normalize=normalize, in_memory=cfg.latents_in_memory)
         if normalize and dataset.meta["latent_mean"] != list(tokenizer.config.latent_mean):
             raise ValueError(
                 f"latent cache {cfg.latents} was normalised with other statistics than tokenizer {cfg.tokenizer} "
