@@ -1,7 +1,7 @@
 """Generation quality along training: gFID, precision/recall and class consistency of every kept checkpoint.
 
 Usage: python benchmarks/generator_curve.py RUN [RUN ...] [--num 2000] [--cfg 1.5,3] [--sampling flow.sample_steps=8]
-       [--threads 2] [--out curve.json]
+       [--steps 1250,7500] [--threads 2] [--out curve.json]
 
 Each checkpoint's EMA weights (`checkpoints/step-*/ema.safetensors`) sample `--num` class-balanced images per
 guidance scale (seed 0, the same for every checkpoint), decoded by the run's tokenizer and scored against the
@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="write the rows to this JSON file")
+    parser.add_argument("--steps", help="only these checkpoint steps, comma-separated (default: all kept)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     scales = [float(c) for c in args.cfg.split(",")]
@@ -43,7 +44,10 @@ def main() -> None:
     for run in map(Path, args.runs):
         model = with_sampling_settings(load_generator(run), args.sampling)
         tokenizer = load_tokenizer(read_model_config(run)[2]["tokenizer"])
+        wanted = None if args.steps is None else {int(x) for x in args.steps.split(",")}
         for ckpt in sorted((run / "checkpoints").glob("step-*")):
+            if wanted is not None and int(ckpt.name.removeprefix("step-")) not in wanted:
+                continue
             model.load_state_dict(read_weights(ckpt / "ema.safetensors"))
             meta = read_json(ckpt / "meta.json")
             for scale in scales:
