@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from detok.config import PositiveInt, check_fields
+from detok.config import ConfigError, PositiveInt, check_fields
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,26 @@ class LatentLayout:
     def per_channel(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (N, *shape) → (C, N·positions): every value of each channel in one row."""
         return z.movedim(self.channel_axis, 0).flatten(1)
+
+
+def check_tokenizer_config(cfg, patch_size: int | None = None, head_multiple: int = 1) -> None:
+    """The checks every tokenizer config shares: its fields (`check_fields`), 1 or 3 image channels, latent
+    statistics of `latent_channels` values, and for ViTs a patch size dividing the image and heads dividing each
+    width (into head sizes divisible by `head_multiple`: 4 for 2-D RoPE)."""
+    check_fields(cfg)
+    if cfg.channels not in (1, 3):
+        raise ConfigError("channels", f"must be 1 or 3, got {cfg.channels}")
+    if patch_size is not None and cfg.image_size % patch_size:
+        raise ValueError(f"patch size {patch_size} does not divide the image size {cfg.image_size}")
+    for side in ("enc", "dec") if patch_size is not None else ():
+        width, heads = getattr(cfg, f"{side}_width"), getattr(cfg, f"{side}_heads")
+        if width % heads or (width // heads) % head_multiple:
+            raise ValueError(
+                f"{side}_width {width} / {side}_heads {heads} must give a whole head size divisible by {head_multiple}"
+            )
+    for stat in (cfg.latent_mean, cfg.latent_std):
+        if stat is not None and len(stat) != cfg.latent_channels:
+            raise ValueError(f"latent statistics need {cfg.latent_channels} channels, got {len(stat)}")
 
 
 class Tokenizer(nn.Module):
@@ -234,3 +254,46 @@ def posterior_output(recon: torch.Tensor, mean: torch.Tensor, logvar: torch.Tens
     if logvar is not None:
         out["logvar"] = logvar
     return out
+
+
+class NoiseOnlyTokenizer(Tokenizer):
+    """A continuous family that corrupts its latents with noise only (the paper's CNN and 1-D tokenizers): its
+    `forward_encoder(x)` gives (mean, logvar) in the layout, `forward_decoder(z)` images; `no_masking` says why
+    a mask ratio is refused."""
+
+    no_masking: str = "this tokenizer family does not mask"
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        corrupt: bool | None = None,
+        mask_ratio: float | None = None,
+        sample_posterior: bool = True,
+    ) -> dict:
+        """Training forward: encode → sample the posterior → interpolative noise (Eq. 4) → decode.
+
+        Args:
+            x: images (N, C_img, H, W) in [-1, 1].
+            corrupt: apply latent noise; defaults to `self.training` (the trainer also honours the warm-up).
+            mask_ratio: must be None or 0.
+            sample_posterior: draw z from the posterior; False uses its mean (decoder fine-tuning).
+
+        Returns:
+            dict with "recon" (N, C_img, H, W), "aux" ({"kl"} for a variational model), "mean", "logvar" (in the
+            layout), "tau" (N,) and "mask_ratio" (0).
+        """
+        from detok.tokenizers.corruption import corrupt_posterior
+
+        self.check_images(x)
+        if mask_ratio:
+            raise ValueError(f"mask_ratio={mask_ratio}: {self.no_masking}")
+        corrupt = self.training if corrupt is None else corrupt
+        mean, logvar = self.forward_encoder(x)  # (N, *latent_shape)
+        z, tau = corrupt_posterior(mean, logvar, self.config.corruption, corrupt, sample_posterior)  # Eq. 4
+        return posterior_output(self.forward_decoder(z), mean, logvar, tau=tau, mask_ratio=torch.tensor(0.0))
+
+    def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.forward_encoder(x)
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return self.forward_decoder(z)

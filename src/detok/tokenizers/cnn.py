@@ -20,10 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from detok.config import FractionBelowOne, PositiveInt, check_fields
+from detok.config import FractionBelowOne, PositiveInt
 from detok.registry import register_with_tiny
-from detok.tokenizers.base import LatentLayout, Tokenizer, posterior_output
-from detok.tokenizers.corruption import CorruptionConfig, corrupt_posterior
+from detok.tokenizers.base import LatentLayout, NoiseOnlyTokenizer, check_tokenizer_config
+from detok.tokenizers.corruption import CorruptionConfig
 
 NO_MASKING = "the CNN tokenizer does not mask (l-DeTok App. A.5 corrupts CNN latents with noise only)"
 
@@ -53,17 +53,12 @@ class CNNTokenizerConfig:
     latent_std: tuple[float, ...] | None = None
 
     def __post_init__(self):
-        check_fields(self)
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        check_tokenizer_config(self)
         if not self.channel_mults or any(m <= 0 for m in self.channel_mults):
             raise ValueError(f"channel_mults must be a non-empty list of positive integers, got {self.channel_mults}")
         if self.image_size % self.downsampling:
             raise ValueError(f"image_size {self.image_size} is not divisible by the down-sampling {self.downsampling}")
         self.corruption.check_unmasked(NO_MASKING)
-        for stat in (self.latent_mean, self.latent_std):
-            if stat is not None and len(stat) != self.latent_channels:
-                raise ValueError(f"latent statistics need {self.latent_channels} channels, got {len(stat)}")
 
     @property
     def downsampling(self) -> int:
@@ -149,9 +144,10 @@ def _mid(channels: int, attention: bool, dropout: float) -> nn.Sequential:
 # --------------------------------------------------------------------------------------------------
 
 
-class CNNTokenizer(Tokenizer):
+class CNNTokenizer(NoiseOnlyTokenizer):
     """Convolutional KL-VAE tokenizer; training corrupts its latents with interpolative noise (l-DeTok)."""
 
+    no_masking = NO_MASKING
     config_cls = CNNTokenizerConfig
     paper_recipe = ("loss.gan_weight=0.1", "loss.gan_start_frac=0.2")  # GAN from epoch 10 of 50 (App. A.5)
 
@@ -232,44 +228,6 @@ class CNNTokenizer(Tokenizer):
         for stage in self.dec_stages:
             h = stage(h)  # (N, ch·mult, 2h, 2w) after each up-sampling
         return self.dec_out(F.silu(self.dec_norm(h)))  # (N, C_img, H, W)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        corrupt: bool | None = None,
-        mask_ratio: float | None = None,
-        sample_posterior: bool = True,
-    ) -> dict:
-        """Training forward: encode → sample the posterior → interpolative noise (Eq. 4) → decode.
-
-        Args:
-            x: images (N, C_img, H, W) in [-1, 1].
-            corrupt: apply latent noise; defaults to `self.training`.
-            mask_ratio: must be None or 0 (this family does not mask).
-            sample_posterior: draw z from the posterior; False uses its mean (decoder fine-tuning).
-
-        Returns:
-            dict with "recon" (N, C_img, H, W), "aux" ({"kl"} for the variational model), "mean", "logvar",
-            "tau" (N,) and "mask_ratio" (0).
-        """
-        self.check_images(x)
-        if mask_ratio:
-            raise ValueError(f"mask_ratio={mask_ratio}: {NO_MASKING}")
-        cfg = self.config.corruption
-        corrupt = self.training if corrupt is None else corrupt
-        mean, logvar = self.forward_encoder(x)  # (N, C, h, w)
-        z, tau = corrupt_posterior(mean, logvar, cfg, corrupt, sample_posterior)  # Eq. 4
-        return posterior_output(self.forward_decoder(z), mean, logvar, tau=tau, mask_ratio=torch.tensor(0.0))
-
-    # ----------------------------------------------------------------------------------------------
-    # Tokenizer interface
-    # ----------------------------------------------------------------------------------------------
-
-    def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.forward_encoder(x)
-
-    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
-        return self.forward_decoder(z)
 
 
 # --------------------------------------------------------------------------------------------------

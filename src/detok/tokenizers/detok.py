@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from detok.config import PositiveFloat, PositiveInt, check_fields
+from detok.config import PositiveFloat, PositiveInt
 from detok.layers import (
     Attention,
     RMSNorm,
@@ -27,7 +27,7 @@ from detok.layers import (
     unpatchify,
 )
 from detok.registry import register_with_tiny
-from detok.tokenizers.base import LatentLayout, Tokenizer, posterior_output
+from detok.tokenizers.base import LatentLayout, Tokenizer, check_tokenizer_config, posterior_output
 from detok.tokenizers.corruption import CorruptionConfig, corrupt_posterior, random_masking, sample_mask_ratio
 
 
@@ -57,17 +57,7 @@ class DeTokConfig:
     latent_std: tuple[float, ...] | None = None
 
     def __post_init__(self):
-        check_fields(self)
-        if self.image_size % self.patch_size:
-            raise ValueError(f"patch size {self.patch_size} does not divide the image size {self.image_size}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        for name, width, heads in (("enc", self.enc_width, self.enc_heads), ("dec", self.dec_width, self.dec_heads)):
-            if width % heads or (width // heads) % 4:
-                raise ValueError(f"{name}_width {width} / {name}_heads {heads} must give a head size divisible by 4")
-        for stat in (self.latent_mean, self.latent_std):
-            if stat is not None and len(stat) != self.latent_channels:
-                raise ValueError(f"latent statistics need {self.latent_channels} channels, got {len(stat)}")
+        check_tokenizer_config(self, self.patch_size, head_multiple=4)  # 2-D RoPE splits each head in 4
 
     @property
     def grid_size(self) -> int:

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from detok.config import PositiveFloat, PositiveInt, check_fields
+from detok.config import PositiveFloat, PositiveInt
 from detok.layers import RMSNorm, patchify, unpatchify
 from detok.registry import register_with_tiny
-from detok.tokenizers.base import LatentLayout, Tokenizer, posterior_output
-from detok.tokenizers.corruption import CorruptionConfig, corrupt_posterior
+from detok.tokenizers.base import LatentLayout, NoiseOnlyTokenizer, check_tokenizer_config
+from detok.tokenizers.corruption import CorruptionConfig
 from detok.tokenizers.detok import Block
 
 NO_MASKING = "the 1-D tokenizer does not mask (l-DeTok App. A.6 omits masking for 1-D tokens)"
@@ -55,27 +55,18 @@ class DeTok1DConfig:
     latent_std: tuple[float, ...] | None = None
 
     def __post_init__(self):
-        check_fields(self)
-        if self.image_size % self.patch_size:
-            raise ValueError(f"patch size {self.patch_size} does not divide the image size {self.image_size}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        for name, width, heads in (("enc", self.enc_width, self.enc_heads), ("dec", self.dec_width, self.dec_heads)):
-            if width % heads:
-                raise ValueError(f"{name}_width {width} is not divisible by {name}_heads {heads}")
+        check_tokenizer_config(self, self.patch_size)
         self.corruption.check_unmasked(NO_MASKING)
-        for stat in (self.latent_mean, self.latent_std):
-            if stat is not None and len(stat) != self.latent_channels:
-                raise ValueError(f"latent statistics need {self.latent_channels} channels, got {len(stat)}")
 
     @property
     def grid_size(self) -> int:
         return self.image_size // self.patch_size
 
 
-class DeTok1D(Tokenizer):
+class DeTok1D(NoiseOnlyTokenizer):
     """ViT encoder over [patches; K latent tokens] → K latents → ViT decoder over [K latents; T mask tokens]."""
 
+    no_masking = NO_MASKING
     config_cls = DeTok1DConfig
 
     def __init__(self, config: DeTok1DConfig):
@@ -162,42 +153,6 @@ class DeTok1D(Tokenizer):
             h = block(h, None)  # (N, T+K, D)
         patches = self.dec_head(self.dec_norm(h[:, :t]))  # (N, T, p·p·C_img)
         return unpatchify(patches, cfg.patch_size, cfg.channels, (cfg.grid_size, cfg.grid_size))
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        corrupt: bool | None = None,
-        mask_ratio: float | None = None,
-        sample_posterior: bool = True,
-    ) -> dict:
-        """Training forward: encode → sample the posterior → interpolative noise on the K latents → decode.
-
-        Args:
-            corrupt: apply latent noise; defaults to `self.training` (the trainer also honours the warm-up).
-            mask_ratio: must be None or 0 (this family does not mask).
-
-        Returns:
-            dict with "recon" (N, C_img, H, W), "aux" ({"kl"} for the variational model), "mean", "logvar"
-            (N, K, C), "tau" (N,) and "mask_ratio" (0).
-        """
-        self.check_images(x)
-        if mask_ratio:
-            raise ValueError(f"mask_ratio={mask_ratio}: {NO_MASKING}")
-        cfg = self.config.corruption
-        corrupt = self.training if corrupt is None else corrupt
-        mean, logvar = self.forward_encoder(x)  # (N, K, C)
-        z, tau = corrupt_posterior(mean, logvar, cfg, corrupt, sample_posterior)  # Eq. 4
-        return posterior_output(self.forward_decoder(z), mean, logvar, tau=tau, mask_ratio=torch.tensor(0.0))
-
-    # ----------------------------------------------------------------------------------------------
-    # Tokenizer interface
-    # ----------------------------------------------------------------------------------------------
-
-    def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.forward_encoder(x)
-
-    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
-        return self.forward_decoder(z)
 
 
 # --------------------------------------------------------------------------------------------------
