@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from detok.bench.reproduce import BUDGETS, SUITES, parse_budget, write_results
+from detok.bench.reproduce import BUDGETS, SUITES, parse_budget
+from detok.bench.results import write_results
 from detok.checkpoint import save_model_folder
 from detok.cli import main as cli_main
 from detok.eval.reference import ReferenceNet, ReferenceNetConfig

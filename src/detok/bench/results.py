@@ -1,0 +1,203 @@
+"""The results of a `detok bench reproduce` suite: the per-variant summary, `results.md` in the paper's layout (through
+`eval/document`), `results.json` and the gFID bar plot."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from detok.checkpoint import write_json
+
+# The budget's generators by the name a variant uses, with the label of their table column.
+GENERATORS = {
+    "sit": "SiT", "mar": "MAR", "dit": "DiT", "lightningdit": "LightningDiT", "randomar": "RandomAR",
+    "rasterar": "RasterAR", "randomar_vq": "RandomAR (VQ)", "rasterar_vq": "RasterAR (VQ)",
+}  # fmt: skip
+PAPER_COLUMNS = {k: v if k.endswith("_vq") else f"{v}-B" for k, v in GENERATORS.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def commit() -> str:
+    """HEAD when the suite process first asked, i.e. the code it imported, even if commits land while it runs."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.strip()
+
+
+def _cell_steps(cell: dict) -> list[dict]:
+    """The done records of a cell's steps (a fine-tuned tokenizer's base training included)."""
+    steps = [cell["tokenizer"][k] for k in ("base", "train", "recon", "cache") if k in cell["tokenizer"]]
+    return steps + [cell[g][k] for g in GENERATORS if g in cell for k in ("train", "eval")]
+
+
+def _cell_commits(cell: dict) -> set[str]:
+    return {s.get("commit", "unrecorded") for s in _cell_steps(cell)}
+
+
+def _machine() -> str:
+    """CPU model and core count (from /proc/cpuinfo where there is one), e.g. "AMD EPYC, 2 cores, x86_64"."""
+    model = platform.processor() or ""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model or 'unknown CPU'}, {os.cpu_count()} cores, {platform.machine()}"
+
+
+def environment() -> dict:
+    """Where and with what code a suite ran: commit, machine, device, torch, date."""
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    return {
+        "commit": commit(),
+        "machine": _machine(),
+        "device": device,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Results: table, plot, record
+# --------------------------------------------------------------------------------------------------
+
+
+def _seconds(cell: dict) -> float:
+    """Wall-clock of a cell's steps; a fine-tuned cell also counts its base tokenizer (shared with the base cell
+    when both are in the run, so such a run's total counts it twice)."""
+    return sum(s["seconds"] for s in _cell_steps(cell))
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """One value, or the mean ± half the range over seeds (with the seed count); "—" for none."""
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    half = (max(values) - min(values)) / 2
+    return f"{format(float(np.mean(values)), fmt)} ± {format(half, fmt)} (n={len(values)})"
+
+
+def _generators(record: dict) -> list[str]:
+    """The generators scored in any cell of `record`, in GENERATORS order."""
+    return [g for g in GENERATORS if any(g in cell for cell in record["cells"])]
+
+
+def summarize(record: dict) -> list[dict]:
+    """One row per tokenizer variant, seeds pooled: lists of the per-seed numbers."""
+    rows: dict[str, dict] = {}
+    for cell in record["cells"]:
+        row = rows.setdefault(cell["variant"], {"variant": cell["variant"], "paper": cell["paper"], "seeds": []})
+        row["seeds"].append(cell["seed"])
+        row["preset"] = cell.get("preset")
+        recon = cell["tokenizer"]["recon"]
+        for key in ("rfid", "psnr", "code_usage"):
+            row.setdefault(key, []).append(recon.get(key))
+        for g in GENERATORS:
+            for key in ("fid", "is", "precision", "recall", "cfg", "class_consistency"):
+                row.setdefault(f"{g}_{key}", [])
+                if g in cell:
+                    row[f"{g}_{key}"].append(cell[g]["eval"]["final"].get(key))
+            row.setdefault(f"{g}_fid_no_cfg", [])
+            if g in cell and cell[g]["eval"].get("no_cfg"):
+                row[f"{g}_fid_no_cfg"].append(cell[g]["eval"]["no_cfg"]["fid"])
+    return list(rows.values())
+
+
+def _intro(record: dict) -> list[str]:
+    env, budget = record["environment"], record["budget"]
+    total = sum(_seconds(c) for c in record["cells"])
+    done, planned = len(record["cells"]), record.get("planned_cells", len(record["cells"]))
+    commits = {c[:8] for cell in record["cells"] for c in _cell_commits(cell)}
+    command = f"`{record['command']}`" if record["command"] else "none (run from Python, `run_suite`)"
+    lines = [
+        "Generated by the command below; numbers are not edited. Spread: mean ± half the range over the tokenizer "
+        "seeds (the generators train and sample with the same seeds in every cell, so their own run-to-run "
+        "variation is not in it).",
+        *(
+            [f"**Partial: {done} of {planned} cells finished** — rerun the command to continue."]
+            if done < planned
+            else []
+        ),
+        f"- command: {command}",
+        f"- commit {env['commit']}, {env['date']}, {env['device']} ({env['machine']}), torch {env['torch']}",
+        f"- wall-clock: {total / 60:.1f} min over {len(record['cells'])} cells (sum of step times; an interrupted "
+        "attempt counts up to the last file it wrote)",
+        *([f"- **the cells ran on {len(commits)} commits**: {', '.join(sorted(commits))}"] if len(commits) > 1 else []),
+        f"- evaluator: {record['evaluator']} on {record['reference']} (Fashion-MNIST-32 reference classifier "
+        "features; not Inception — not comparable with ImageNet FIDs)",
+        f"- gFID: CFG searched over {budget['search_cfgs']} on {budget['search_num']} samples, best scale "
+        f"reported on {budget['final_num']} fresh samples",
+    ]
+    return lines
+
+
+def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write results.json, results.md (paper layout) and gfid.png (if matplotlib is installed) into `out_dir`."""
+    from detok.eval.document import Document, Image, Section, Table, render_markdown
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "results.json", record)
+    rows, gens = summarize(record), _generators(record)
+    presets = len({r["preset"] for r in rows}) > 1
+    codes = any(v is not None for r in rows for v in r["code_usage"])
+    header = ["Tokenizer", *(["preset"] if presets else []), "rFID", "PSNR (dB)", *(["codes used"] if codes else [])]
+    no_cfg = [g for g in gens if any(r[f"{g}_fid_no_cfg"] for r in rows)]
+    header += [f"{GENERATORS[g]} gFID" for g in gens] + [f"{GENERATORS[g]} w/o CFG" for g in no_cfg]
+    header += [f"paper {PAPER_COLUMNS[g]}" for g in gens]
+    main = []
+    for r in rows:
+        rfid = _spread(r["rfid"], ".2f") if None not in r["rfid"] else "—"
+        usage = _spread([v for v in r["code_usage"] if v is not None], ".3f")
+        row = [r["variant"], *([f"`{r['preset']}`"] if presets else []), rfid, _spread(r["psnr"], ".2f")]
+        row += [usage] if codes else []
+        row += [_spread(r[f"{g}_fid"], ".2f") for g in gens] + [_spread(r[f"{g}_fid_no_cfg"], ".2f") for g in no_cfg]
+        row += [str(r["paper"].get(PAPER_COLUMNS[g], "—")) for g in gens]
+        main.append(row)
+    details = [
+        [r["variant"], GENERATORS[g], "/".join(f"{c:g}" for c in r[f"{g}_cfg"]), _spread(r[f"{g}_is"], ".2f"),
+         _spread(r[f"{g}_precision"], ".3f"), _spread(r[f"{g}_recall"], ".3f"),
+         _spread([v for v in r[f"{g}_class_consistency"] if v is not None], ".3f")]
+        for r in rows for g in gens if r[f"{g}_fid"]
+    ]  # fmt: skip
+    cells = [
+        f"- {c['variant']} seed {c['seed']}: `{c['run_dir']}`, {_seconds(c) / 60:.1f} min, commit "
+        + ", ".join(sorted(x[:8] for x in _cell_commits(c)))
+        for c in record["cells"]
+    ]
+    blocks = [
+        Table(header, main),
+        Table(["Tokenizer", "generator", "CFG", "IS", "precision", "recall", "class consistency"], details),
+        "Per cell (run directories keep checkpoints and the samples as .npz):",
+        *cells,
+    ]
+    paths = {"json": out_dir / "results.json", "md": out_dir / "results.md"}
+    if _plot(rows, gens, out_dir / "gfid.png") is not None:
+        blocks.append(Image("gfid.png", "gFID per tokenizer"))
+        paths["png"] = out_dir / "gfid.png"
+    doc = Document(f"detok bench reproduce --suite {record['suite']}", _intro(record), [Section("Results", blocks)])
+    paths["md"].write_text(render_markdown(doc))
+    return paths
+
+
+def _plot(rows: list[dict], gens: list[str], path: Path) -> Path | None:
+    """Grouped bars of gFID per tokenizer, one bar per generator (error bars: half the seed range)."""
+    try:
+        from detok.eval.report import plot_bars
+    except ImportError:
+        return None
+    groups = {GENERATORS[g]: [(r["variant"], r[f"{g}_fid"]) for r in rows if r[f"{g}_fid"]] for g in gens}
+    try:
+        return plot_bars(groups, path, "gFID (reference features)")
+    except ImportError:
+        return None
