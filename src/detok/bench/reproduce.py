@@ -1,4 +1,4 @@
-"""`detok bench reproduce`: the l-DeTok paper's claims at small scale, one resumable command per suite (results.py writes the tables).
+"""`detok bench reproduce`: the l-DeTok paper's claims at small scale, one resumable command per suite.
 
 Paper: "Latent Denoising Makes Good Visual Tokenizers" (Yang et al., arXiv:2507.15856), Table 2: tokenizers with
 the same architecture and budget — baseline (γ=0, M=0), masking only, noise only, joint — each judged by the
