@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+set -euo pipefail
+D=/work/main/.venv/bin/detok
+cd /work/qruns
+$D tokenizer stats tok-joint128k-ft --max-images 20000 --threads 1
+$D latents cache --tokenizer tok-joint128k-ft --out lat-joint128k-ft --threads 1
+$D generator train --preset sit-fmnist32 --tokenizer tok-joint128k-ft --latents lat-joint128k-ft --out sit-joint \
+  --set train.images=480000 --set train.threads=1 --set train.progress=false --set train.log_every=50 \
+  --set train.ckpt_every=1250 --set train.keep_checkpoints=10
