@@ -40,3 +40,12 @@ def test_sample_grids_show_ten_per_class_enlarged_to_be_judged_by_eye(tmp_path):
     assert grid.shape == (3 * (96 + 2) + 2, 10 * (96 + 2) + 2)  # 3 class rows × 10 images, each 32 px ×3
     first = images[0, :, :, 0].repeat(3, 0).repeat(3, 1)
     assert np.array_equal(grid[2 : 2 + 96, 2 : 2 + 96], first)  # nearest-neighbour: the pixels themselves
+
+
+def test_sample_file_names_keep_their_dots():
+    from pathlib import Path
+
+    from detok.generate import npz_path
+
+    assert npz_path("out/samples-cfg1.5") == Path("out/samples-cfg1.5.npz")
+    assert npz_path("out/s.npz") == Path("out/s.npz")

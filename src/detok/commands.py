@@ -189,7 +189,7 @@ def _parse_interval(text: str) -> tuple[float, float]:
 
 def generator_sample(args: argparse.Namespace) -> int:
     from detok.checkpoint import load_generator, load_tokenizer, read_model_config
-    from detok.generate import sample_to_file, with_sampling_settings
+    from detok.generate import npz_path, sample_to_file, with_sampling_settings
     from detok.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
@@ -200,7 +200,7 @@ def generator_sample(args: argparse.Namespace) -> int:
     if not tokenizer_path:
         raise ValueError(f"{args.run} does not record its tokenizer; pass --tokenizer")
     tok = load_tokenizer(tokenizer_path, device)
-    path = Path(args.out).with_suffix(".npz")
+    path = npz_path(args.out)
     images, _ = sample_to_file(  # resumable: rerunning an interrupted command keeps the finished batches
         path,
         model,

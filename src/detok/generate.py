@@ -152,7 +152,7 @@ def sample_to_file(
     arguments, the generator's config and both models' weights): a part left by a run with other settings is
     refused, never mixed in.
     """
-    path = Path(path).with_suffix(".npz")
+    path = npz_path(path)
     if batch_size <= 0 or chunk_batches <= 0:
         raise ValueError(f"batch_size and chunk_batches must be positive, got {batch_size}, {chunk_batches}")
     labels = balanced_labels(num, generator_model.config.num_classes)
@@ -195,6 +195,12 @@ def sample_to_file(
     return out
 
 
+def npz_path(path: str | Path) -> Path:
+    """`path` ending in .npz: appended, never replacing what looks like a suffix ("samples-cfg1.5" stays whole)."""
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
 GRID_MIN_SIDE = 96  # pixels per image in sample grids: small images are enlarged to be judged by eye
 
 
@@ -207,9 +213,7 @@ def save_samples(
     integer factor to at least GRID_MIN_SIDE pixels (32-px images ×3). `made_by` (the JSON of a `sampling_record`)
     is stored as "made_by" so that a later run can tell whether the file is its own.
     """
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_suffix(".npz")
+    path = npz_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {} if made_by is None else {"made_by": np.array(made_by)}
     np.savez(path, images=images, labels=labels, **extra)
