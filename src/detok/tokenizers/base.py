@@ -102,6 +102,20 @@ def check_tokenizer_config(cfg, patch_size: int | None = None, head_multiple: in
             raise ValueError(f"latent statistics need {cfg.latent_channels} channels, got {len(stat)}")
 
 
+def init_vit_weights(module: nn.Module, embeddings: tuple[nn.Parameter, ...]) -> None:
+    """The ViT tokenizers' initialisation: Xavier-uniform linear weights, zero biases, N(0, 0.02²) embeddings."""
+
+    def init_linear(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    module.apply(init_linear)
+    for param in embeddings:
+        nn.init.normal_(param, std=0.02)
+
+
 class Tokenizer(nn.Module):
     """Base class of every tokenizer family.
 

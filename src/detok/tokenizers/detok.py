@@ -27,7 +27,7 @@ from detok.layers import (
     unpatchify,
 )
 from detok.registry import register_with_tiny
-from detok.tokenizers.base import LatentLayout, Tokenizer, check_tokenizer_config, posterior_output
+from detok.tokenizers.base import LatentLayout, Tokenizer, check_tokenizer_config, init_vit_weights, posterior_output
 from detok.tokenizers.corruption import CorruptionConfig, corrupt_posterior, random_masking, sample_mask_ratio
 
 
@@ -120,15 +120,7 @@ class DeTok(Tokenizer):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        def init_linear(m: nn.Module) -> None:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-        self.apply(init_linear)
-        for param in (self.enc_pos, self.dec_pos, self.mask_token):
-            nn.init.normal_(param, std=0.02)
+        init_vit_weights(self, (self.enc_pos, self.dec_pos, self.mask_token))
 
     # ----------------------------------------------------------------------------------------------
     # Layout

@@ -21,7 +21,7 @@ import torch.nn as nn
 from detok.config import PositiveFloat, PositiveInt
 from detok.layers import RMSNorm, patchify, unpatchify
 from detok.registry import register_with_tiny
-from detok.tokenizers.base import LatentLayout, NoiseOnlyTokenizer, check_tokenizer_config
+from detok.tokenizers.base import LatentLayout, NoiseOnlyTokenizer, check_tokenizer_config, init_vit_weights
 from detok.tokenizers.corruption import CorruptionConfig
 from detok.tokenizers.detok import Block
 
@@ -99,16 +99,8 @@ class DeTok1D(NoiseOnlyTokenizer):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        def init_linear(m: nn.Module) -> None:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-        self.apply(init_linear)
-        for param in (self.enc_pos, self.latent_queries, self.enc_latent_pos, self.dec_latent_pos, self.mask_token,
-                      self.dec_pos):  # fmt: skip
-            nn.init.normal_(param, std=0.02)
+        embeddings = (self.enc_pos, self.latent_queries, self.enc_latent_pos, self.dec_latent_pos, self.mask_token)
+        init_vit_weights(self, (*embeddings, self.dec_pos))
 
     # ----------------------------------------------------------------------------------------------
     # Layout
