@@ -126,7 +126,8 @@ class Tokenizer(nn.Module):
     Training forward contract: `forward(x, corrupt=None, mask_ratio=None, sample_posterior=True)` returns a dict
     with "recon" (N, C_img, H, W) and "aux", a dict of named auxiliary loss terms (scalars) — "kl" for a
     variational model, codebook/commitment terms for VQ, … — that the tokenizer loss (`detok.losses.tokenizer`)
-    weights; other entries are logged when they are scalars.
+    weights; other entries are logged when they are scalars. A family that learns from teachers (`build_teachers`)
+    also takes `teacher_features=[...]`.
     """
 
     kind = "tokenizer"
@@ -160,6 +161,23 @@ class Tokenizer(nn.Module):
     def last_decoder_layer(self) -> torch.Tensor:
         """The decoder's last weight, where the adaptive GAN weight compares gradient norms."""
         raise NotImplementedError
+
+    def build_teachers(self) -> list[nn.Module]:
+        """The frozen teachers (`detok.teachers`) whose features the training forward takes, in order, as
+        `teacher_features` (a list of (N, T_i, D_i) tensors); none by default. The trainer builds them once, keeps
+        them out of the checkpoint, and skips them during decoder fine-tuning."""
+        return []
+
+    def mask_ratio_at(
+        self, step: int, total_steps: int, generator: torch.Generator, decoder_finetune: bool = False
+    ) -> float | None:
+        """The masking ratio of optimiser step `step` of `total_steps` (one per global batch, so that data-parallel
+        shards agree), drawn with `generator`; None for a family without masking. The default draws l-DeTok's
+        m = max(0, U(mask_min, M)) from the config's `corruption`; a family with its own schedule overrides it."""
+        from detok.tokenizers.corruption import sample_mask_ratio
+
+        corruption = getattr(self.config, "corruption", None)
+        return None if corruption is None else sample_mask_ratio(corruption, generator)
 
     # Masking robustness (latent analysis) is defined for families that encode a subset of tokens.
     maskable_tokens: int | None = None

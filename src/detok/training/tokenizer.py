@@ -33,7 +33,6 @@ from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
 from detok.runtime import DivergenceGuard, augment_seed, autocast, batch_indices, compile_blocks, shard_seed
 from detok.tokenizers.base import Tokenizer
-from detok.tokenizers.corruption import sample_mask_ratio
 from detok.training.common import TrainConfig, resume, save_checkpoint, start_run
 
 
@@ -193,6 +192,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     ddp_disc = DDP(disc) if (disc is not None and dist.is_distributed()) else disc
     total, warmup = tc.total_steps, int(tc.warmup_frac * tc.total_steps)
     last_layer = model.last_decoder_layer()
+    teachers = [] if cfg.decoder_finetune else [t.to(device) for t in model.build_teachers()]
     log = RunLog(run_dir, enabled=dist.is_main(), tensorboard=tc.tensorboard, start_step=step)
     guard = DivergenceGuard(run_dir)
     preview = dataset.get_batch(torch.arange(min(16, len(dataset))))[0].to(device)
@@ -210,9 +210,8 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
                 group["lr"] = lr * lc.disc_lr_mult
         gan_on = criterion.gan_active(step)
         corrupt = not cfg.decoder_finetune and (corruption is None or corruption.active(step, total))
-        ratio = None  # one mask ratio per global batch, so that data-parallel shards agree
-        if corruption is not None:
-            ratio = sample_mask_ratio(corruption, torch.Generator().manual_seed(shard_seed(tc.seed, step, -1)))
+        ratio_rng = torch.Generator().manual_seed(shard_seed(tc.seed, step, -1))
+        ratio = model.mask_ratio_at(step, total, ratio_rng, cfg.decoder_finetune)
         idx = batch_indices(step, tc.batch_size, len(dataset), tc.seed).view(shards, -1)
         stats: dict[str, torch.Tensor] = {}
         for micro in range(tc.grad_accum):
@@ -222,8 +221,11 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             x = x.to(device, non_blocking=True)
             sync = micro == tc.grad_accum - 1
             with ddp_model.no_sync() if (not sync and ddp_model is not model) else contextlib.nullcontext():
+                extra = {"teacher_features": [t(x) for t in teachers]} if teachers else {}
                 with autocast(device, tc.precision):
-                    out = ddp_model(x, corrupt=corrupt, mask_ratio=ratio, sample_posterior=not cfg.decoder_finetune)
+                    out = ddp_model(
+                        x, corrupt=corrupt, mask_ratio=ratio, sample_posterior=not cfg.decoder_finetune, **extra
+                    )
                 loss, terms = criterion.generator_loss(x, out, step, last_layer)
                 (loss / tc.grad_accum).backward()
             d_loss = loss.new_zeros(())
