@@ -63,10 +63,16 @@ def test_the_training_forward_returns_recon_and_named_scalar_aux_terms(name):
     torch.manual_seed(0)
     model = create_model(name).train()
     x = _images(model)
-    out = model(x)
+    out = model(x, **_teacher_features(model, x))
     assert out["recon"].shape == x.shape
     assert isinstance(out["aux"], dict)
     assert all(isinstance(k, str) and v.dim() == 0 for k, v in out["aux"].items())
+
+
+def _teacher_features(model, x) -> dict:
+    """The `teacher_features` keyword a family that learns from teachers takes (its tiny twin's are offline)."""
+    teachers = model.build_teachers()
+    return {"teacher_features": [t(x) for t in teachers]} if teachers else {}
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -76,7 +82,7 @@ def test_every_parameter_gets_a_gradient_from_the_loss(name):
     x = _images(model)
     losses = []
     for ratio in (0.0, 0.5) if model.maskable_tokens else (0.0,):  # a masking family's [MASK] token is used
-        out = model(x, mask_ratio=ratio)
+        out = model(x, mask_ratio=ratio, **_teacher_features(model, x))
         losses.append((out["recon"] - x).pow(2).mean() + sum(out["aux"].values(), torch.zeros(())) * 1e-3)
     sum(losses).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]

@@ -247,8 +247,8 @@ def apply_overrides(cfg: Any, overrides: list[str], prefix: str = "") -> Any:
             if depth == len(path) - 1:
                 value = _coerce(parse_value(text), hint, prefix + key)
                 node[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-            elif _is_dataclass_type(hint):
-                obj, node = value, node[name]
+            elif _is_dataclass_type(hint) or (dataclasses.is_dataclass(value) and isinstance(node[name], dict)):
+                obj, node = value, node[name]  # a nested config, or an optional one that is set
             else:
                 raise KeyError(f"unknown config key {prefix + key!r}: {name!r} is not a nested config")
     return from_dict(type(cfg), _retype(cfg, data, prefix), prefix)

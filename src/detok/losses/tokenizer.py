@@ -8,7 +8,9 @@ P is LPIPS-VGG, or with `convnext_weight` c > 0 the paper's mix of VGG- and Conv
 
 The auxiliary terms are whatever the tokenizer's training forward returns under "aux" (its KL, a VQ codebook
 and commitment loss, a distillation loss, …); `kl` is weighted by `kl_weight`, every other term enters with
-weight 1 (families fold their own coefficients, such as VQ's β, into the term). The loss owns the PatchGAN
+weight 1 (families fold their own coefficients, such as VQ's β, into the term), except the terms the forward names
+under "aux_adaptive" ({name: λ}), which enter as λ·w·term with w = ‖∇_E nll‖ / (‖∇_E term‖ + 1e-4) at the
+encoder's last layer E (VA-VAE's VF loss; nll = MSE + λ_p·P). The loss owns the PatchGAN
 discriminator it trains.
 """
 
@@ -93,13 +95,20 @@ class TokenizerLoss(nn.Module):
         return self.disc is not None and step >= self.gan_start
 
     def generator_loss(
-        self, x: torch.Tensor, out: dict, step: int, last_layer: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        out: dict,
+        step: int,
+        last_layer: torch.Tensor | None = None,
+        encoder_layer: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The tokenizer's loss for images x (N, C, H, W) and its training forward `out`.
 
         Args:
             step: the optimiser step (the GAN term switches on at `gan_start_step`).
             last_layer: the decoder's last weight, for the adaptive GAN weight.
+            encoder_layer: the encoder's last weight, for auxiliary terms the forward lists under "aux_adaptive"
+                ({name: base weight}: VA-VAE's VF loss, weighted base · ‖∇nll‖ / (‖∇term‖ + 1e-4) there).
 
         Returns:
             (loss, terms): terms holds "mse", each auxiliary term, "perceptual" and "gan_g" (unweighted).
@@ -108,11 +117,20 @@ class TokenizerLoss(nn.Module):
         recon = out["recon"].float()
         mse = F.mse_loss(recon, x)
         loss, terms = mse, {"mse": mse}
+        adaptive = out.get("aux_adaptive", {})
         for name, value in out.get("aux", {}).items():
-            loss = loss + cfg.aux_weight(name) * value
             terms[name] = value
+            if name not in adaptive:
+                loss = loss + cfg.aux_weight(name) * value
         p_loss = self.perceptual_distance(recon, x)
         loss = loss + cfg.perceptual_weight * p_loss
+        for name, base_weight in adaptive.items():  # VA-VAE's VF loss: scaled to the NLL's gradient at the encoder
+            if encoder_layer is None:
+                raise ValueError(f"the adaptive weight of {name!r} needs the encoder's last layer")
+            nll = mse + cfg.perceptual_weight * p_loss
+            w = adaptive_weight(nll, out["aux"][name], encoder_layer, max_weight=1e8)
+            terms[f"{name}_weight"] = w
+            loss = loss + base_weight * w * out["aux"][name]
         g_loss = recon.new_zeros(())
         if self.gan_active(step):
             self.disc.requires_grad_(False)  # the generator's gradient must not train D

@@ -162,6 +162,11 @@ class Tokenizer(nn.Module):
         """The decoder's last weight, where the adaptive GAN weight compares gradient norms."""
         raise NotImplementedError
 
+    def last_encoder_layer(self) -> torch.Tensor | None:
+        """The encoder's last weight, where adaptively weighted auxiliary terms (VA-VAE's VF loss) compare gradient
+        norms; None for families without such terms."""
+        return None
+
     def build_teachers(self) -> list[nn.Module]:
         """The frozen teachers (`detok.teachers`) whose features the training forward takes, in order, as
         `teacher_features` (a list of (N, T_i, D_i) tensors); none by default. The trainer builds them once, keeps
@@ -301,6 +306,7 @@ class NoiseOnlyTokenizer(Tokenizer):
         corrupt: bool | None = None,
         mask_ratio: float | None = None,
         sample_posterior: bool = True,
+        teacher_features: list[torch.Tensor] | None = None,
     ) -> dict:
         """Training forward: encode → sample the posterior → interpolative noise (Eq. 4) → decode.
 
@@ -309,6 +315,7 @@ class NoiseOnlyTokenizer(Tokenizer):
             corrupt: apply latent noise; defaults to `self.training` (the trainer also honours the warm-up).
             mask_ratio: must be None or 0.
             sample_posterior: draw z from the posterior; False uses its mean (decoder fine-tuning).
+            teacher_features: features of `build_teachers()`'s teachers; `teacher_terms` turns them into losses.
 
         Returns:
             dict with "recon" (N, C_img, H, W), "aux" ({"kl"} for a variational model), "mean", "logvar" (in the
@@ -322,7 +329,14 @@ class NoiseOnlyTokenizer(Tokenizer):
         corrupt = self.training if corrupt is None else corrupt
         mean, logvar = self.forward_encoder(x)  # (N, *latent_shape)
         z, tau = corrupt_posterior(mean, logvar, self.config.corruption, corrupt, sample_posterior)  # Eq. 4
-        return posterior_output(self.forward_decoder(z), mean, logvar, tau=tau, mask_ratio=torch.tensor(0.0))
+        out = posterior_output(self.forward_decoder(z), mean, logvar, tau=tau, mask_ratio=torch.tensor(0.0))
+        if teacher_features:
+            self.teacher_terms(out, z, teacher_features)
+        return out
+
+    def teacher_terms(self, out: dict, z: torch.Tensor, teacher_features: list[torch.Tensor]) -> None:
+        """Add the losses against teacher features to the training output `out` (z: the decoder's input)."""
+        raise ValueError(f"{type(self).__name__} was given teacher features but learns from no teacher")
 
     def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.forward_encoder(x)

@@ -1,10 +1,15 @@
-"""The convolutional KL-VAE tokenizer of LDM / MAR-VAE, with l-DeTok's latent denoising (paper App. A.5).
+"""The convolutional KL-VAE tokenizer of LDM / MAR-VAE, with l-DeTok's latent denoising (paper App. A.5), and
+VA-VAE's vision-foundation alignment on the same architecture.
 
 Papers: "High-Resolution Image Synthesis with Latent Diffusion Models" (Rombach et al., arXiv:2112.10752: the
 KL-regularised autoencoder — ResNet blocks, strided-conv down-sampling, nearest up-sampling, a mid-block with
 self-attention), as MAR (Li et al., arXiv:2406.11838) configures it for 16×16×16 latents of 256-px images; and
 "Latent Denoising Makes Good Visual Tokenizers" (Yang et al., arXiv:2507.15856), App. A.5, which adds interpolative
 latent noise (γ = 3; γ = 0 is the baseline) to it and turns the GAN on from epoch 10 of 50.
+
+VA-VAE ("Reconstruction vs. Generation: Taming Optimization Dilemma in Latent Diffusion Models", Yao & Wang,
+arXiv:2501.01423; hustvl/LightningDiT): the f16d32 KL-VAE with its latents, projected 1×1 to the teacher's width,
+aligned to DINOv2-L's patch features by the VF loss (losses/semantic.py); no latent noise.
 
 Masking: the paper does not mask its CNN tokenizers — a convolutional encoder has no set of tokens to drop, and
 zeroing input patches would be a different corruption. `corruption.mask_max` must therefore be 0 here.
@@ -21,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from detok.config import FractionBelowOne, PositiveInt
+from detok.losses.semantic import VFConfig, check_teacher_width, square_side, vf_losses
 from detok.registry import register_with_tiny
 from detok.tokenizers.base import LatentLayout, NoiseOnlyTokenizer, check_tokenizer_config
 from detok.tokenizers.corruption import CorruptionConfig
@@ -37,6 +43,7 @@ class CNNTokenizerConfig:
         channel_mults: one entry per resolution stage; every stage but the last halves the resolution, so the
             latent grid is image_size / 2^(len(channel_mults) − 1).
         res_blocks: ResNet blocks per encoder stage (the decoder has one more per stage, as in LDM).
+        vf: VA-VAE's vision-foundation loss on the latents (None: off).
     """
 
     image_size: PositiveInt = 256
@@ -49,6 +56,7 @@ class CNNTokenizerConfig:
     dropout: FractionBelowOne = 0.0
     variational: bool = True
     corruption: CorruptionConfig = field(default_factory=lambda: CorruptionConfig(mask_max=0.0, mask_min=0.0))
+    vf: VFConfig | None = None
     latent_mean: tuple[float, ...] | None = None
     latent_std: tuple[float, ...] | None = None
 
@@ -190,6 +198,9 @@ class CNNTokenizer(NoiseOnlyTokenizer):
         self.dec_norm = _norm(c)
         self.dec_out = nn.Conv2d(c, cfg.channels, 3, padding=1)
 
+        # VA-VAE: the 1×1 projection of the latent to the teacher's width (training only)
+        self.vf_proj = None if cfg.vf is None else nn.Conv2d(cfg.latent_channels, cfg.vf.teacher_dim, 1)
+
     # ----------------------------------------------------------------------------------------------
     # Layout
     # ----------------------------------------------------------------------------------------------
@@ -206,6 +217,40 @@ class CNNTokenizer(NoiseOnlyTokenizer):
 
     def last_decoder_layer(self) -> torch.Tensor:
         return self.dec_out.weight
+
+    def last_encoder_layer(self) -> torch.Tensor | None:
+        """The encoder's output convolution, where VA-VAE balances the VF loss against the NLL."""
+        return self.enc_out[-1].weight if self.config.vf is not None else None
+
+    def build_teachers(self) -> list[nn.Module]:
+        """VA-VAE's vision-foundation teacher, if the VF loss is on (its grid is pooled to the latent grid)."""
+        from detok.teachers.base import build_teacher
+
+        vf, cfg = self.config.vf, self.config
+        if vf is None:
+            return []
+        teacher = build_teacher(vf.teacher, cfg.channels, cfg.image_size, cfg.downsampling)
+        check_teacher_width(teacher, vf.teacher_dim, "model.vf.teacher_dim")
+        return [teacher]
+
+    def teacher_terms(self, out: dict, z: torch.Tensor, teacher_features: list[torch.Tensor]) -> None:
+        """VA-VAE's VF loss on the decoder's input z (N, C, h, w): "vf" = marginal cosine + distance-matrix term,
+        weighted adaptively by the tokenizer loss ("aux_adaptive"); the two parts are logged."""
+        from detok.teachers.base import pool_to_grid
+
+        if self.vf_proj is None:
+            super().teacher_terms(out, z, teacher_features)
+        vf, g = self.config.vf, self.config.grid_size
+        side = square_side(teacher_features[0].shape[1])
+        target = pool_to_grid(teacher_features[0], (side, side), (g, g))  # (N, h·w, D)
+        proj = self.vf_proj(z).flatten(2).transpose(1, 2)  # (N, h·w, D)
+        parts = vf_losses(proj, target, vf.margin_cos, vf.margin_dist)
+        out["aux"]["vf"] = parts["vf_mcos"] + parts["vf_mdms"]
+        if vf.adaptive:
+            out["aux_adaptive"] = {"vf": vf.weight}
+        else:
+            out["aux"]["vf"] = vf.weight * out["aux"]["vf"]
+        out["logs"] = {**out.get("logs", {}), **parts}
 
     # ----------------------------------------------------------------------------------------------
     # Stages
@@ -236,9 +281,11 @@ class CNNTokenizer(NoiseOnlyTokenizer):
 
 
 def _tiny(cfg: CNNTokenizerConfig) -> CNNTokenizerConfig:
-    """Tiny twin for tests: width 8, two stages of one block, at most 32-px images."""
+    """Tiny twin for tests: width 8, two stages of one block, at most 32-px images; a VF teacher becomes HOG on the
+    twin's 2-px latent cells (1-px HOG cells: 2×2 cells × channels × 9 bins)."""
+    vf = None if cfg.vf is None else dataclasses.replace(cfg.vf, teacher="hog", teacher_dim=4 * cfg.channels * 9)
     return dataclasses.replace(
-        cfg, image_size=min(cfg.image_size, 32), base_channels=8, channel_mults=(1, 2), res_blocks=1
+        cfg, image_size=min(cfg.image_size, 32), base_channels=8, channel_mults=(1, 2), res_blocks=1, vf=vf
     )
 
 
@@ -264,4 +311,20 @@ _register_pair(
     ),
     "Fashion-MNIST-32: 32 px → 8×8×8 latents, the layout of detok-fmnist32, so the two compare cell for cell; ch 32 × "
     "(1, 2, 2), one ResNet block per stage, mid-block attention; noise γ = 3, no masking.",
+)
+
+# VA-VAE: DINOv2-L's patch features (1024-d, timm's name; weights read from a local file only — the run fails with a
+# message naming this path until it holds them, or model.vf.teacher names another file).
+DINOV2_L_TEACHER = "timm:vit_large_patch14_dinov2.lvd142m:weights/dinov2-vitl14.safetensors"
+
+_register_pair(
+    "vavae-f16d32",
+    lambda: CNNTokenizerConfig(
+        latent_channels=32,
+        corruption=CorruptionConfig(mask_max=0.0, mask_min=0.0, noise_gamma=0.0),
+        vf=VFConfig(teacher=DINOV2_L_TEACHER, teacher_dim=1024),
+    ),
+    "VA-VAE (arXiv:2501.01423): LDM's KL-16 architecture with 32 latent channels (256 px → 16×16×32), the VF loss "
+    "to DINOv2-L (1×1 projection, margins m1 = 0.5, m2 = 0.25, adaptive weight 0.1·‖∇nll‖ / (‖∇vf‖ + 1e-4) at the "
+    "encoder's last layer), no latent noise. The run recipe is the CNN family's (GAN after 20% of training).",
 )

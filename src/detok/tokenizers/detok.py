@@ -26,6 +26,7 @@ from detok.layers import (
     swiglu_hidden_dim,
     unpatchify,
 )
+from detok.losses.semantic import DistillConfig, Projector, check_teacher_width, cosine_distill_loss, square_side
 from detok.registry import register_with_tiny
 from detok.tokenizers.base import LatentLayout, Tokenizer, check_tokenizer_config, init_vit_weights, posterior_output
 from detok.tokenizers.corruption import CorruptionConfig, corrupt_posterior, random_masking, sample_mask_ratio
@@ -36,7 +37,8 @@ class DeTokConfig:
     """Architecture of an l-DeTok tokenizer, its training corruptions and its latent statistics.
 
     `latent_mean`/`latent_std` are per-channel statistics of `encode` outputs over the training set,
-    filled in by `detok tokenizer stats`; `encode(..., normalize=True)` uses them.
+    filled in by `detok tokenizer stats`; `encode(..., normalize=True)` uses them. `distill` adds App. A.4's
+    semantic distillation (a projector on the noised latents, trained towards a teacher's patch features).
     """
 
     image_size: PositiveInt = 256
@@ -53,6 +55,7 @@ class DeTokConfig:
     variational: bool = True
     rope_theta: PositiveFloat = 100.0
     corruption: CorruptionConfig = field(default_factory=CorruptionConfig)
+    distill: DistillConfig | None = None
     latent_mean: tuple[float, ...] | None = None
     latent_std: tuple[float, ...] | None = None
 
@@ -110,6 +113,11 @@ class DeTok(Tokenizer):
         self.dec_norm = RMSNorm(config.dec_width)
         self.dec_head = nn.Linear(config.dec_width, patch_dim)
 
+        # App. A.4: the distillation projector (training only; unused by encode/decode)
+        self.distill_proj = None
+        if config.distill is not None:
+            self.distill_proj = Projector(c, config.distill.hidden, config.distill.teacher_dim)
+
         positions = grid_positions(g, g)
         for name, width, heads in (
             ("enc", config.enc_width, config.enc_heads),
@@ -137,8 +145,19 @@ class DeTok(Tokenizer):
         return self.config.grid_size**2
 
     def decoder_finetune_frozen(self) -> list[nn.Parameter]:
-        parts = [self.patch_embed, self.enc_blocks, self.enc_norm, self.enc_head]
-        return [self.enc_pos] + [p for m in parts for p in m.parameters()]
+        parts = [self.patch_embed, self.enc_blocks, self.enc_norm, self.enc_head, self.distill_proj]
+        return [self.enc_pos] + [p for m in parts if m is not None for p in m.parameters()]
+
+    def build_teachers(self) -> list[nn.Module]:
+        """The distillation teacher (App. A.4), if this tokenizer distils."""
+        from detok.teachers.base import build_teacher
+
+        distill, cfg = self.config.distill, self.config
+        if distill is None:
+            return []
+        teacher = build_teacher(distill.teacher, cfg.channels, cfg.image_size, cfg.patch_size)
+        check_teacher_width(teacher, distill.teacher_dim, "model.distill.teacher_dim")
+        return [teacher]
 
     def last_decoder_layer(self) -> torch.Tensor:
         return self.dec_head.weight
@@ -195,6 +214,7 @@ class DeTok(Tokenizer):
         corrupt: bool | None = None,
         mask_ratio: float | None = None,
         sample_posterior: bool = True,
+        teacher_features: list[torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training forward pass (Alg. 1): mask → encode → sample posterior → noise → decode.
 
@@ -204,6 +224,8 @@ class DeTok(Tokenizer):
             mask_ratio: use this ratio instead of drawing one (the trainer draws it once per global batch so
                 that data-parallel shards agree).
             sample_posterior: draw z from the posterior; False uses its mean (decoder fine-tuning, App. A.3).
+            teacher_features: [(N, T_teacher, D)] of the distillation teacher (`build_teachers`): adds the
+                "distill" auxiliary term (App. A.4).
 
         Returns:
             dict with "recon" (N, C_img, H, W), "aux" ({"kl": KL(q(z|x) ‖ N(0, I)) summed over latent elements,
@@ -222,7 +244,28 @@ class DeTok(Tokenizer):
         mean, logvar = self.split_moments(self.forward_encoder(x, ids_keep))  # (N, T_keep, C)
         z, tau = corrupt_posterior(mean, logvar, cfg, corrupt, sample_posterior)  # Eq. 4
         recon = self.forward_decoder(z, ids_keep)  # (N, C_img, H, W)
-        return posterior_output(recon, mean, logvar, mask=mask, tau=tau, mask_ratio=torch.tensor(ratio))
+        out = posterior_output(recon, mean, logvar, mask=mask, tau=tau, mask_ratio=torch.tensor(ratio))
+        if teacher_features:
+            out["aux"]["distill"] = self.distill_loss(z, teacher_features[0], ids_keep)
+        return out
+
+    def distill_loss(self, z: torch.Tensor, feats: torch.Tensor, ids_keep: torch.Tensor | None) -> torch.Tensor:
+        """App. A.4: λ·(1 − cos(proj(z_noised), f)) at the visible positions.
+
+        Args:
+            z: the noised latents of the visible tokens (N, T_keep, C) — Alg. 1's z_noised.
+            feats: the teacher's patch features (N, T_teacher, D), pooled here to the tokenizer's grid.
+            ids_keep: (N, T_keep) visible positions, None when nothing is masked.
+        """
+        from detok.teachers.base import pool_to_grid
+
+        if self.distill_proj is None:
+            raise ValueError("teacher features were given to a tokenizer without model.distill")
+        g, side = self.config.grid_size, square_side(feats.shape[1])
+        target = pool_to_grid(feats, (side, side), (g, g))  # (N, T, D)
+        if ids_keep is not None:
+            target = torch.gather(target, 1, ids_keep[..., None].expand(-1, -1, target.shape[-1]))  # (N, T_keep, D)
+        return self.config.distill.weight * cosine_distill_loss(self.distill_proj(z), target)
 
     # ----------------------------------------------------------------------------------------------
     # Tokenizer interface
@@ -275,6 +318,8 @@ def _tiny(cfg: DeTokConfig) -> DeTokConfig:
     p = min(cfg.patch_size, 4)
     size = 8 * p if cfg.image_size > 32 else cfg.image_size
     width = {"enc_width": 32, "enc_depth": 1, "enc_heads": 2, "dec_width": 32, "dec_depth": 1, "dec_heads": 2}
+    if cfg.distill is not None:  # an offline teacher: HOG on the twin's patches (2×2 cells × channels × 9 bins)
+        width["distill"] = DistillConfig(teacher="hog", teacher_dim=4 * cfg.channels * 9, hidden=32)
     return dataclasses.replace(cfg, image_size=size, patch_size=p, mlp_ratio=2.0, **width)
 
 
@@ -288,6 +333,20 @@ for _enc, _dec in (("s", "s"), ("s", "b"), ("b", "b"), ("l", "l")):
         f"Paper size {_enc.upper()}{_dec.upper()} (encoder {_SIZES[_enc]}, decoder {_SIZES[_dec]} as "
         "width×depth×heads), 256 px, p=16, C=16, γ=3, M=0.7.",
     )
+
+
+# App. A.4: DINOv2-B's patch features (768-d). timm's name; its weights are read from a local file only, so the run
+# fails with a message naming this path until it holds them (or model.distill.teacher names another file).
+DINOV2_B_TEACHER = "timm:vit_base_patch14_dinov2.lvd142m:weights/dinov2-vitb14.safetensors"
+
+_register_pair(
+    "detok-bb-distill",
+    lambda: dataclasses.replace(_paper("b", "b"), distill=DistillConfig(teacher=DINOV2_B_TEACHER, teacher_dim=768)),
+    "detok-bb with App. A.4's semantic distillation: projector Linear(16, 2048) → SiLU → Linear(2048, 2048) → SiLU → "
+    "Linear(2048, 768) on the noised latents, 1 − cos to DINOv2-B's patch features at the visible positions, weight "
+    "1.0; trained with the '+Extended' recipe (200 epochs, GAN from epoch 100). The teacher is read from "
+    f"{DINOV2_B_TEACHER.split(':')[-1]} (set model.distill.teacher=timm:MODEL:PATH).",
+)
 
 
 def _fmnist32() -> DeTokConfig:

@@ -96,7 +96,7 @@ def default_run_config(preset: str) -> TokenizerRunConfig:
 IMAGENET_TRAIN_IMAGES = 1_281_167
 # Which of the paper's two tokenizer settings a paper preset trains with (App. A.1): the ablations use S-B, the
 # final experiments B-B; the other sizes (and the CNN, 1-D and VQ families, App. A.5–A.7) use the ablation recipe.
-PAPER_SETTINGS = {"detok-bb": "final", "detok-ll": "final"}
+PAPER_SETTINGS = {"detok-bb": "final", "detok-ll": "final", "detok-bb-distill": "final"}  # A.4: "+Extended"
 
 
 def paper_recipe(setting: str) -> tuple[TrainConfig, LossConfig]:
@@ -191,7 +191,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     ddp_model = DDP(model, find_unused_parameters=True) if dist.is_distributed() else model
     ddp_disc = DDP(disc) if (disc is not None and dist.is_distributed()) else disc
     total, warmup = tc.total_steps, int(tc.warmup_frac * tc.total_steps)
-    last_layer = model.last_decoder_layer()
+    last_layer, encoder_layer = model.last_decoder_layer(), model.last_encoder_layer()
     teachers = [] if cfg.decoder_finetune else [t.to(device) for t in model.build_teachers()]
     log = RunLog(run_dir, enabled=dist.is_main(), tensorboard=tc.tensorboard, start_step=step)
     guard = DivergenceGuard(run_dir)
@@ -226,7 +226,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
                     out = ddp_model(
                         x, corrupt=corrupt, mask_ratio=ratio, sample_posterior=not cfg.decoder_finetune, **extra
                     )
-                loss, terms = criterion.generator_loss(x, out, step, last_layer)
+                loss, terms = criterion.generator_loss(x, out, step, last_layer, encoder_layer)
                 (loss / tc.grad_accum).backward()
             d_loss = loss.new_zeros(())
             if gan_on:
