@@ -106,3 +106,24 @@ def test_cli_if_missing_keeps_a_trained_classifier(tmp_path, capsys, monkeypatch
     # without a classifier there, --if-missing goes on to train (here: to the dry run)
     assert cli_main(["eval", "train-reference", "--out", str(tmp_path / "none"), "--if-missing", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["out"] == str(tmp_path / "none")
+
+
+def test_the_second_evaluator_is_a_resnet_that_learns_and_scores_through_its_own_spec(data, tmp_path, capsys):
+    from detok.eval.features import build_extractor
+    from detok.eval.reference import ResidualNet, ResidualNetConfig
+
+    cfg = apply_overrides(
+        ReferenceTrainConfig(model=ResidualNetConfig(), data=DataConfig(name="npz", root=str(data)), seed=1),
+        ["model.stage_widths=[8, 16]", "model.embed_dim=16", "batch_size=32", "threads=1", "lr=0.01", "epochs=10"],
+    )
+    result = train_reference(cfg, tmp_path / "resnet", progress=False)
+    assert result["test_accuracy"] >= 0.9, result
+    model = load_reference(tmp_path / "resnet")
+    assert isinstance(model, ResidualNet) and not hasattr(model, "trunk")  # not the VGG stack of ReferenceNet
+    extractor = build_extractor(f"reference-resnet:{tmp_path / 'resnet'}")
+    feats, probs = extractor(torch.zeros(3, 1, 32, 32, dtype=torch.uint8))
+    assert feats.shape == (3, 16) and probs.shape == (3, 3)
+    assert cli_main(["eval", "train-reference", "--preset", "reference-resnet-fmnist32", "--dry-run"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert dry["seed"] == 1 and "stage_widths" in dry["model"] and dry["out"].endswith("reference-resnet-fmnist32")
+    assert cli_main(["eval", "train-reference", "--preset", "nope", "--dry-run"]) == 2

@@ -78,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluators and metrics").add_subparsers(dest="action", required=True)
     p = ev.add_parser("train-reference", help="train the small-dataset reference classifier (FD/IS/P/R features)")
     p.add_argument("--dataset", default="fashion-mnist", help="dataset with a reference recipe (fashion-mnist)")
-    p.add_argument("--out", help="model folder (default runs/reference-fmnist32)")
+    p.add_argument(
+        "--preset",
+        default="reference-fmnist32",
+        help="reference-fmnist32 (the default evaluator) or reference-resnet-fmnist32 (the second, independent one)",
+    )
+    p.add_argument("--out", help="model folder (default: the cache's evaluators/<preset>)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. epochs=2 or threads=1")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--if-missing", action="store_true", help="do nothing if the model folder already exists")

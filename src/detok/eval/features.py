@@ -48,11 +48,16 @@ def default_reference_dir(dataset: str = "fashion-mnist") -> Path:
     return SHIPPED_REFERENCE
 
 
-def trained_reference_dir(dataset: str = "fashion-mnist") -> Path:
+def shipped_evaluator_dir(preset: str = "reference-fmnist32") -> Path:
+    """The shipped weights of evaluator `preset` (reference-fmnist32, or the second one, reference-resnet-fmnist32)."""
+    return SHIPPED_REFERENCE.parent / preset
+
+
+def trained_reference_dir(dataset: str = "fashion-mnist", preset: str = "reference-fmnist32") -> Path:
     """Where `detok eval train-reference` writes a classifier it trains (the shipped one is never overwritten)."""
     if dataset != "fashion-mnist":
         raise ValueError(f"no reference classifier recipe for {dataset!r}; known: fashion-mnist")
-    return cache_dir() / "evaluators" / "reference-fmnist32"
+    return cache_dir() / "evaluators" / preset
 
 
 def file_digest(path: str | Path, length: int = 12) -> str:
@@ -155,13 +160,19 @@ class InceptionExtractor:
 
 
 def build_extractor(spec: str, device: str | torch.device = "cpu", dataset: str = "fashion-mnist"):
-    """An extractor from a command-line spec: "reference", "reference:FOLDER", "inception" or "inception:WEIGHTS"."""
+    """An extractor from a command-line spec: "reference[:FOLDER]", "reference-resnet[:FOLDER]" (the second
+    evaluator), "inception" or "inception:WEIGHTS"."""
     kind, _, path = spec.partition(":")
     if kind == "reference":
         return ReferenceExtractor.from_folder(path or default_reference_dir(dataset), device)
+    if kind == "reference-resnet":  # the second, independently trained evaluator (a ResNet, seed 1)
+        default_reference_dir(dataset)  # the same datasets
+        return ReferenceExtractor.from_folder(path or shipped_evaluator_dir("reference-resnet-fmnist32"), device)
     if kind == "inception":
         return InceptionExtractor(path or None, device)
-    raise ValueError(f"unknown evaluator {spec!r}; expected reference[:FOLDER] or inception[:WEIGHTS]")
+    raise ValueError(
+        f"unknown evaluator {spec!r}; expected reference[:FOLDER], reference-resnet[:FOLDER] or inception[:WEIGHTS]"
+    )
 
 
 def extract(

@@ -80,10 +80,86 @@ def _fmnist32() -> ReferenceNetConfig:
 
 
 @dataclass(frozen=True)
+class ResidualNetConfig:
+    """Architecture of the second evaluator: a stem conv, one pre-activation basic block per stage (every stage
+    after the first striding by 2), global average pooling, an `embed_dim` penultimate layer and the logits — a
+    ResNet, not the VGG stack of `ReferenceNet`, so that the two evaluators do not share an architecture's
+    inductive biases."""
+
+    image_size: PositiveInt = 32
+    channels: PositiveInt = 1
+    num_classes: PositiveInt = 10
+    stage_widths: tuple[int, ...] = (16, 32, 64)
+    embed_dim: PositiveInt = 96
+
+    def __post_init__(self):
+        check_fields(self)
+        if not self.stage_widths or any(w <= 0 for w in self.stage_widths):
+            raise ValueError(f"stage_widths must be positive, got {self.stage_widths}")
+
+
+class _BasicBlock(nn.Module):
+    """Pre-activation residual block: BN → ReLU → 3×3 conv, twice; a strided 1×1 conv on the skip when the shape
+    changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(c_out), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.skip = None if (stride == 1 and c_in == c_out) else nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(x))
+        skip = x if self.skip is None else self.skip(h)
+        h = self.conv1(h)  # (N, C_out, H/s, W/s)
+        return skip + self.conv2(F.relu(self.bn2(h)))
+
+
+class ResidualNet(nn.Module):
+    """Small pre-activation ResNet evaluator; the same `features` / `head` interface as `ReferenceNet`."""
+
+    kind = "evaluator"
+    config_cls = ResidualNetConfig
+
+    def __init__(self, config: ResidualNetConfig):
+        super().__init__()
+        self.config = config
+        widths = config.stage_widths
+        self.stem = nn.Conv2d(config.channels, widths[0], 3, padding=1, bias=False)
+        blocks, c_in = [], widths[0]
+        for i, width in enumerate(widths):
+            blocks.append(_BasicBlock(c_in, width, 1 if i == 0 else 2))
+            c_in = width
+        self.blocks = nn.Sequential(*blocks)
+        self.norm = nn.BatchNorm2d(c_in)
+        self.embed = nn.Linear(c_in, config.embed_dim)
+        self.head = nn.Linear(config.embed_dim, config.num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, C, H, W) in [-1, 1] → penultimate features (N, embed_dim)."""
+        h = F.relu(self.norm(self.blocks(self.stem(x)))).mean(dim=(2, 3))  # (N, C_last)
+        return F.relu(self.embed(h))  # (N, F)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (N, K)
+
+
+@register_preset("reference-resnet-fmnist32", "evaluator", ResidualNet)
+def _resnet_fmnist32() -> ResidualNetConfig:
+    """The second Fashion-MNIST-32 evaluator (a pre-activation ResNet, 16/32/64 channels, 96-d features), trained
+    with seed 1: every result of the peers suite is scored by both evaluators, so that a tokenizer aligned to some
+    teacher cannot win by matching one classifier's features. Same recipe as reference-fmnist32 otherwise."""
+    return ResidualNetConfig()
+
+
+EVALUATOR_ARCHS = {"reference-fmnist32": (ReferenceNet, 0), "reference-resnet-fmnist32": (ResidualNet, 1)}
+
+
+@dataclass(frozen=True)
 class ReferenceTrainConfig:
     """How the reference classifier is trained: fixed, seeded, never tuned on generation results."""
 
-    model: ReferenceNetConfig = field(default_factory=ReferenceNetConfig)
+    model: ReferenceNetConfig | ResidualNetConfig = field(default_factory=ReferenceNetConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(name="fashion-mnist", hflip=True))
     epochs: PositiveInt = 3
     batch_size: PositiveInt = 128
@@ -102,7 +178,7 @@ class ReferenceTrainConfig:
 
 
 @torch.no_grad()
-def accuracy(model: ReferenceNet, dataset, batch_size: int = 512) -> float:
+def accuracy(model: nn.Module, dataset, batch_size: int = 512) -> float:
     """Top-1 accuracy of `model` over `dataset` (in order, no flips)."""
     model.eval()
     correct = total = 0
@@ -121,7 +197,7 @@ def train_reference(cfg: ReferenceTrainConfig, out_dir: str | Path, progress: bo
     n = len(train) if cfg.max_train_images is None else min(len(train), cfg.max_train_images)
     model_cfg = dataclasses.replace(cfg.model, num_classes=train.num_classes)
     torch.manual_seed(cfg.seed)
-    model = ReferenceNet(model_cfg)
+    model = ReferenceNet(model_cfg) if isinstance(model_cfg, ReferenceNetConfig) else ResidualNet(model_cfg)
     steps = cfg.epochs * -(-n // cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
