@@ -74,7 +74,7 @@ def check_teacher_width(teacher: nn.Module, expected: int, field_name: str) -> N
     if teacher.feature_dim != expected:
         raise ValueError(
             f"the teacher gives {teacher.feature_dim}-d features but {field_name} is {expected}; "
-            f"set {field_name}={teacher.feature_dim} (the projector's output width)"
+            f"set {field_name}={teacher.feature_dim} (the output width of the head that predicts them)"
         )
 
 

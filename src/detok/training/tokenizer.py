@@ -259,7 +259,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
                 lr=lr,
                 grad_norm=float(grad_norm),
                 img_per_s=round(ips, 2),
-                mask_ratio=ratio if (ratio is not None and corrupt) else 0.0,
+                mask_ratio=float(out["mask_ratio"]) if "mask_ratio" in out else 0.0,  # as the forward applied it
                 **{k: round(v, 6) for k, v in zip(stats, means)},
                 # PSNR of the training batch's reconstructions (from the mean MSE, images in [-1, 1]): the curve on
                 # which 1-D tokenizers show their "grokking" jump (l-DeTok Fig. A.3)
