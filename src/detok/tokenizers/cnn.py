@@ -181,22 +181,10 @@ class CNNTokenizer(NoiseOnlyTokenizer):
         self.enc_out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, moments, 3, padding=1))
         self.quant_conv = nn.Conv2d(moments, moments, 1)
 
-        # Decoder: post-quant conv, conv_in, mid-block, stages (one more ResNet block each) with up-sampling
-        self.post_quant_conv = nn.Conv2d(cfg.latent_channels, cfg.latent_channels, 1)
-        self.dec_in = nn.Conv2d(cfg.latent_channels, c, 3, padding=1)
-        self.dec_mid = _mid(c, cfg.mid_attention, cfg.dropout)
-        stages = []
-        for i, width in reversed(list(enumerate(widths))):
-            blocks = []
-            for _ in range(cfg.res_blocks + 1):
-                blocks.append(ResnetBlock(c, width, cfg.dropout))
-                c = width
-            if i > 0:
-                blocks.append(Upsample(c))
-            stages.append(nn.Sequential(*blocks))
-        self.dec_stages = nn.ModuleList(stages)
-        self.dec_norm = _norm(c)
-        self.dec_out = nn.Conv2d(c, cfg.channels, 3, padding=1)
+        self.decoder = CNNDecoder(
+            cfg.latent_channels, cfg.channels, cfg.base_channels, cfg.channel_mults, cfg.res_blocks,
+            cfg.mid_attention, cfg.dropout,
+        )  # fmt: skip
 
         # VA-VAE: the 1×1 projection of the latent to the teacher's width (training only)
         self.vf_proj = None if cfg.vf is None else nn.Conv2d(cfg.latent_channels, cfg.vf.teacher_dim, 1)
@@ -216,7 +204,7 @@ class CNNTokenizer(NoiseOnlyTokenizer):
         return [p for m in parts for p in m.parameters()]
 
     def last_decoder_layer(self) -> torch.Tensor:
-        return self.dec_out.weight
+        return self.decoder.dec_out.weight
 
     def last_encoder_layer(self) -> torch.Tensor | None:
         """The encoder's output convolution, where VA-VAE balances the VF loss against the NLL."""
@@ -269,6 +257,45 @@ class CNNTokenizer(NoiseOnlyTokenizer):
 
     def forward_decoder(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (N, C, h, w) → images (N, C_img, H, W)."""
+        return self.decoder(z)
+
+
+class CNNDecoder(nn.Module):
+    """LDM's decoder: post-quant 1×1 conv, conv_in, mid-block, then the stages in reverse (one more ResNet block
+    each than the encoder's) with nearest up-sampling between them, GroupNorm → SiLU → conv_out. Also AlignTok's
+    decoder (VA-VAE's architecture)."""
+
+    def __init__(
+        self,
+        latent_channels: int,
+        out_channels: int,
+        base_channels: int,
+        channel_mults: tuple[int, ...],
+        res_blocks: int,
+        mid_attention: bool,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        widths = [base_channels * m for m in channel_mults]
+        c = widths[-1]
+        self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1)
+        self.dec_in = nn.Conv2d(latent_channels, c, 3, padding=1)
+        self.dec_mid = _mid(c, mid_attention, dropout)
+        stages = []
+        for i, width in reversed(list(enumerate(widths))):
+            blocks = []
+            for _ in range(res_blocks + 1):
+                blocks.append(ResnetBlock(c, width, dropout))
+                c = width
+            if i > 0:
+                blocks.append(Upsample(c))
+            stages.append(nn.Sequential(*blocks))
+        self.dec_stages = nn.ModuleList(stages)
+        self.dec_norm = _norm(c)
+        self.dec_out = nn.Conv2d(c, out_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (N, C, h, w) → images (N, C_img, h·2^(stages−1), w·2^(stages−1))."""
         h = self.dec_mid(self.dec_in(self.post_quant_conv(z)))  # (N, ch·mult_last, h, w)
         for stage in self.dec_stages:
             h = stage(h)  # (N, ch·mult, 2h, 2w) after each up-sampling
