@@ -59,6 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
                 help="LPIPS-VGG distance (auto: skipped with a note when the VGG16 weights are unavailable)",
             )
         p.set_defaults(fn=fn)
+    tea = sub.add_parser("teacher", help="train detok's own label-free teacher").add_subparsers(
+        dest="action", required=True
+    )
+    p = tea.add_parser(
+        "train", help="train a label-free MAE teacher, then probe it (re-run the same command to resume)"
+    )
+    p.add_argument("--preset", required=True, help="teacher preset (see `detok presets 'mae-teacher-*'`)")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.images=20000"
+    )
+    p.add_argument(
+        "--out",
+        help="run directory (default: the cache folder $DETOK_CACHE/teachers/<preset>, reused once trained, which "
+        "the teacher spec detok:<preset> names)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(fn=commands.teacher_train)
+
     lat = sub.add_parser("latents", help="encode a dataset once for generator training").add_subparsers(
         dest="action", required=True
     )
@@ -188,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--suite",
         default="table2",
-        choices=["table2", "table2-followup", "noise", "mask", "mask-mode", "generators", "variants"],
+        choices=["table2", "table2-followup", "noise", "mask", "mask-mode", "generators", "variants", "peers"],
     )
     p.add_argument(
         "--budget",
@@ -199,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results folder (default docs/results/<suite>)")
     p.add_argument("--work", help="run directories (default runs/bench-<suite>; a follow-up shares its suite's)")
     p.add_argument("--evaluator", default="reference", help="reference[:FOLDER] (default) or inception[:WEIGHTS]")
+    p.add_argument(
+        "--second-evaluator",
+        help="the independent evaluator of the suites that use one (peers: reference-resnet[:FOLDER] by default)",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.set_defaults(fn=commands.bench_reproduce)
 

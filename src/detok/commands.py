@@ -53,6 +53,22 @@ def tokenizer_train(args: argparse.Namespace) -> int:
     return _run_training(cfg, Path(args.out or f"runs/{args.preset}"), train_tokenizer, "tokenizer", args.dry_run)
 
 
+def teacher_train(args: argparse.Namespace) -> int:
+    from detok.teachers.mae import default_teacher_dir
+    from detok.training.teacher import PROBE_FILE, default_run_config, train_teacher
+
+    cfg = apply_overrides(default_run_config(args.preset), args.set or [])
+    out = Path(args.out) if args.out else default_teacher_dir(args.preset)
+    code = _run_training(cfg, out, train_teacher, "teacher", args.dry_run)
+    if not args.dry_run:
+        probe = json.loads((out / PROBE_FILE).read_text())
+        print(
+            f"linear probe: {probe['test_accuracy']:.2%} test accuracy on {probe['feature_dim']}-d mean-pooled "
+            f"features ({out / PROBE_FILE}); teacher spec: detok:{args.out or args.preset}"
+        )
+    return code
+
+
 def tokenizer_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -403,7 +419,7 @@ def bench_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out or f"docs/results/{args.suite}")
     work = Path(args.work or f"runs/bench-{args.suite.removesuffix('-followup')}")
     command = "detok " + " ".join(shlex.quote(a) for a in args.argv)
-    record = run_suite(args.suite, budget, work, out, args.evaluator, command)
+    record = run_suite(args.suite, budget, work, out, args.evaluator, command, second_evaluator=args.second_evaluator)
     print(f"{len(record['cells'])} cells done; results in {out / 'results.md'}")
     return 0
 

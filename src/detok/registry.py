@@ -1,9 +1,9 @@
 """Model registry: presets are small factory functions registered under the paper's names.
 
 Presets register themselves when their model module is imported; importing `detok` imports every model package
-(`detok.tokenizers`, `detok.generators`, the evaluators), as timm's package does, so this module imports none of
-them. Each preset factory returns a config dataclass; `create_model` builds the model from it. `register_with_tiny`
-registers a preset together with its `-tiny` test twin.
+(`detok.tokenizers`, `detok.generators`, the evaluators, the teachers), as timm's package does, so this module imports
+none of them. Each preset factory returns a config dataclass; `create_model` builds the model from it.
+`register_with_tiny` registers a preset together with its `-tiny` test twin.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import torch.nn as nn
 
 @dataclass(frozen=True)
 class Preset:
-    """A registered preset: its name, kind ("tokenizer" or "generator"), config factory and model class."""
+    """A registered preset: its name, kind ("tokenizer", "generator", "evaluator" or "teacher"), config factory and
+    model class."""
 
     name: str
     kind: str

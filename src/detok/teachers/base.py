@@ -5,9 +5,13 @@ grid (gh, gw), raster order, with any resizing, normalisation and prefix-token r
 learn from a teacher (semantic distillation, MAETok's auxiliary decoders, VA-VAE's VF loss, AlignTok's frozen
 encoder) name it in their config by a *spec* string, built here:
 
-    hog[:CELL]            MaskFeat's HOG on the tokenizer's patches (teachers/hog.py), no weights
-    detok:FOLDER          a label-free teacher detok trained itself (`detok teacher train`, teachers/mae.py)
-    timm:MODEL:WEIGHTS    a pretrained ViT from a local weights file through timm (teachers/pretrained.py)
+    hog[:CELL]                      MaskFeat's HOG on the tokenizer's patches (teachers/hog.py), no weights
+    detok:FOLDER                    a label-free teacher detok trained itself (`detok teacher train`, teachers/mae.py);
+                                    FOLDER may also name a teacher preset, for its default cache folder
+    detok:FOLDER:allow-supervised   the same, accepting a network trained with labels (the reference classifier): an
+                                    explicit opt-in, since distilling from it leaks labels into the tokenizer
+    timm:MODEL[@SIZE]:WEIGHTS       a pretrained ViT from a local weights file through timm (teachers/pretrained.py),
+                                    fed SIZE-px inputs (default: the model's own input size)
 
 A teacher's grid need not be the tokenizer's: `pool_to_grid` averages (or repeats) features onto it when one grid
 is a whole multiple of the other and refuses otherwise.
@@ -35,6 +39,11 @@ class Teacher(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (N, C, H, W) in [-1, 1] → (N, gh·gw, feature_dim)."""
         raise NotImplementedError
+
+    def last_layer(self) -> torch.Tensor:
+        """The weight of the network's last layer (where a tokenizer that trains this network as its encoder, as
+        AlignTok's stage 2, balances gradient norms)."""
+        raise ValueError(f"{type(self).__name__} has no trainable last layer")
 
     def train(self, mode: bool = True) -> Teacher:
         return super().train(False)  # a teacher never leaves eval mode (dropout, batch norm)
@@ -99,19 +108,32 @@ def build_teacher(spec: str, channels: int, image_size: int, patch_size: int) ->
     if kind == "hog":
         teacher: Teacher = HOGPatchTeacher(channels, image_size, patch_size, int(rest) if rest else None)
     elif kind == "detok":
-        if not rest:
-            raise ValueError("teacher spec detok:FOLDER needs the folder of a `detok teacher train` run")
-        from detok.teachers.mae import load_teacher
+        from detok.teachers.mae import ALLOW_SUPERVISED, load_teacher
 
-        teacher = load_teacher(rest, channels=channels, image_size=image_size)
+        folder, _, option = rest.rpartition(":")
+        if option != ALLOW_SUPERVISED:
+            folder, option = rest, ""
+        if not folder:
+            raise ValueError("teacher spec detok:FOLDER needs the folder of a `detok teacher train` run")
+        teacher = load_teacher(folder, channels, image_size, allow_supervised=option == ALLOW_SUPERVISED)
+    elif kind == "random":  # an untrained network of a teacher preset (tests; AlignTok's "no pretraining" ablation)
+        from detok.teachers.mae import random_teacher
+
+        teacher = random_teacher(rest, channels, image_size)
     elif kind == "timm":
         model, _, weights = rest.partition(":")
+        model, _, size = model.partition("@")
         if not model or not weights:
-            raise ValueError("teacher spec timm:MODEL:WEIGHTS needs a timm model name and a local weights file")
+            raise ValueError("teacher spec timm:MODEL[@SIZE]:WEIGHTS needs a timm model name and a local weights file")
+        if size and not size.isdigit():
+            raise ValueError(f"teacher spec {spec!r}: the input size after '@' must be a number of pixels")
         from detok.teachers.pretrained import TimmTeacher
 
-        teacher = TimmTeacher(model, weights, channels=channels, image_size=image_size)
+        teacher = TimmTeacher(model, weights, channels, image_size, input_size=int(size) if size else None)
     else:
-        raise ValueError(f"unknown teacher {spec!r}; known: hog[:CELL], detok:FOLDER, timm:MODEL:WEIGHTS")
+        raise ValueError(
+            f"unknown teacher {spec!r}; known: hog[:CELL], detok:FOLDER[:allow-supervised], timm:MODEL[@SIZE]:WEIGHTS, "
+            "random:PRESET"
+        )
     teacher.requires_grad_(False)
     return teacher.eval()
