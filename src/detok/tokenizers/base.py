@@ -162,6 +162,10 @@ class Tokenizer(nn.Module):
         """The decoder's last weight, where the adaptive GAN weight compares gradient norms."""
         raise NotImplementedError
 
+    def check_init_source(self, source: nn.Module) -> None:
+        """Refuse an `init_from` model of this family that this run cannot continue (e.g. AlignTok's stage order);
+        the architecture itself is compared by the trainer."""
+
     def last_encoder_layer(self) -> torch.Tensor | None:
         """The encoder's last weight, where adaptively weighted auxiliary terms (VA-VAE's VF loss) compare gradient
         norms; None for families without such terms."""

@@ -56,6 +56,9 @@ class TokenizerRunConfig:
             raise ValueError(f"data.image_size={self.data.image_size} but the model expects {self.model.image_size}")
         if self.decoder_finetune and not self.init_from:
             raise ValueError("decoder_finetune=true needs init_from=<trained tokenizer run or folder>")
+        required = getattr(self.model, "requires_init_from", None)  # a stage that continues another (AlignTok)
+        if required and not self.init_from:
+            raise ValueError(required)
         self.loss.check_image_size(self.model.image_size)  # before any training
 
 
@@ -144,6 +147,7 @@ def _init_weights(folder: str, model: Tokenizer) -> dict[str, torch.Tensor]:
             f"init_from={folder} does not match this run's model ({details})"
             + (" — channel mismatch with the checkpoint" if "channels" in diff else "")
         )
+    model.check_init_source(source_model)
     return source_model.state_dict()
 
 
@@ -166,6 +170,9 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     if cfg.decoder_finetune:
         for p in model.decoder_finetune_frozen():
             p.requires_grad_(False)
+    # built before resuming: a teacher made from this model's own weights (AlignTok's stage-1 latents) must hold
+    # the init_from weights, not a resumed checkpoint's
+    teachers = [] if cfg.decoder_finetune else [t.to(device) for t in model.build_teachers()]
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.peak_lr(), betas=(tc.beta1, tc.beta2))
     optimizers, modules = {"opt": opt}, {"model": model, "ema": ema.model}
@@ -192,7 +199,6 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     ddp_disc = DDP(disc) if (disc is not None and dist.is_distributed()) else disc
     total, warmup = tc.total_steps, int(tc.warmup_frac * tc.total_steps)
     last_layer, encoder_layer = model.last_decoder_layer(), model.last_encoder_layer()
-    teachers = [] if cfg.decoder_finetune else [t.to(device) for t in model.build_teachers()]
     log = RunLog(run_dir, enabled=dist.is_main(), tensorboard=tc.tensorboard, start_step=step)
     guard = DivergenceGuard(run_dir)
     preview = dataset.get_batch(torch.arange(min(16, len(dataset))))[0].to(device)
