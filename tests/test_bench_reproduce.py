@@ -238,3 +238,50 @@ def test_the_cli_offers_every_suite():
     reproduce = bench._subparsers._group_actions[0].choices["reproduce"]
     suite = next(a for a in reproduce._actions if a.dest == "suite")
     assert sorted(suite.choices) == sorted(SUITES)
+
+
+def test_the_peers_suite_trains_its_teacher_chains_aligntok_and_scores_with_two_evaluators(
+    suite_run, tmp_path, monkeypatch
+):
+    """Every peer at the smoke budget: the offline teacher is trained once and named by every teacher-using row; the
+    three AlignTok stages chain; each cell is scored again by a second evaluator, whose table and rank agreement are
+    in results.md."""
+    root, args = suite_run
+    monkeypatch.setenv("DETOK_CACHE", str(root / "cache"))
+    torch.manual_seed(1)
+    second = root / "ref2"
+    if not second.exists():
+        from detok.eval.reference import ResidualNet, ResidualNetConfig
+
+        save_model_folder(second, ResidualNet(ResidualNetConfig(stage_widths=(4, 8), embed_dim=8, num_classes=3)))
+    again = [*args, "--second-evaluator", f"reference-resnet:{second}"]
+    again[again.index("--suite") + 1] = "peers"
+    again[again.index("--out") + 1], again[again.index("--work") + 1] = str(tmp_path / "out"), str(tmp_path / "work")
+    assert cli_main(again) == 0
+    record = json.loads((tmp_path / "out" / "results.json").read_text())
+    cells = {c["variant"]: c for c in record["cells"]}
+    assert set(cells) == {v.name for v in SUITES["peers"]}
+    assert record["second_evaluator"] != record["evaluator"]
+    assert record["teacher"]["probe"] and (tmp_path / "work" / "teacher" / "config.json").is_file()
+    teacher = f"detok:{tmp_path / 'work' / 'teacher'}"
+    config = lambda cell, run="tokenizer": json.loads(
+        (tmp_path / "work" / f"{cell}-seed0" / run / "config.json").read_text()
+    )  # noqa: E731,E501
+    assert config("ldetok-distill")["model"]["distill"]["teacher"] == teacher
+    assert config("vavae")["model"]["vf"]["teacher"] == teacher
+    assert config("maetok")["model"]["aux_targets"] == ["hog", teacher]
+    stages = [config("aligntok", run)["model"]["stage"] for run in ("stage1", "stage2", "tokenizer")]
+    assert stages == [1, 2, 3] and config("aligntok")["model"]["encoder"] == teacher
+    for cell in cells.values():
+        assert set(cell) >= {"sit", "lightningdit", "mar"}
+        assert cell["tokenizer"]["recon"]["second"]["rfid"] is not None
+        for g in ("sit", "lightningdit", "mar"):
+            second_final = cell[g]["eval"]["second"]["final"]
+            assert (
+                second_final["num"] == BUDGETS["smoke"].final_num
+                and second_final["cfg"] == cell[g]["eval"]["final"]["cfg"]
+            )
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "Second evaluator, reference-" in table and "Rank agreement between the two evaluators" in table
+    assert cli_main([*args[:2], "--suite", "table2", "--second-evaluator", "reference", "--budget", "smoke",
+                     "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "o2")]) == 2  # fmt: skip

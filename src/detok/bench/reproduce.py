@@ -43,6 +43,9 @@ class TokenizerVariant:
             masking and noise off); None trains from scratch.
         tokenizer_scale: multiplies the budget's `tokenizer_images` for this variant's tokenizer.
         generators: which of the budget's generators (GENERATORS) are trained and scored on its latents.
+        stages: a tokenizer trained in stages (AlignTok's three): each (share of the tokenizer budget, overrides)
+            is one run, started from the previous stage's (`init_from`); the last stage is the cell's tokenizer.
+            Overrides may name `{teacher}`, the folder of the suite's offline teacher (trained once per --work).
     """
 
     name: str
@@ -53,10 +56,12 @@ class TokenizerVariant:
     finetune_from: str | None = None
     tokenizer_scale: int = 1
     generators: tuple[str, ...] = ("sit", "mar")
+    stages: tuple[tuple[float, tuple[str, ...]], ...] = ()
 
 
 CONTINUOUS_GENERATORS = ("sit", "mar", "dit", "lightningdit", "randomar", "rasterar")
 VQ_GENERATORS = ("randomar_vq", "rasterar_vq")
+PEER_GENERATORS = ("sit", "lightningdit", "mar")
 AR_GENERATORS = ("mar", "randomar", "rasterar", *VQ_GENERATORS)
 
 
@@ -129,7 +134,40 @@ SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
         TokenizerVariant("vq-ldetok", ("model.corruption.mask_max=0.95",), tokenizer="detokvq-fmnist32",
                          paper={"RandomAR (VQ)": 7.03, "RasterAR (VQ)": 4.91}, generators=VQ_GENERATORS),
     ),
+    # Table 4 at FMNIST scale: l-DeTok (with and without its distillation, App. A.4) against the semantics-distilled
+    # peers MAETok and VA-VAE, AlignTok, and the plain AE / CNN baselines, each judged by SiT, LightningDiT and MAR.
+    # Every teacher is the offline, label-free MAE the suite trains first (`{teacher}`, `{teacher_dim}`): never a
+    # label-trained network. Paper numbers: Table 4's FIDs with CFG (the CNN baseline's are MAR-VAE's; the AE
+    # baseline and AlignTok are not in it). AlignTok's stages take 6/22, 11/22 and 5/22 of the tokenizer budget (the
+    # paper's 6/11/5 epochs) and stage 2 a tenth of the learning rate (the paper's 1e-5 after 1e-4).
+    "peers": (
+        TokenizerVariant("ae-baseline", _corruption(0, 0), generators=PEER_GENERATORS),
+        TokenizerVariant("ldetok", _corruption(3, 0.7), generators=PEER_GENERATORS,
+                         paper={"MAR-B": 2.43, "SiT-B": 5.13, "LightningDiT-B": 3.63}),
+        TokenizerVariant("ldetok-distill", ("model.distill.teacher=detok:{teacher}",
+                                            "model.distill.teacher_dim={teacher_dim}"),
+                         tokenizer="detok-fmnist32-distill", generators=PEER_GENERATORS,
+                         paper={"MAR-B": 2.52, "SiT-B": 3.40, "LightningDiT-B": 2.18}),
+        TokenizerVariant("maetok", ('model.aux_targets=["hog", "detok:{teacher}"]',
+                                    "model.aux_dims=[36, {teacher_dim}]"),
+                         tokenizer="maetok-fmnist32", generators=PEER_GENERATORS,
+                         paper={"MAR-B": 6.99, "SiT-B": 4.77, "LightningDiT-B": 3.92}),
+        TokenizerVariant("aligntok", ("model.encoder=detok:{teacher}", "model.encoder_dim={teacher_dim}"),
+                         tokenizer="aligntok-fmnist32", generators=PEER_GENERATORS,
+                         stages=((6 / 22, ("model.stage=1",)), (11 / 22, ("model.stage=2", "train.blr=4e-4")),
+                                 (5 / 22, ("model.stage=3",)))),
+        TokenizerVariant("vavae", ("model.vf.teacher=detok:{teacher}", "model.vf.teacher_dim={teacher_dim}"),
+                         tokenizer="vavae-fmnist32", generators=PEER_GENERATORS,
+                         paper={"MAR-B": 16.66, "SiT-B": 4.33, "LightningDiT-B": 2.86}),
+        TokenizerVariant("cnn-baseline", ("model.corruption.noise_gamma=0",), tokenizer="cnn-fmnist32",
+                         generators=PEER_GENERATORS, paper={"MAR-B": 3.71, "SiT-B": 6.26, "LightningDiT-B": 3.98}),
+    ),
 }  # fmt: skip
+
+
+# Suites whose every cell is also scored by a second, independently trained evaluator (another architecture and
+# seed): tokenizers aligned to a teacher could otherwise win by matching one classifier's features.
+SECOND_EVALUATOR = {"peers": "reference-resnet"}
 
 
 @dataclass(frozen=True)
@@ -181,6 +219,8 @@ class Budget:
     rasterar_vq_images: PositiveInt = 16_000
     rasterar_vq_sampling: tuple[str, ...] = ()
     finetune_images: PositiveInt = 8_000
+    teacher: str = "mae-teacher-fmnist32"  # the offline teacher of suites whose variants name `{teacher}`
+    teacher_images: PositiveInt = 64_000
     search_cfgs: tuple[float, ...] = (1.5, 3.0)
     no_cfg_num: NonNegativeInt = 2_000  # samples scored without guidance (the paper's "w/o CFG" columns); 0: off
     no_cfg_temperatures: tuple[float, ...] = (0.9, 1.0, 1.1)  # swept without guidance for the AR generators only
@@ -252,6 +292,8 @@ BUDGETS = {
         rasterar_sampling=("diffloss.sample_steps=2",),
         randomar_vq="randomar-vq-fmnist32-tiny",
         randomar_vq_images=16,
+        teacher="mae-teacher-fmnist32-tiny",
+        teacher_images=16,
         rasterar_vq="rasterar-vq-fmnist32-tiny",
         rasterar_vq_images=16,
         tiny_twins=True,
@@ -312,6 +354,30 @@ def _interrupted_seconds(attempt: Path) -> float:
     return record.get("earlier_seconds", 0.0) + max(0.0, last - record["started"])
 
 
+def _fill(override: str, ctx: dict) -> str:
+    """An override with the suite's teacher filled in: `{teacher}` its folder, `{teacher_dim}` its feature width."""
+    if "{teacher" in override and "teacher" not in ctx:
+        raise ValueError(f"{override!r} names the suite's teacher, but this suite trains none")
+    return override.replace("{teacher}", str(ctx.get("teacher"))).replace("{teacher_dim}", str(ctx.get("teacher_dim")))
+
+
+def _teacher_step(budget: Budget, work_dir: Path, ctx: dict) -> dict:
+    """Train the suite's offline teacher once in `work_dir/teacher` (label-free; its linear probe is recorded)."""
+    from detok.checkpoint import read_model_config
+    from detok.training.teacher import PROBE_FILE, default_run_config, train_teacher
+
+    run = work_dir / "teacher"
+    overrides = [f"train.images={budget.teacher_images}", *(f"data.{o}" for o in budget.data), *budget.train]
+
+    def train() -> dict:
+        train_teacher(apply_overrides(default_run_config(budget.teacher), overrides), run)
+        return {"overrides": overrides, "probe": json.loads((run / PROBE_FILE).read_text())}
+
+    done = _step(run / "done.json", {"preset": budget.teacher, "overrides": overrides}, train, ctx["log"])
+    ctx["teacher"], ctx["teacher_dim"] = run, read_model_config(run)[1].enc_width
+    return done
+
+
 def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell: Path, ctx: dict) -> dict:
     from detok.eval.recon import evaluate_reconstruction
     from detok.latents import cache_latents, compute_latent_stats, store_latent_stats
@@ -335,13 +401,25 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
         return train
 
     images = variant.tokenizer_scale * budget.tokenizer_images
-    overrides = [*variant.overrides, f"train.images={images}", *common]
+    variant_overrides = [_fill(o, ctx) for o in variant.overrides]
+    overrides = [*variant_overrides, f"train.images={images}", *common]
     base_dir = cell.parent / f"{variant.finetune_from}-seed{seed}" / "tokenizer" if variant.finetune_from else tok_dir
-    spec = {"preset": preset, "overrides": overrides, "stats_images": budget.stats_images}
-    trained = _step(base_dir / "done.json", spec, trainer(base_dir, overrides), log)
-    result = {"train": trained}
+    if variant.stages:  # one run per stage, each from the previous one's weights; the last is the tokenizer
+        result, previous = {"stages": []}, None
+        for i, (share, extra) in enumerate(variant.stages):
+            run = tok_dir if i == len(variant.stages) - 1 else cell / f"stage{i + 1}"
+            stage = [*overrides, *map(lambda o: _fill(o, ctx), extra), f"train.images={max(1, round(share * images))}"]
+            stage += [f"init_from={previous}"] if previous is not None else []
+            spec = {"preset": preset, "overrides": stage, "stats_images": budget.stats_images}
+            result["stages"].append(_step(run / "done.json", spec, trainer(run, stage), log))
+            previous = run
+        result["train"] = result["stages"][-1]
+    else:
+        spec = {"preset": preset, "overrides": overrides, "stats_images": budget.stats_images}
+        result = {"train": _step(base_dir / "done.json", spec, trainer(base_dir, overrides), log)}
+    trained = result["train"]
     if variant.finetune_from:
-        ft = [*variant.overrides, f"init_from={base_dir}", "decoder_finetune=true"]
+        ft = [*variant_overrides, f"init_from={base_dir}", "decoder_finetune=true"]
         ft += [f"train.images={budget.finetune_images}", *common]
         spec = {"preset": preset, "overrides": ft, "stats_images": budget.stats_images}
         result = {"base": trained, "train": _step(tok_dir / "done.json", spec, trainer(tok_dir, ft), log)}
@@ -353,6 +431,15 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
 
     spec = {"images": budget.recon_images, "evaluator": ctx["extractor"].name}
     metrics = _step(cell / "recon" / "done.json", spec, recon, log)
+    if ctx.get("second") is not None:  # the same reconstructions in the second evaluator's features
+
+        def recon_second() -> dict:
+            tok, test = load_tokenizer(tok_dir, device), build_dataset(data, "test")
+            extractor = ctx["second"][0]
+            return evaluate_reconstruction(tok, test, 256, budget.recon_images, device, False, extractor=extractor)
+
+        spec = {"images": budget.recon_images, "evaluator": ctx["second"][0].name}
+        metrics["second"] = _step(cell / "recon-2" / "done.json", spec, recon_second, log)
 
     def cache() -> dict:
         tok = load_tokenizer(tok_dir, device)
@@ -411,7 +498,33 @@ def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict) -> dict:
     if budget.no_cfg_num:  # a finished evaluation from before the no-CFG columns keeps its spec (and is reused)
         spec["no_cfg"] = [budget.no_cfg_num, budget.no_cfg_temperatures if name in AR_GENERATORS else ()]
     evaluated = _step(run / "eval" / "done.json", spec, evaluate, log)
+    if ctx.get("second") is not None:
+        evaluated["second"] = _step(
+            run / "eval-2" / "done.json",
+            {"evaluator": ctx["second"][0].name, "reference": ctx["second"][1].source},
+            lambda: _rescore(run / "eval", evaluated, *ctx["second"]),
+            log,
+        )
     return {"train": trained, "eval": evaluated}
+
+
+def _rescore(eval_dir: Path, evaluated: dict, extractor, ref) -> dict:
+    """The final (best-CFG) samples and the no-CFG samples of a generator evaluation, scored again by another
+    evaluator: the same images, so a ranking that changes is the evaluator's doing. The CFG scale stays the one the
+    first evaluator chose (the search is not redone)."""
+    import numpy as np
+
+    from detok.eval.generation import score_images
+
+    out = {}
+    for key in ("final", "no_cfg"):
+        row = evaluated.get(key)
+        if not row or not row.get("samples"):
+            continue
+        with np.load(eval_dir / row["samples"]) as f:
+            images, labels = f["images"], (f["labels"] if "labels" in f.files else None)
+        out[key] = {"cfg": row.get("cfg"), **score_images(images, extractor, ref, progress=False, labels=labels)}
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -427,8 +540,11 @@ def run_suite(
     evaluator: str = "reference",
     command: str = "",
     log: Callable[[str], None] = print,
+    second_evaluator: str | None = None,
 ) -> dict:
     """Run (or resume) every cell of `suite` under `budget`; write the results table after each cell.
+
+    `second_evaluator` replaces the suite's own independent evaluator (SECOND_EVALUATOR), for suites that have one.
 
     Returns the results record also written to `out_dir/results.json`.
     """
@@ -443,6 +559,11 @@ def run_suite(
     extractor = build_extractor(evaluator, device, data.name)
     ref = reference_set(extractor, build_dataset(data, "train"), dataset_key(data, "train"))
     ctx = {"data": data, "device": device, "extractor": extractor, "ref": ref, "log": log}
+    if second_evaluator is not None and suite not in SECOND_EVALUATOR:
+        raise ValueError(f"the {suite} suite has no second evaluator; only {', '.join(SECOND_EVALUATOR)} do")
+    if suite in SECOND_EVALUATOR:
+        second = build_extractor(second_evaluator or SECOND_EVALUATOR[suite], device, data.name)
+        ctx["second"] = (second, reference_set(second, build_dataset(data, "train"), dataset_key(data, "train")))
     record = {
         "suite": suite,
         "budget": to_dict(budget),
@@ -451,8 +572,12 @@ def run_suite(
         "command": command,
         "environment": environment(),
         "planned_cells": sum(len(v.seeds) for v in SUITES[suite]),
+        "second_evaluator": ctx["second"][0].name if "second" in ctx else None,
         "cells": [],
     }
+    named = [o for v in SUITES[suite] for o in (*v.overrides, *(x for _, extra in v.stages for x in extra))]
+    if any("{teacher" in o for o in named):
+        record["teacher"] = _teacher_step(budget, work_dir, ctx)
     for variant in SUITES[suite]:
         for seed in (s + budget.seed_offset for s in variant.seeds):
             cell = work_dir / f"{variant.name}-seed{seed}"

@@ -110,7 +110,35 @@ def summarize(record: dict) -> list[dict]:
             row.setdefault(f"{g}_fid_no_cfg", [])
             if g in cell and cell[g]["eval"].get("no_cfg"):
                 row[f"{g}_fid_no_cfg"].append(cell[g]["eval"]["no_cfg"]["fid"])
+            second = cell[g]["eval"].get("second", {}).get("final") if g in cell else None
+            for key in ("fid", "class_consistency"):
+                row.setdefault(f"{g}_{key}_2", [])
+                if second is not None:
+                    row[f"{g}_{key}_2"].append(second.get(key))
+        if "second" in recon:
+            row.setdefault("rfid_2", []).append(recon["second"].get("rfid"))
     return list(rows.values())
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def rank_agreement(rows: list[dict], first: str, second: str) -> float | None:
+    """Kendall's τ between the tokenizers' orders under two columns of per-seed values (row[first], row[second],
+    compared by their means); None with fewer than two tokenizers scored by both. 1: the same ranking."""
+    pairs = [(_mean(r.get(first, [])), _mean(r.get(second, []))) for r in rows]
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+    if len(pairs) < 2:
+        return None
+    score = total = 0
+    for i in range(len(pairs)):
+        for j in range(i + 1, len(pairs)):
+            da, db = pairs[i][0] - pairs[j][0], pairs[i][1] - pairs[j][1]
+            score += (da * db > 0) - (da * db < 0)
+            total += 1
+    return score / total
 
 
 def _intro(record: dict) -> list[str]:
@@ -139,6 +167,36 @@ def _intro(record: dict) -> list[str]:
         f"reported on {budget['final_num']} fresh samples",
     ]
     return lines
+
+
+def _second_evaluator_blocks(record: dict, rows: list[dict], gens: list[str]) -> list:
+    """The table of the second evaluator (same reconstructions and samples, another classifier's features) and
+    whether it ranks the tokenizers as the first does (Kendall's τ per column)."""
+    from detok.eval.document import Table
+
+    if not record.get("second_evaluator"):
+        return []
+    header = [
+        "Tokenizer",
+        "rFID",
+        *(f"{GENERATORS[g]} gFID" for g in gens),
+        *(f"{GENERATORS[g]} class cons." for g in gens),
+    ]
+    body = [
+        [r["variant"], _spread([v for v in r.get("rfid_2", []) if v is not None], ".2f")]
+        + [_spread([v for v in r[f"{g}_fid_2"] if v is not None], ".2f") for g in gens]
+        + [_spread([v for v in r[f"{g}_class_consistency_2"] if v is not None], ".3f") for g in gens]
+        for r in rows
+    ]
+    taus = [("rFID", rank_agreement(rows, "rfid", "rfid_2"))]
+    taus += [(f"{GENERATORS[g]} gFID", rank_agreement(rows, f"{g}_fid", f"{g}_fid_2")) for g in gens]
+    agreement = ", ".join(f"{name} {tau:+.2f}" for name, tau in taus if tau is not None) or "—"
+    return [
+        f"Second evaluator, {record['second_evaluator']} (another architecture and seed; the same reconstructions "
+        "and the same final samples, at the CFG scale the first evaluator chose):",
+        Table(header, body),
+        f"Rank agreement between the two evaluators (Kendall's τ over the tokenizers; 1 = same order): {agreement}.",
+    ]
 
 
 def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
@@ -178,6 +236,7 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
     blocks = [
         Table(header, main),
         Table(["Tokenizer", "generator", "CFG", "IS", "precision", "recall", "class consistency"], details),
+        *_second_evaluator_blocks(record, rows, gens),
         "Per cell (run directories keep checkpoints and the samples as .npz):",
         *cells,
     ]

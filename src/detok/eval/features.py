@@ -166,7 +166,8 @@ def build_extractor(spec: str, device: str | torch.device = "cpu", dataset: str 
     if kind == "reference":
         return ReferenceExtractor.from_folder(path or default_reference_dir(dataset), device)
     if kind == "reference-resnet":  # the second, independently trained evaluator (a ResNet, seed 1)
-        default_reference_dir(dataset)  # the same datasets
+        if not path:
+            default_reference_dir(dataset)  # the shipped one is for the same datasets
         return ReferenceExtractor.from_folder(path or shipped_evaluator_dir("reference-resnet-fmnist32"), device)
     if kind == "inception":
         return InceptionExtractor(path or None, device)

@@ -355,3 +355,19 @@ _register_pair(
     "to DINOv2-L (1×1 projection, margins m1 = 0.5, m2 = 0.25, adaptive weight 0.1·‖∇nll‖ / (‖∇vf‖ + 1e-4) at the "
     "encoder's last layer), no latent noise. The run recipe is the CNN family's (GAN after 20% of training).",
 )
+_register_pair(
+    "vavae-fmnist32",
+    lambda: CNNTokenizerConfig(
+        image_size=32,
+        channels=1,
+        latent_channels=8,
+        base_channels=32,
+        channel_mults=(1, 2, 2),
+        res_blocks=1,
+        corruption=CorruptionConfig(mask_max=0.0, mask_min=0.0, noise_gamma=0.0),
+        vf=VFConfig(teacher="detok:mae-teacher-fmnist32", teacher_dim=192),
+    ),
+    "VA-VAE at Fashion-MNIST-32: cnn-fmnist32's architecture and 8×8×8 latents (so it compares cell for cell with "
+    "the CNN baseline; VA-VAE's own point, a wider latent, is the paper preset's), the VF loss to the offline MAE "
+    "teacher's 192-d patch features (label-free; `detok teacher train --preset mae-teacher-fmnist32`), no noise.",
+)

@@ -374,3 +374,19 @@ _register_pair(
     "default 40,000 training images take 7–9 minutes and reach 23.6 dB test PSNR; the README demo trains "
     "32,000 (22.9 dB) to leave room for its generator (docs/results.md); γ=3, M=0.7 as in the paper.",
 )
+
+
+# The offline, label-free teacher detok trains itself (`detok teacher train --preset mae-teacher-fmnist32`; its
+# default cache folder): 192-d patch features on the same 8×8 grid as the tokenizer's.
+OFFLINE_TEACHER = "detok:mae-teacher-fmnist32"
+
+_register_pair(
+    "detok-fmnist32-distill",
+    lambda: dataclasses.replace(
+        _fmnist32(), distill=DistillConfig(teacher=OFFLINE_TEACHER, teacher_dim=192, hidden=512)
+    ),
+    "detok-fmnist32 with App. A.4's distillation scaled to it: projector Linear(8, 512) → SiLU → Linear(512, 512) → "
+    "SiLU → Linear(512, 192) on the noised latents (the paper's 16 → 2048 → 2048 → 768 with the hidden width cut "
+    "to fit 2 CPU cores), 1 − cos to the offline MAE teacher's patch features (never a label-trained network), "
+    "weight 1.0.",
+)
