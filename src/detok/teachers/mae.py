@@ -330,6 +330,10 @@ def load_teacher(folder: str | Path, channels: int, image_size: int, allow_super
 
     path = _resolve(folder)
     if not (path / "config.json").is_file():
+        from detok.registry import list_models
+
+        if str(folder) in list_models(kind="teacher"):  # a preset's default folder, not trained yet
+            raise FileNotFoundError(f"teacher {folder} is not trained yet: run `detok teacher train --preset {folder}`")
         raise FileNotFoundError(
             f"no teacher at {folder}: train one with `detok teacher train --preset mae-teacher-fmnist32 --out {folder}`"
         )
