@@ -260,7 +260,7 @@ def _spawn(out: Path, npz: Path) -> subprocess.Popen:
 
 
 def _comparable(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("time", "img_per_s")} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("time", "img_per_s", "data_wait")} for r in records]
 
 
 def test_kill_9_between_checkpoints_then_rerun_gives_the_uninterrupted_log(tmp_path, npz):

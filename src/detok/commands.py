@@ -165,15 +165,15 @@ def tokenizer_stats(args: argparse.Namespace) -> int:
 
 
 def latents_cache(args: argparse.Namespace) -> int:
+    from detok import dist
     from detok.checkpoint import load_tokenizer
     from detok.data import build_dataset
     from detok.latents import cache_latents
-    from detok.runtime import resolve_device, set_threads
 
-    set_threads(args.threads)
-    device = resolve_device(args.device)
+    device = _start_processes(args)
     tok = load_tokenizer(args.tokenizer, device)
-    dataset = build_dataset(_data_for(args.tokenizer, tok, args.set), args.split)
+    data = _data_for(args.tokenizer, tok, args.set)
+    dataset = build_dataset(data, args.split)
     out = cache_latents(
         tok,
         dataset,
@@ -183,10 +183,27 @@ def latents_cache(args: argparse.Namespace) -> int:
         args.shard_size,
         max_images=args.max_images,
         dtype=args.dtype,
+        workers=data.workers,
+        prefetch=data.prefetch,
     )
     count = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
-    print(f"cached {count} latents (and their flips) in {out}")
+    dist.print0(f"cached {count} latents (and their flips) in {out}")
     return 0
+
+
+def _start_processes(args: argparse.Namespace):
+    """The device of this process, after joining the process group if launched by torchrun (left at exit)."""
+    import atexit
+
+    from detok import dist
+    from detok.runtime import resolve_device, set_threads
+
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    dist.init(device)
+    if dist.is_distributed():
+        atexit.register(dist.cleanup)
+    return device
 
 
 def generator_train(args: argparse.Namespace) -> int:
@@ -204,12 +221,11 @@ def _parse_interval(text: str) -> tuple[float, float]:
 
 
 def generator_sample(args: argparse.Namespace) -> int:
+    from detok import dist
     from detok.checkpoint import load_generator, load_tokenizer, read_model_config
     from detok.generate import npz_path, sample_to_file, with_sampling_settings
-    from detok.runtime import resolve_device, set_threads
 
-    set_threads(args.threads)
-    device = resolve_device(args.device)
+    device = _start_processes(args)
     model = load_generator(args.run, device)
     model = with_sampling_settings(model, args.set or [])  # e.g. model.flow.sample_steps=100
     tokenizer_path = args.tokenizer or read_model_config(args.run)[2].get("tokenizer")
@@ -217,7 +233,7 @@ def generator_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.run} does not record its tokenizer; pass --tokenizer")
     tok = load_tokenizer(tokenizer_path, device)
     path = npz_path(args.out)
-    images, _ = sample_to_file(  # resumable: rerunning an interrupted command keeps the finished batches
+    sample_to_file(  # resumable: a rerun keeps the finished parts; under torchrun the processes share the parts
         path,
         model,
         tok,
@@ -229,7 +245,7 @@ def generator_sample(args: argparse.Namespace) -> int:
         temperature=args.temperature,
     )
     settings = {"cfg": args.cfg, "cfg_interval": args.cfg_interval, "temperature": args.temperature}
-    print(json.dumps({"samples": str(path), "num": len(images), "seed": args.seed, **settings}))
+    dist.print0(json.dumps({"samples": str(path), "num": args.num, "seed": args.seed, **settings}))
     return 0
 
 
@@ -282,25 +298,32 @@ def _parse_floats(text: str, what: str) -> tuple[float, ...]:
 
 
 def _reference_for(args: argparse.Namespace, extractor, data):
-    """Real-data statistics: a published ADM .npz (--ref-stats) or the cached features of the dataset split."""
+    """Real-data statistics: a published ADM .npz (--ref-stats) or the cached features of the dataset split (under
+    torchrun computed and cached by rank 0 first, then read by the others)."""
+    from detok import dist
     from detok.data import build_dataset
     from detok.eval.features import dataset_key, load_adm_stats, reference_set
 
     if args.ref_stats:
         return load_adm_stats(args.ref_stats)
     key = dataset_key(data, args.ref_split)
-    return reference_set(extractor, build_dataset(data, args.ref_split), key, args.ref_images)
+    ref = None
+    if dist.is_main():
+        ref = reference_set(extractor, build_dataset(data, args.ref_split), key, args.ref_images)
+    dist.barrier()
+    if ref is None:
+        ref = reference_set(extractor, build_dataset(data, args.ref_split), key, args.ref_images, progress=False)
+    return ref
 
 
 def eval_generation(args: argparse.Namespace) -> int:
+    from detok import dist
     from detok.checkpoint import load_generator, load_tokenizer, read_model_config
     from detok.eval.features import build_extractor
     from detok.eval.generation import GenerationEvalConfig, evaluate_generation
     from detok.generate import with_sampling_settings
-    from detok.runtime import resolve_device, set_threads
 
-    set_threads(args.threads)
-    device = resolve_device(args.device)
+    device = _start_processes(args)
     cfg = GenerationEvalConfig(
         cfg_scales=_parse_floats(args.cfg, "--cfg"),
         num=args.num,
@@ -322,6 +345,8 @@ def eval_generation(args: argparse.Namespace) -> int:
     ref = _reference_for(args, extractor, data)
     out = Path(args.out or Path(args.run) / "eval")
     record = evaluate_generation(model, tok, extractor, ref, out, cfg)
+    if not dist.is_main():
+        return 0
     _print_generation_table(record)
     try:
         from detok.eval.report import plot_fid_vs_cfg

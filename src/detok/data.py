@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from detok.config import ConfigError, PositiveInt, check_fields
+from detok.config import ConfigError, NonNegativeInt, PositiveInt, check_fields
 
 DEBIAN_FMNIST = "/usr/share/datasets/fashion-mnist"
 FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -53,10 +53,21 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 # Image folders up to this many files are decoded once before training when `verify` is left at None
 # (~1–2 ms per small PNG/JPEG on one core: ≤ ~40 s); larger folders are scanned only with verify=true.
 VERIFY_AUTO_MAX_IMAGES = 20_000
+# With skip_bad_files, an unreadable image is replaced by the next readable one in folder order; this many unreadable
+# files in a row mean the folder itself is unreadable (a dead mount), not a few damaged files.
+MAX_CONSECUTIVE_BAD_FILES = 64
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not where they were looked for; the message says how to get them."""
+
+
+class UnreadableImageError(ValueError):
+    """An image file that cannot be decoded (truncated, not an image, unreadable); the message names it."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path, self.reason = str(path), reason
 
 
 @dataclass(frozen=True)
@@ -69,11 +80,19 @@ class DataConfig:
             "center-crop" (crop to a square, then resize) or "adm-center-crop" (ADM's `center_crop_arr`, the
             ImageNet preprocessing of DiT, SiT, MAR and LightningDiT: halve with a box filter while the shorter side
             is at least twice the target, resize it to the target with bicubic interpolation, centre crop).
+        pad_to: with resize="pad", pad to this size first, then resize to `image_size`: Fashion-MNIST at 64 px in the
+            framing of the 32-px runs (28 px padded to 32, then doubled: App. A.3's analogue, detok-fmnist64).
         hflip: random horizontal flips in `get_batch` (training augmentation).
         download: fetch Fashion-MNIST from its canonical address when it is not found locally (checked against
             the published MD5 sums).
         verify: decode every image of an image folder when the dataset is built, so an unreadable file stops
             the run before training; None does so for folders of up to VERIFY_AUTO_MAX_IMAGES images.
+        workers: image folders only: processes that decode and preprocess training batches ahead of the loop
+            (`torch.utils.data` workers, `detok.loader`); 0 decodes in the training process. Batches, their order
+            and flips are the same for every value.
+        prefetch: batches each worker prepares ahead (the DataLoader's `prefetch_factor`).
+        skip_bad_files: replace an unreadable image file by the next readable one in folder order, and list it in
+            the run's log, instead of stopping the run at it.
     """
 
     name: Literal["fashion-mnist", "image-folder", "cifar10", "npz"] = "fashion-mnist"
@@ -81,14 +100,20 @@ class DataConfig:
     image_size: PositiveInt = 32
     channels: PositiveInt = 1
     resize: Literal["pad", "resize", "center-crop", "adm-center-crop"] = "pad"
+    pad_to: PositiveInt | None = None
     hflip: bool = False
     download: bool = False
     verify: bool | None = None
+    workers: NonNegativeInt = 0
+    prefetch: PositiveInt = 2
+    skip_bad_files: bool = False
 
     def __post_init__(self):
         check_fields(self)
         if self.channels not in (1, 3):
             raise ConfigError("channels", f"must be 1 or 3, got {self.channels}")
+        if self.pad_to is not None and self.resize != "pad":
+            raise ConfigError("pad_to", f"pads before resizing with resize=pad only, not resize={self.resize}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,8 +144,9 @@ def adm_center_crop(image, size: int) -> np.ndarray:
     return arr[top : top + size, left : left + size]
 
 
-def _fit(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
-    """Bring uint8 images (N, C, H, W) to (N, C, size, size) by padding, cropping and/or resizing."""
+def _fit(x: torch.Tensor, size: int, mode: str, pad_to: int | None = None) -> torch.Tensor:
+    """Bring uint8 images (N, C, H, W) to (N, C, size, size) by padding (to `pad_to`, if given), cropping and/or
+    resizing."""
     if mode == "adm-center-crop":  # one PIL image at a time, exactly as ADM's loader does
         from PIL import Image
 
@@ -131,7 +157,7 @@ def _fit(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
         return torch.stack(out).permute(0, 3, 1, 2).contiguous()  # (N, C, size, size)
     h, w = x.shape[-2:]
     if mode == "pad":
-        ph, pw = max(0, size - h), max(0, size - w)
+        ph, pw = max(0, (pad_to or size) - h), max(0, (pad_to or size) - w)
         x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
     elif mode == "center-crop":
         s = min(h, w)
@@ -195,11 +221,47 @@ class TensorImageDataset:
         return x[0], int(y[0])
 
 
+def image_classes(root: Path) -> list[str]:
+    """The class folders of an image folder, sorted by name (labels are indices into this list)."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    loose = 0 if classes else sum(1 for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if loose:
+        raise DatasetNotFoundError(
+            f"{root} holds {loose} images but no class subfolders: an image folder is laid out as "
+            f"{root}/<class>/<image> (ImageNet: train/<wnid>/*.JPEG; its validation images come in one flat folder "
+            "and must first be sorted into <wnid>/ folders)"
+        )
+    return classes
+
+
+def check_same_classes(train_root: Path, eval_root: Path) -> None:
+    """Refuse an evaluation folder whose class folders differ from the training folder's: labels index the sorted
+    class names, so one missing class would shift every label after it."""
+    train, other = image_classes(train_root), image_classes(eval_root)
+    if train == other:
+        return
+    only_train, only_other = sorted(set(train) - set(other)), sorted(set(other) - set(train))
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+    parts = [f"{len(only_train)} in {train_root.name}/ only ({listed(only_train)})"] if only_train else []
+    parts += [f"{len(only_other)} in {eval_root.name}/ only ({listed(only_other)})"] if only_other else []
+    raise ValueError(
+        f"the class folders of {eval_root} and {train_root} differ: {'; '.join(parts)}. Labels are indices into the "
+        "sorted class names, so they would not mean the same classes; give both splits the same class folders"
+    )
+
+
 class ImageFolderDataset(TensorImageDataset):
-    """`root/<class>/<image>` files, decoded lazily with PIL; classes sorted by name."""
+    """`root/<class>/<image>` files, decoded lazily with PIL; classes sorted by name.
+
+    With `skip_bad_files`, an unreadable file is replaced by the next readable one in folder order (so a batch keeps
+    its size and the data order stays a function of the step); `load_batch` returns what it replaced.
+    """
 
     def __init__(self, root: Path, cfg: DataConfig):
-        classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+        classes = image_classes(root)
         files, labels = [], []
         for label, name in enumerate(classes):
             for f in sorted((root / name).rglob("*")):
@@ -217,16 +279,25 @@ class ImageFolderDataset(TensorImageDataset):
             self.verify()
 
     def verify(self) -> None:
-        """Decode every image once; the first unreadable one raises, naming the file and how many were bad."""
+        """Decode every image once; the first unreadable one raises, naming the file and how many were bad (with
+        `skip_bad_files` they are listed in a warning instead)."""
         bad = []
         for i in range(len(self.files)):
             try:
                 self._load(i)
-            except ValueError as e:
+            except UnreadableImageError as e:
                 bad.append(str(e))
-        if bad:
+        if bad and self.cfg.skip_bad_files:
+            listed = "; ".join(bad[:20]) + (f"; and {len(bad) - 20} more" if len(bad) > 20 else "")
+            warnings.warn(
+                f"{len(bad)} unreadable images will be skipped (data.skip_bad_files=true): {listed}", stacklevel=3
+            )
+        elif bad:
             more = f" (and {len(bad) - 1} more unreadable images)" if len(bad) > 1 else ""
-            raise ValueError(f"{bad[0]}{more}; remove or replace it, or set data.verify=false to find out later")
+            raise ValueError(
+                f"{bad[0]}{more}; remove or replace it, set data.skip_bad_files=true to skip such files, or set "
+                "data.verify=false to find out later"
+            )
 
     def __len__(self) -> int:
         return len(self.files)
@@ -242,16 +313,49 @@ class ImageFolderDataset(TensorImageDataset):
                     arr = adm_center_crop(im, self.cfg.image_size)
                 else:
                     arr = np.asarray(im, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, ValueError) as e:
-            raise ValueError(f"cannot read image {path}: {e}") from e
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+            raise UnreadableImageError(path, str(e)) from e
         x = torch.from_numpy(arr.copy()).view(1, *arr.shape[:2], -1).permute(0, 3, 1, 2)  # (1, C, H, W)
-        return _fit(x, self.cfg.image_size, self.cfg.resize)[0]
+        return _fit(x, self.cfg.image_size, self.cfg.resize, self.cfg.pad_to)[0]
+
+    def load_batch(
+        self, indices: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]:
+        """Decoded images (B, C, H, W) uint8, flipped (if enabled) from `generator`, and labels (B,).
+
+        Returns also the (file, reason) of each unreadable image replaced under `skip_bad_files`; without it the
+        first unreadable image raises `UnreadableImageError`.
+        """
+        images, labels, skipped = [], [], []
+        for i in indices.tolist():
+            j = i
+            for _ in range(MAX_CONSECUTIVE_BAD_FILES):
+                try:
+                    images.append(self._load(j))
+                    break
+                except UnreadableImageError as e:
+                    if not self.cfg.skip_bad_files:
+                        raise
+                    skipped.append((e.path, e.reason))
+                    j = (j + 1) % len(self.files)
+            else:
+                raise UnreadableImageError(
+                    self.files[i], f"it and the {MAX_CONSECUTIVE_BAD_FILES - 1} files after it are all unreadable"
+                )
+            labels.append(int(self.labels[j]))
+        x = torch.stack(images)  # (B, C, H, W) uint8
+        if self.hflip:  # the draw of `_to_unit_range`, so both give the same flips
+            flip = torch.rand(len(x), generator=generator) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        return x, torch.tensor(labels, dtype=torch.int64), skipped
 
     def get_batch(
         self, indices: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        images = torch.stack([self._load(int(i)) for i in indices])  # (B, C, H, W) uint8
-        return _to_unit_range(images, self.hflip, generator), self.labels[indices]
+        x, y, skipped = self.load_batch(indices, generator)
+        for path, reason in skipped:
+            warnings.warn(f"skipped unreadable image {path} ({reason}): data.skip_bad_files=true", stacklevel=2)
+        return _to_unit_range(x, False, None), y
 
 
 def _read_idx(path: Path, expect_magic: int) -> np.ndarray:
@@ -339,7 +443,7 @@ def _load_fmnist(cfg: DataConfig, split: str) -> TensorImageDataset:
     img_name, lbl_name = FMNIST_FILES[split]
     images = torch.from_numpy(_read_idx(folder / img_name, 0x803).copy()).unsqueeze(1)  # (N, 1, 28, 28)
     labels = torch.from_numpy(_check_labels(_read_idx(folder / lbl_name, 0x801), len(images), str(folder / lbl_name)))
-    images = _to_channels(_fit(images, cfg.image_size, cfg.resize), cfg.channels)
+    images = _to_channels(_fit(images, cfg.image_size, cfg.resize, cfg.pad_to), cfg.channels)
     return TensorImageDataset(images.contiguous(), labels, FMNIST_CLASSES, cfg.hflip)
 
 
@@ -408,7 +512,8 @@ def _load_cifar10(cfg: DataConfig, split: str) -> TensorImageDataset:
     classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(b"label_names", [])]
     if not classes or max(int(y.max()) for y in ys if len(y)) >= len(classes):
         raise ValueError(f"{root / 'batches.meta'} names {len(classes)} classes, fewer than the labels use")
-    images = _to_channels(_fit(torch.from_numpy(np.concatenate(xs)), cfg.image_size, cfg.resize), cfg.channels)
+    images = torch.from_numpy(np.concatenate(xs))
+    images = _to_channels(_fit(images, cfg.image_size, cfg.resize, cfg.pad_to), cfg.channels)
     return TensorImageDataset(images.contiguous(), torch.from_numpy(np.concatenate(ys)), classes, cfg.hflip)
 
 
@@ -443,7 +548,8 @@ def _load_npz(cfg: DataConfig, split: str) -> TensorImageDataset:
         images = images.transpose(0, 3, 1, 2)
     elif not (images.ndim == 4 and images.shape[1] in (1, 3)):
         raise ValueError(f"{cfg.root}: cannot tell the channel axis of images shaped {images.shape}")
-    x = _to_channels(_fit(torch.from_numpy(np.ascontiguousarray(images)), cfg.image_size, cfg.resize), cfg.channels)
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = _to_channels(_fit(x, cfg.image_size, cfg.resize, cfg.pad_to), cfg.channels)
     num_classes = int(labels.max()) + 1 if len(labels) else 1
     return TensorImageDataset(x.contiguous(), torch.from_numpy(labels), [str(i) for i in range(num_classes)], cfg.hflip)
 
@@ -472,6 +578,8 @@ def build_dataset(cfg: DataConfig, split: str = "train") -> TensorImageDataset:
         root = Path(cfg.root)
         for sub in (split,) if split == "train" else (split, "val"):
             if (root / sub).is_dir():
+                if split == "test" and (root / "train").is_dir():
+                    check_same_classes(root / "train", root / sub)
                 root = root / sub
                 break
         else:

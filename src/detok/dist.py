@@ -63,6 +63,24 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return x / world_size()
 
 
+def gather_object(obj):
+    """[obj of rank 0, obj of rank 1, …] on rank 0, None elsewhere ([obj] in a single process)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size() if is_main() else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def broadcast_object(obj):
+    """Rank 0's `obj` on every rank (the others' argument is ignored)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def cleanup() -> None:
     if is_distributed():
         dist.destroy_process_group()

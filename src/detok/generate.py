@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from detok import dist
 from detok.checkpoint import weights_digest
 from detok.objectives.guidance import balanced_labels, check_interval
 from detok.runlog import save_grid, to_uint8
@@ -151,6 +152,15 @@ def sample_to_file(
     `kwargs` go to `sample_images` (cfg_scale, cfg_interval, temperature). Each part records what made it (the
     arguments, the generator's config and both models' weights): a part left by a run with other settings is
     refused, never mixed in.
+
+    Under torchrun each process samples its share, the parts K ≡ rank (mod world size), with the labels and batch
+    seeds of the whole set, so the parts are those a single process makes; rank 0 then joins them into `path` (the
+    folder must be shared by all processes). Parts do not depend on the number of processes: a run may be resumed
+    with another.
+
+    Returns:
+        the images and labels this process sampled, in order: the whole set in a single process, the positions
+        `share_indices(num, batch_size * chunk_batches, rank, world)` of it under torchrun.
     """
     path = npz_path(path)
     if batch_size <= 0 or chunk_batches <= 0:
@@ -159,40 +169,60 @@ def sample_to_file(
     chunk = batch_size * chunk_batches
     made_by = sampling_record(generator_model, tokenizer, num, batch_size, seed, **kwargs)
     settings = json.dumps({**made_by, "chunk_batches": chunk_batches}, sort_keys=True, default=str)
-    images, parts = [], []
-    for k, start in enumerate(range(0, num, chunk)):
-        part = path.with_name(f"{path.stem}.part{k}.npz")
-        parts.append(part)
-        if part.is_file():
-            with np.load(part) as f:
-                if "settings" not in f.files or str(f["settings"]) != settings:
-                    raise ValueError(
-                        f"{part} was sampled with other settings or models than this run; delete "
-                        f"{path.stem}.part*.npz in {path.parent} to sample again"
-                    )
-                images.append(f["images"])
+    parts = [path.with_name(f"{path.stem}.part{k}.npz") for k in range(-(-num // chunk))]
+    mine = {}
+    for k in range(dist.rank(), len(parts), dist.world_size()):
+        start = k * chunk
+        if parts[k].is_file():
+            mine[k] = _read_part(parts[k], settings, path)
             continue
-        piece, _ = sample_images(
+        mine[k], _ = sample_images(
             generator_model,
             tokenizer,
             min(chunk, num - start),
             batch_size=batch_size,
             seed=seed,
             labels=labels[start : start + chunk],
-            progress=progress,
+            progress=progress and dist.is_main(),
             first_batch=start // batch_size,
             **kwargs,
         )
-        part.parent.mkdir(parents=True, exist_ok=True)
-        tmp = part.with_name(part.stem + ".tmp.npz")
-        np.savez(tmp, images=piece, settings=np.array(settings))
-        tmp.replace(part)  # a part exists only once complete
-        images.append(piece)
-    out = np.concatenate(images), labels.numpy()
-    save_samples(path, *out, made_by=json.dumps(made_by, sort_keys=True, default=str))
-    for part in parts:
-        part.unlink()
-    return out
+        parts[k].parent.mkdir(parents=True, exist_ok=True)
+        tmp = parts[k].with_name(parts[k].stem + ".tmp.npz")
+        np.savez(tmp, images=mine[k], settings=np.array(settings))
+        tmp.replace(parts[k])  # a part exists only once complete
+    dist.barrier()
+    if dist.is_main():
+        images = np.concatenate(
+            [mine[k] if k in mine else _read_part(part, settings, path) for k, part in enumerate(parts)]
+        )
+        save_samples(path, images, labels.numpy(), made_by=json.dumps(made_by, sort_keys=True, default=str))
+        del images
+        for part in parts:
+            part.unlink()
+    dist.barrier()
+    share = share_indices(num, chunk, dist.rank(), dist.world_size())
+    if not mine:  # more processes than parts
+        size, channels = tokenizer.config.image_size, tokenizer.config.channels
+        return np.zeros((0, size, size, channels), dtype=np.uint8), labels.numpy()[share]
+    return np.concatenate([mine[k] for k in sorted(mine)]), labels.numpy()[share]
+
+
+def share_indices(num: int, chunk: int, rank: int, world: int) -> np.ndarray:
+    """Positions, in a set of `num` samples cut into parts of `chunk`, of the parts K ≡ `rank` (mod `world`)."""
+    starts = range(rank * chunk, num, world * chunk)
+    return np.concatenate([np.arange(s, min(s + chunk, num)) for s in starts] or [np.zeros(0, dtype=np.int64)])
+
+
+def _read_part(part: Path, settings: str, path: Path) -> np.ndarray:
+    """The images of a kept part, after checking it was made with `settings`."""
+    with np.load(part) as f:
+        if "settings" not in f.files or str(f["settings"]) != settings:
+            raise ValueError(
+                f"{part} was sampled with other settings or models than this run; delete "
+                f"{path.stem}.part*.npz in {path.parent} to sample again"
+            )
+        return f["images"]
 
 
 def npz_path(path: str | Path) -> Path:

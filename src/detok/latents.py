@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from detok import dist
 from detok.checkpoint import (
     CONFIG_FILE,
     publish,
@@ -23,6 +24,7 @@ from detok.checkpoint import (
 )
 from detok.config import to_dict
 from detok.data import iter_batches
+from detok.loader import BatchPlan, image_batches
 
 
 @torch.no_grad()
@@ -83,6 +85,8 @@ def cache_latents(
     progress: bool = True,
     max_images: int | None = None,
     dtype: str = "float32",
+    workers: int = 0,
+    prefetch: int = 2,
 ) -> Path:
     """Encode every image of `dataset` and its horizontal flip into safetensors shards under `out_dir`.
 
@@ -94,11 +98,16 @@ def cache_latents(
     numbers. `max_images` caches only the first images of the split (a resumed cache must use the same value). What
     decides the shards (count, shard size, the tokenizer's weights) is recorded before the first shard, so a resumed
     cache made with another tokenizer is refused instead of mixed.
+
+    Under torchrun every process encodes its part: shard s is written by rank s mod world size (once, by one
+    process; the folder must be shared by all of them), and rank 0 writes `latents.json` when every shard exists. A
+    shard's batches are the same whoever encodes it, so the cache equals a single process's, and a resumed cache may
+    use another number of processes. An image folder with `workers` > 0 is decoded by that many worker processes
+    per rank (`detok.loader`), `prefetch` batches each ahead.
     """
     if getattr(dataset, "hflip", False):
         raise ValueError("cache_latents stores each image and its flip itself: build the dataset with hflip=False")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     if n <= 0:
         raise ValueError(f"nothing to cache: max_images={max_images}")
@@ -109,27 +118,36 @@ def cache_latents(
     spec = {"count": n, "shard_size": shard_size, "tokenizer_weights": weights_digest(tokenizer)}
     if dtype != "float32":  # caches made before the choice existed are float32 and keep their spec
         spec["dtype"] = dtype
-    if (out / CACHE_SPEC).is_file():
+    if (out / CACHE_SPEC).is_file():  # every rank checks, so a refusal stops them all alike
         made = json.loads((out / CACHE_SPEC).read_text())
         if made != spec:
             what = (
                 "another tokenizer" if made.get("tokenizer_weights") != spec["tokenizer_weights"] else "other settings"
             )
             raise ValueError(f"{out} holds (part of) a cache made with {what} ({made}); use a new --out or delete it")
-    else:
-        write_json(out / CACHE_SPEC, spec)
+    dist.barrier()  # nobody writes the spec before everyone has read the old one
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / CACHE_SPEC).is_file():
+            write_json(out / CACHE_SPEC, spec)
+    dist.barrier()
     num_shards = -(-n // shard_size)
+    rank, world = dist.rank(), dist.world_size()
+    mine = [s for s in range(rank, num_shards, world) if not _shard_path(out, s).exists()]
+    plans = (
+        BatchPlan(torch.arange(start, min(start + batch_size, (s + 1) * shard_size, n)))
+        for s in mine
+        for start in range(s * shard_size, min((s + 1) * shard_size, n), batch_size)
+    )
     tokenizer.eval()
     device = next(tokenizer.parameters()).device
-    for s in tqdm(range(num_shards), disable=not progress, desc="cache latents", unit="shard"):
-        path = out / f"shard-{s:05d}.safetensors"
-        if path.exists():
-            continue
+    batches = image_batches(dataset, plans, device, workers, prefetch)
+    for s in tqdm(mine, disable=not (progress and dist.is_main()), desc="cache latents", unit="shard"):
         parts: dict[str, list[torch.Tensor]] = {"latents": [], "latents_flip": [], "labels": []}
-        for start in range(s * shard_size, min((s + 1) * shard_size, n), batch_size):
-            idx = torch.arange(start, min(start + batch_size, (s + 1) * shard_size, n))
-            x, y = dataset.get_batch(idx)
-            x = x.to(device)
+        for _ in range(s * shard_size, min((s + 1) * shard_size, n), batch_size):
+            x, y, skipped = next(batches)
+            for path, reason in skipped:
+                print(f"skipped unreadable image {path} ({reason}): data.skip_bad_files=true", flush=True)
             with torch.no_grad():
                 for key, images in (("latents", x), ("latents_flip", x.flip(-1))):
                     z = tokenizer.encode(images).cpu()
@@ -138,22 +156,32 @@ def cache_latents(
         fd, tmp = tempfile.mkstemp(dir=out, prefix=".shard-")
         os.close(fd)
         save_file({k: torch.cat(v).contiguous() for k, v in parts.items()}, tmp)
-        publish(tmp, path)
-    cfg = tokenizer.config
-    meta = {
-        "tokenizer": tokenizer_path,
-        "count": n,
-        "shards": num_shards,
-        "latent_shape": list(tokenizer.latent_shape),
-        "token_layout": tokenizer.token_layout,
-        "layout": tokenizer.latent_layout.kind,
-        "dtype": dtype,
-        "num_classes": dataset.num_classes,
-        "latent_mean": None if cfg.latent_mean is None else list(cfg.latent_mean),
-        "latent_std": None if cfg.latent_std is None else list(cfg.latent_std),
-    }
-    write_json(out / CACHE_META, meta)
+        publish(tmp, _shard_path(out, s))
+    dist.barrier()
+    if dist.is_main():
+        missing = [_shard_path(out, s).name for s in range(num_shards) if not _shard_path(out, s).exists()]
+        if missing:
+            raise RuntimeError(f"{out}: shards {', '.join(missing[:5])} were not written; rerun to finish the cache")
+        cfg = tokenizer.config
+        meta = {
+            "tokenizer": tokenizer_path,
+            "count": n,
+            "shards": num_shards,
+            "latent_shape": list(tokenizer.latent_shape),
+            "token_layout": tokenizer.token_layout,
+            "layout": tokenizer.latent_layout.kind,
+            "dtype": dtype,
+            "num_classes": dataset.num_classes,
+            "latent_mean": None if cfg.latent_mean is None else list(cfg.latent_mean),
+            "latent_std": None if cfg.latent_std is None else list(cfg.latent_std),
+        }
+        write_json(out / CACHE_META, meta)
+    dist.barrier()
     return out
+
+
+def _shard_path(cache: Path, shard: int) -> Path:
+    return cache / f"shard-{shard:05d}.safetensors"
 
 
 class LatentDataset:
@@ -167,7 +195,7 @@ class LatentDataset:
     def __init__(self, cache_dir: str | Path, normalize: bool = True, in_memory: bool = True):
         cache = Path(cache_dir)
         self.meta = self.read_meta(cache)
-        paths = [cache / f"shard-{s:05d}.safetensors" for s in range(self.meta["shards"])]
+        paths = [_shard_path(cache, s) for s in range(self.meta["shards"])]
         self.num_classes = self.meta["num_classes"]
         if in_memory:
             shards = [read_weights(path) for path in paths]

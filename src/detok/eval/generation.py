@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from detok import dist
 from detok.checkpoint import write_json
 from detok.config import NonNegativeInt, PositiveFloat, PositiveInt, check_fields
 from detok.eval.features import FeatureExtractor, ReferenceSet, extract
@@ -41,11 +43,21 @@ def score_images(
     otherwise.
     """
     feats, probs = extract(extractor, images, batch_size, progress)
+    return score_features(feats, probs, ref, seed, labels, getattr(extractor, "dataset_classes", False))
+
+
+def score_features(
+    feats: np.ndarray,
+    probs: np.ndarray | None,
+    ref: ReferenceSet,
+    seed: int = 0,
+    labels: np.ndarray | None = None,
+    dataset_classes: bool = False,
+) -> dict:
+    """`score_images` from the extracted features (N, D) and probabilities (N, K) of the images."""
     mu, sigma = feature_stats(feats)
-    out: dict = {"num": len(images), "fid": frechet_distance(mu, sigma, ref.mu, ref.sigma)}
-    out["class_consistency"] = (
-        class_consistency(probs, labels) if getattr(extractor, "dataset_classes", False) else None
-    )
+    out: dict = {"num": len(feats), "fid": frechet_distance(mu, sigma, ref.mu, ref.sigma)}
+    out["class_consistency"] = class_consistency(probs, labels) if dataset_classes else None
     out["is"], out["is_std"] = inception_score(probs, min(10, len(probs))) if probs is not None else (None, None)
     out["precision"] = out["recall"] = None
     if ref.features is not None:
@@ -107,11 +119,15 @@ def _samples_path(out_dir: Path, scale: float, num: int, seed: int, cfg: Generat
     return out_dir / f"samples-{tag}.npz"
 
 
+CHUNK_BATCHES = 8  # batches per kept part of a sample file (`sample_to_file`): the unit each process samples
+
+
 def _scored_samples(model, tokenizer, extractor, ref, path: Path, scale: float, num: int, seed: int, cfg, progress):
     """Sample (or reuse the .npz at `path`) and score (or reuse its .json sidecar scored by the same evaluator).
 
     Reuse needs the same models and settings (`sampling_record`): samples made otherwise are refused, not scored
-    as this run's. Files from before records were kept are reused with a warning.
+    as this run's. Files from before records were kept are reused with a warning. Under torchrun every process
+    samples its share and extracts its features; rank 0 scores the gathered set, which equals a single process's.
     """
     from detok.generate import sample_to_file, sampling_record
 
@@ -124,37 +140,83 @@ def _scored_samples(model, tokenizer, extractor, ref, path: Path, scale: float, 
     same_evaluator = scores.get("evaluator") == extractor.name and scores.get("reference") == ref.source
     if same_evaluator and scores.get("made_by") == digest and "class_consistency" in scores:
         return scores
-    if path.is_file():
-        with np.load(path) as f:
-            images, stored = f["images"], (str(f["made_by"]) if "made_by" in f.files else None)
-            labels = f["labels"] if "labels" in f.files else None
-        if stored is not None and stored != made_by:
-            raise ValueError(
-                f"{path} was sampled by other models or settings than this evaluation; delete it (and "
-                f"{scores_path.name}) or evaluate into another --out folder"
-            )
-        if len(images) != num:
-            raise ValueError(f"{path} holds {len(images)} samples, expected {num}; delete it to resample")
-        if stored is None:
-            warnings.warn(f"{path} records no sampling settings (older detok); reusing it as this run's", stacklevel=2)
-            if same_evaluator and "made_by" not in scores and "class_consistency" in scores:
-                return scores
-    else:
-        images, labels = sample_to_file(
-            path,
-            model,
-            tokenizer,
-            num,
-            batch_size=cfg.batch_size,
-            seed=seed,
-            progress=progress,
-            **sampling,
+    show = progress and dist.is_main()
+
+    def finish(new_scores: dict) -> dict:
+        new_scores = {"cfg": scale, "seed": seed, **new_scores}
+        new_scores.update(samples=path.name, evaluator=extractor.name, reference=ref.source, made_by=digest)
+        write_json(scores_path, new_scores)
+        return new_scores
+
+    if path.is_file():  # kept samples are one file: rank 0 checks and scores them, the others take its outcome
+        outcome = None
+        if dist.is_main():
+            try:
+                kept = _score_kept(extractor, ref, path, scores, same_evaluator, made_by, num, seed, show, finish)
+                outcome = ("scores", kept)
+            except ValueError as e:
+                outcome = ("error", str(e))
+        kind, value = dist.broadcast_object(outcome)
+        if kind == "error":
+            raise ValueError(value)
+        return value
+    images, labels = sample_to_file(
+        path, model, tokenizer, num, cfg.batch_size, seed, CHUNK_BATCHES, progress=progress, **sampling
+    )  # this process's share of the set
+    chunk = cfg.batch_size * CHUNK_BATCHES
+    # part by part, so that the extractor sees the same batches whichever process holds a part (a batch of other
+    # images can change a network's output in the last bits)
+    starts = tqdm(range(0, len(images), chunk), disable=not show, desc="features", unit="part")
+    pieces = [extract(extractor, images[i : i + chunk], progress=False) for i in starts]
+    feats = np.concatenate([f for f, _ in pieces]) if pieces else None
+    probs = np.concatenate([p for _, p in pieces]) if pieces and pieces[0][1] is not None else None
+    if dist.is_distributed():  # extractors give float32: sent as such, the gathered features are the same numbers
+        feats, probs = (None if a is None else a.astype(np.float32) for a in (feats, probs))
+    shares = dist.gather_object((feats, probs, labels))
+    result = None
+    if dist.is_main():
+        feats, probs, labels = _in_order(shares, num, chunk)
+        dataset_classes = getattr(extractor, "dataset_classes", False)
+        result = finish(score_features(feats, probs, ref, seed, labels, dataset_classes))
+    return dist.broadcast_object(result)
+
+
+def _score_kept(
+    extractor, ref, path: Path, scores: dict, same_evaluator: bool, made_by: str, num: int, seed: int, progress, finish
+) -> dict:
+    """Scores of the samples kept at `path` (after checking they are this evaluation's), written by `finish`."""
+    with np.load(path) as f:
+        images, stored = f["images"], (str(f["made_by"]) if "made_by" in f.files else None)
+        labels = f["labels"] if "labels" in f.files else None
+    scores_path = path.with_suffix(".json")
+    if stored is not None and stored != made_by:
+        raise ValueError(
+            f"{path} was sampled by other models or settings than this evaluation; delete it (and "
+            f"{scores_path.name}) or evaluate into another --out folder"
         )
-    scores = {"cfg": scale, "seed": seed, **score_images(images, extractor, ref, seed=seed, progress=progress,
-                                                         labels=labels)}  # fmt: skip
-    scores.update(samples=path.name, evaluator=extractor.name, reference=ref.source, made_by=digest)
-    write_json(scores_path, scores)
-    return scores
+    if len(images) != num:
+        raise ValueError(f"{path} holds {len(images)} samples, expected {num}; delete it to resample")
+    if stored is None:
+        warnings.warn(f"{path} records no sampling settings (older detok); reusing it as this run's", stacklevel=3)
+        if same_evaluator and "made_by" not in scores and "class_consistency" in scores:
+            return scores
+    return finish(score_images(images, extractor, ref, seed=seed, progress=progress, labels=labels))
+
+
+def _in_order(shares: list[tuple], num: int, chunk: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Features (N, D), probabilities (N, K) and labels (N,) of the whole set from each process's share."""
+    from detok.generate import share_indices
+
+    parts = [(share_indices(num, chunk, r, len(shares)), *share) for r, share in enumerate(shares)]
+    parts = [part for part in parts if part[1] is not None]  # a process with no share extracted nothing
+    feats = np.zeros((num, parts[0][1].shape[1]))
+    probs = None if parts[0][2] is None else np.zeros((num, parts[0][2].shape[1]))
+    labels = np.zeros(num, dtype=np.int64)
+    for idx, f, p, y in parts:
+        feats[idx], labels[idx] = f, y
+        if probs is not None:
+            probs[idx] = p
+    return feats, probs, labels
 
 
 def evaluate_generation(
@@ -170,6 +232,8 @@ def evaluate_generation(
 
     Writes `out_dir/generation.json` (rows per scale, best scale, final row) after every step, and the
     samples of each setting as .npz (uint8 images + labels) + PNG grid, so another evaluator can re-score them.
+    Under torchrun the processes share the sampling and the feature extraction of every set (`out_dir` must be on a
+    file system they all see); the record equals a single process's.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +250,7 @@ def evaluate_generation(
         record["rows"].append(
             _scored_samples(model, tokenizer, extractor, ref, path, scale, cfg.num, cfg.seed, cfg, progress)
         )
-        write_json(out_dir / "generation.json", record)
+        _write_record(out_dir, record)
     best = min(record["rows"], key=lambda r: r["fid"])
     record["best_cfg"] = best["cfg"]
     if cfg.final_num > cfg.num:
@@ -196,7 +260,7 @@ def evaluate_generation(
         )
     else:
         record["final"] = dict(best)
-    write_json(out_dir / "generation.json", record)
+    _write_record(out_dir, record)
     if cfg.no_cfg_num:
         record["no_cfg_rows"] = []
         for temperature in cfg.no_cfg_temperatures or (cfg.temperature,):
@@ -206,7 +270,12 @@ def evaluate_generation(
                 model, tokenizer, extractor, ref, path, 1.0, cfg.no_cfg_num, cfg.seed + 2, at, progress
             )
             record["no_cfg_rows"].append({**row, "temperature": temperature})
-            write_json(out_dir / "generation.json", record)
+            _write_record(out_dir, record)
         record["no_cfg"] = min(record["no_cfg_rows"], key=lambda r: r["fid"])
-        write_json(out_dir / "generation.json", record)
+        _write_record(out_dir, record)
     return record
+
+
+def _write_record(out_dir: Path, record: dict) -> None:
+    if dist.is_main():
+        write_json(out_dir / "generation.json", record)

@@ -24,7 +24,7 @@ from detok.eval.document import Document, Image, Section, Table, render_html, re
 
 DASH = "—"
 # Bookkeeping and schedules rather than training signals: reported in the text, never plotted.
-_NOT_CURVES = ("step", "time", "images", "lr", "img_per_s", "mask_ratio")
+_NOT_CURVES = ("step", "time", "images", "lr", "img_per_s", "data_wait", "skipped_files", "mask_ratio")
 
 # ---------------------------------------------------------------- number formatting
 

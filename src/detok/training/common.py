@@ -103,13 +103,16 @@ def start_run(tc: TrainConfig, run_dir: Path) -> tuple[torch.device, int]:
 
 
 # Settings a resumed run may change: how the same optimisation is executed and reported, not what it computes.
-# (grad_accum splits the same global batch; the data order and per-image seeds depend on the global step only.)
+# (grad_accum splits the same global batch; the data order and per-image seeds depend on the global step only, not on
+# the number of loader workers. Skipping unreadable files may be switched on to continue a run that stopped at one:
+# every step before it read only readable files.)
 RESUMABLE_CHANGES = frozenset(
-    f"train.{name}"
-    for name in (
-        "threads", "device", "precision", "compile", "grad_accum", "progress", "log_every", "ckpt_every",
-        "sample_every", "keep_checkpoints", "tensorboard",
-    )
+    [f"train.{name}"
+     for name in (
+         "threads", "device", "precision", "compile", "grad_accum", "progress", "log_every", "ckpt_every",
+         "sample_every", "keep_checkpoints", "tensorboard",
+     )]
+    + [f"data.{name}" for name in ("workers", "prefetch", "verify", "skip_bad_files")]
 )  # fmt: skip
 
 
@@ -208,6 +211,40 @@ def _record_step(line: str) -> float:
         return json.loads(line)["step"]
     except (json.JSONDecodeError, KeyError, TypeError):  # a line cut short by a kill: not a record
         return math.inf
+
+
+class SkippedFiles:
+    """Unreadable image files replaced under `data.skip_bad_files`, gathered from every rank.
+
+    Each file is listed once in the run's log, as a record {"step", "skipped_file", "error"} at the step whose batch
+    met it first, and counted: `flush` returns {"skipped_files": files listed so far} for the metric records. A
+    resumed run counts on from the records its (truncated) log already holds, so its log equals an uninterrupted
+    run's as long as `flush` is called at the same steps — at every log step and before every checkpoint.
+    """
+
+    def __init__(self, enabled: bool, run_dir: Path):
+        from detok.runlog import read_log
+
+        self.enabled = enabled
+        self.pending: list[tuple[int, str, str]] = []
+        self.listed = {r["skipped_file"] for r in read_log(run_dir) if "skipped_file" in r} if enabled else set()
+
+    def add(self, step: int, skipped: list[tuple[str, str]]) -> None:
+        """Note the (file, reason) pairs replaced in the batch of 1-based `step`."""
+        self.pending += [(step, path, reason) for path, reason in skipped]
+
+    def flush(self, log) -> dict:
+        """Log the files met since the last flush (a collective: every rank calls it at the same steps)."""
+        if not self.enabled:
+            return {}
+        gathered = dist.gather_object(self.pending)
+        self.pending = []
+        for step, path, reason in sorted(entry for part in gathered or [] for entry in part):
+            if path not in self.listed:
+                self.listed.add(path)
+                log.log(step, skipped_file=path, error=reason)
+                dist.print0(f"step {step}: skipped unreadable image {path} ({reason})")
+        return {"skipped_files": len(self.listed)}
 
 
 def check_finite_weights(modules: dict[str, torch.nn.Module], step: int) -> None:

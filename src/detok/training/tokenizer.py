@@ -27,13 +27,15 @@ from detok.checkpoint import (
 )
 from detok.config import apply_overrides, to_dict
 from detok.data import DataConfig, build_dataset
+from detok.loader import image_batches, training_plans
 from detok.losses.tokenizer import LossConfig, TokenizerLoss
 from detok.optim import EMA, lr_at, param_groups
 from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
-from detok.runtime import DivergenceGuard, augment_seed, autocast, batch_indices, compile_blocks, shard_seed
+from detok.runtime import DivergenceGuard, autocast, compile_blocks, shard_seed
 from detok.tokenizers.base import Tokenizer
-from detok.training.common import TrainConfig, resume, save_checkpoint, start_run
+from detok.training.common import SkippedFiles, TrainConfig, resume, save_checkpoint, start_run
+from detok.training.init_from import matching_state_dict
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ def default_run_config(preset: str) -> TokenizerRunConfig:
     p = get_preset(preset)
     if p.kind != "tokenizer":
         raise ValueError(f"{preset!r} is a {p.kind} preset, not a tokenizer")
+    if resolution_base(preset) is not None:
+        return _resolution_run_config(preset, default_run_config(resolution_base(preset)))
     model = p.make_config()
     data = DataConfig(name="fashion-mnist", image_size=model.image_size, channels=model.channels, resize="pad")
     loss, train = LossConfig(), TrainConfig()
@@ -131,24 +135,47 @@ def paper_recipe(setting: str) -> tuple[TrainConfig, LossConfig]:
     return train, dataclasses.replace(loss, gan_weight=0.1, gan_start_frac=0.5)
 
 
+# App. A.3: presets fine-tuned from a trained tokenizer at twice its image size (their runs need init_from), by the
+# preset they start from. ImageNet 256 → 512 as the paper; the FMNIST analogue 32 → 64 keeps p = 4, so the token grid
+# grows from 8×8 to 16×16 as the paper's (p = 16) from 16×16 to 32×32.
+RESOLUTION_FINETUNES = {"detok-bb-512": "detok-bb", "detok-fmnist64": "detok-fmnist32"}
+
+
+def resolution_base(preset: str) -> str | None:
+    """The preset a resolution fine-tuning preset starts from (a tiny twin from the tiny twin); None for others."""
+    name = preset.removesuffix("-tiny")
+    return None if name not in RESOLUTION_FINETUNES else RESOLUTION_FINETUNES[name] + preset[len(name) :]
+
+
+def _resolution_run_config(preset: str, base: TokenizerRunConfig) -> TokenizerRunConfig:
+    """App. A.3's recipe at `preset`'s image size, from `base`, the run config of the preset it starts from: "we
+    halve the learning rate to 2.0e-4 and fine-tune [from the 200-epoch checkpoints] for an additional 25 epochs,
+    enabling GAN loss from the start" — half the base's peak lr, 1/8 of its images (25 epochs for detok-bb), the GAN
+    from step 0 (λ 0.1, the final recipe's, where the base trains without one) with a fresh discriminator; all else,
+    warm-up included, as the base's (the paper states no other change). The images keep the base's framing:
+    Fashion-MNIST is padded to the base's 32 px, then resized."""
+    model = get_preset(preset).make_config()
+    pad_to = base.data.image_size if base.data.resize == "pad" else None
+    lr = None if base.train.lr is None else base.train.lr / 2
+    return dataclasses.replace(
+        base,
+        preset=preset,
+        model=model,
+        data=dataclasses.replace(base.data, image_size=model.image_size, pad_to=pad_to),
+        train=dataclasses.replace(base.train, images=base.train.images // 8, blr=base.train.blr / 2, lr=lr),
+        loss=dataclasses.replace(
+            base.loss, gan_weight=base.loss.gan_weight or 0.1, gan_start_step=0, gan_start_frac=None
+        ),
+    )
+
+
 def _init_weights(folder: str, model: Tokenizer) -> dict[str, torch.Tensor]:
-    """Weights of the tokenizer in `folder`, after checking its architecture matches `model`'s."""
+    """Weights of the tokenizer in `folder` for `model`: the architecture must match but for the image size, at
+    which learned grid position embeddings are resampled (App. A.3's fine-tuning to 512 px; `init_from.py`)."""
     source_model = load_model_folder(folder)
-    if type(source_model) is not type(model):
-        raise ValueError(f"init_from={folder} holds a {type(source_model).__name__}, this run a {type(model).__name__}")
-    source, target = source_model.config, model.config
-    arch_fields = [f.name for f in dataclasses.fields(target) if f.name not in model.non_architecture_fields]
-    diff = {
-        k: (getattr(source, k), getattr(target, k)) for k in arch_fields if getattr(source, k) != getattr(target, k)
-    }
-    if diff:
-        details = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in diff.items())
-        raise ValueError(
-            f"init_from={folder} does not match this run's model ({details})"
-            + (" — channel mismatch with the checkpoint" if "channels" in diff else "")
-        )
+    state = matching_state_dict(source_model, model, folder, "image_size")
     model.check_init_source(source_model)
-    return source_model.state_dict()
+    return state
 
 
 def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
@@ -161,8 +188,13 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     dataset = build_dataset(cfg.data, "train")
     torch.manual_seed(tc.seed)
     model_cfg = cfg.model
-    if cfg.decoder_finetune:  # the encoder stays frozen, so the source's latent statistics still hold
-        source = read_model_config(cfg.init_from)[1]
+    if resolution_base(cfg.preset) is not None and not cfg.init_from:
+        raise ValueError(
+            f"{cfg.preset} fine-tunes a trained {resolution_base(cfg.preset)} tokenizer at {model_cfg.image_size} px "
+            f"(App. A.3): set init_from=<a {resolution_base(cfg.preset)} run>"
+        )
+    source = read_model_config(cfg.init_from)[1] if cfg.decoder_finetune else None
+    if source is not None and source.image_size == model_cfg.image_size:  # the frozen encoder's statistics hold
         model_cfg = dataclasses.replace(model_cfg, latent_mean=source.latent_mean, latent_std=source.latent_std)
     model: Tokenizer = get_preset(cfg.preset).model_cls(model_cfg).to(device)
     if cfg.init_from:
@@ -205,6 +237,10 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     bar = tqdm(total=total, initial=step, disable=not (tc.progress and dist.is_main()), desc="tokenizer", unit="step")
     t_last, imgs_last = time.perf_counter(), images_seen
     corruption = getattr(cfg.model, "corruption", None)
+    # the steps' batches in order from `step` on (a resumed run continues the order), decoded ahead by workers if set
+    plans = training_plans(step, total, tc.batch_size, len(dataset), tc.seed, rank, tc.grad_accum, shards)
+    batches = image_batches(dataset, plans, device, cfg.data.workers, cfg.data.prefetch)
+    skips, data_wait = SkippedFiles(cfg.data.skip_bad_files, run_dir), 0.0
 
     model.train()
     while step < total:
@@ -218,13 +254,14 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
         corrupt = not cfg.decoder_finetune and (corruption is None or corruption.active(step, total))
         ratio_rng = torch.Generator().manual_seed(shard_seed(tc.seed, step, -1))
         ratio = model.mask_ratio_at(step, total, ratio_rng, cfg.decoder_finetune)
-        idx = batch_indices(step, tc.batch_size, len(dataset), tc.seed).view(shards, -1)
         stats: dict[str, torch.Tensor] = {}
         for micro in range(tc.grad_accum):
             shard = rank * tc.grad_accum + micro
             torch.manual_seed(shard_seed(tc.seed, step, shard))
-            x = dataset.get_batch(idx[shard], torch.Generator().manual_seed(augment_seed(tc.seed, step, shard)))[0]
-            x = x.to(device, non_blocking=True)
+            t_wait = time.perf_counter()
+            x, _, skipped = next(batches)  # (B, C, H, W) on the device: this rank's slice `micro` of the step
+            data_wait += time.perf_counter() - t_wait
+            skips.add(step + 1, skipped)
             sync = micro == tc.grad_accum - 1
             with ddp_model.no_sync() if (not sync and ddp_model is not model) else contextlib.nullcontext():
                 extra = {"teacher_features": [t(x) for t in teachers]} if teachers else {}
@@ -254,10 +291,14 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
         images_seen += tc.batch_size
         bar.update(1)
 
+        skipped_count = (
+            skips.flush(log) if step % tc.log_every == 0 or step % tc.ckpt_every == 0 or step == total else {}
+        )
         if step % tc.log_every == 0 or step == total:
             means = dist.all_reduce_mean(torch.stack(list(stats.values()))).tolist()
             now = time.perf_counter()
             ips = (images_seen - imgs_last) / max(now - t_last, 1e-9)
+            wait_frac, data_wait = data_wait / max(now - t_last, 1e-9), 0.0
             t_last, imgs_last = now, images_seen
             log.log(
                 step,
@@ -265,6 +306,8 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
                 lr=lr,
                 grad_norm=float(grad_norm),
                 img_per_s=round(ips, 2),
+                data_wait=round(wait_frac, 4),  # share of the interval's wall time spent waiting for batches
+                **skipped_count,
                 mask_ratio=float(out["mask_ratio"]) if "mask_ratio" in out else 0.0,  # as the forward applied it
                 **{k: round(v, 6) for k, v in zip(stats, means)},
                 # PSNR of the training batch's reconstructions (from the mean MSE, images in [-1, 1]): the curve on
