@@ -15,10 +15,9 @@ from detok.cli import main as cli_main
 from detok.eval.reference import ReferenceNet, ReferenceNetConfig
 
 
-@pytest.fixture(scope="module")
-def suite_run(tmp_path_factory):
-    """The table2 suite at the smoke budget on a 3-class npz, scored by an untrained tiny reference classifier."""
-    root = tmp_path_factory.mktemp("bench")
+def _smoke_args(root, suite: str) -> list[str]:
+    """CLI arguments running `suite` at the smoke budget on a 3-class npz (written into `root`), scored by an untrained
+    tiny reference classifier."""
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (48, 32, 32), dtype=np.uint8), np.arange(48) % 3
     np.savez(
@@ -32,9 +31,16 @@ def suite_run(tmp_path_factory):
     save_model_folder(root / "ref", ReferenceNet(ReferenceNetConfig(widths=(4, 8), feature_dim=8, num_classes=3)))
     data = json.dumps(["name=npz", f"root={root / 'd.npz'}"])
     train = json.dumps(["train.progress=false", "train.threads=1", "train.batch_size=8", "train.sample_every=1000"])
-    args = ["bench", "reproduce", "--suite", "table2", "--budget", "smoke", "--set", f"data={data}"]
+    args = ["bench", "reproduce", "--suite", suite, "--budget", "smoke", "--set", f"data={data}"]
     args += ["--set", f"train={train}", "--evaluator", f"reference:{root / 'ref'}", "--threads", "1"]
-    args += ["--out", str(root / "results"), "--work", str(root / "work")]
+    return args + ["--out", str(root / "results"), "--work", str(root / "work")]
+
+
+@pytest.fixture(scope="module")
+def suite_run(tmp_path_factory):
+    """The table2 suite at the smoke budget on a 3-class npz, scored by an untrained tiny reference classifier."""
+    root = tmp_path_factory.mktemp("bench")
+    args = _smoke_args(root, "table2")
     patch = pytest.MonkeyPatch()
     patch.setenv("DETOK_CACHE", str(root / "cache"))
     assert cli_main(args) == 0
@@ -285,3 +291,38 @@ def test_the_peers_suite_trains_its_teacher_chains_aligntok_and_scores_with_two_
     assert "Second evaluator, reference-" in table and "Rank agreement between the two evaluators" in table
     assert cli_main([*args[:2], "--suite", "table2", "--second-evaluator", "reference", "--budget", "smoke",
                      "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "o2")]) == 2  # fmt: skip
+
+
+def test_the_resolution_suite_fine_tunes_32px_tokenizers_and_a_sit_to_64px(tmp_path, monkeypatch):
+    """App. A.3 at the smoke budget: one 32-px tokenizer, fine-tuned to 64 px in full and decoder-only for 1/8 of its
+    images, each scored at 64 px (the evaluator sees them resized to 32); a SiT fine-tuned from the 32-px cell's."""
+    from detok.checkpoint import load_generator, load_tokenizer
+
+    monkeypatch.setenv("DETOK_CACHE", str(tmp_path / "cache"))
+    assert cli_main(_smoke_args(tmp_path, "resolution")) == 0
+    cells = {c["variant"]: c for c in json.loads((tmp_path / "results" / "results.json").read_text())["cells"]}
+    assert set(cells) == {"32px", "64px-full", "64px-decoder"}
+    work, smoke = tmp_path / "work", BUDGETS["smoke"]
+    base = load_tokenizer(work / "32px-seed0" / "tokenizer")
+    full, decoder = (load_tokenizer(work / f"64px-{k}-seed0" / "tokenizer") for k in ("full", "decoder"))
+    assert base.config.image_size == 32 and full.config.image_size == decoder.config.image_size == 64
+    assert cells["64px-full"]["preset"] == "detok-fmnist64-tiny"
+    for name in ("64px-full", "64px-decoder"):
+        overrides = cells[name]["tokenizer"]["train"]["overrides"]
+        assert f"init_from={work / '32px-seed0' / 'tokenizer'}" in overrides
+        assert f"train.images={smoke.tokenizer_images // 8}" in overrides
+        assert ("decoder_finetune=true" in overrides) == (name == "64px-decoder")
+        assert cells[name]["tokenizer"]["base"] == cells["32px"]["tokenizer"]["train"]  # trained once, shared
+        assert cells[name]["tokenizer"]["recon"]["psnr"] is not None
+        with np.load(work / f"{name}-seed0" / "sit" / "eval" / cells[name]["sit"]["eval"]["final"]["samples"]) as f:
+            assert f["images"].shape == (smoke.final_num, 64, 64, 1)
+    # decoder-only: the encoder is the 32-px one (positions resampled), the decoder has moved
+    assert torch.equal(decoder.patch_embed.weight, base.patch_embed.weight)
+    assert not torch.equal(decoder.dec_head.weight, base.dec_head.weight)
+    assert not torch.equal(full.patch_embed.weight, base.patch_embed.weight)
+    tuned = cells["64px-full"]["sit_ft"]["train"]["overrides"]
+    assert f"init_from={work / '32px-seed0' / 'sit'}" in tuned and f"train.images={smoke.sit_ft_images}" in tuned
+    assert load_generator(work / "64px-full-seed0" / "sit_ft").config.input_size == full.latent_layout.shape[1:]
+    assert "sit_ft" not in cells["64px-decoder"]
+    table = (tmp_path / "results" / "results.md").read_text()
+    assert "SiT ft from 32 px gFID" in table and "| 64px-full |" in table

@@ -20,7 +20,7 @@ from detok.config import apply_overrides
 from detok.latents import compute_latent_stats
 from detok.registry import preset_config
 from detok.tokenizers.base import LatentLayout, Tokenizer
-from detok.training.tokenizer import default_run_config, train_tokenizer
+from detok.training.tokenizer import default_run_config, resolution_base, train_tokenizer
 
 TINY = list_models("*-tiny", kind="tokenizer")
 ALL = list_models(kind="tokenizer")
@@ -171,6 +171,9 @@ def test_every_tiny_twin_trains_a_step_through_the_cli(name, tmp_path, capsys):
     np.savez(npz, images=rng.integers(0, 256, shape, dtype=np.uint8), labels=rng.integers(0, 2, 8))
     sets = ["data.name=npz", f"data.root={npz}", "data.resize=pad", "data.hflip=false", "train.images=4",
             "train.batch_size=4", "train.progress=false", "train.threads=1"]  # fmt: skip
+    if resolution_base(name):  # a fine-tuning preset (App. A.3) starts from a model of its base preset
+        save_model_folder(tmp_path / "base", create_model(resolution_base(name)))
+        sets.append(f"init_from={tmp_path / 'base'}")
     argv = ["tokenizer", "train", "--preset", name, "--out", str(tmp_path / "run")]
     assert cli_main(argv + [a for kv in sets for a in ("--set", kv)]) == 0, capsys.readouterr().err
     assert isinstance(load_tokenizer(tmp_path / "run"), type(model))

@@ -206,7 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--suite",
         default="table2",
-        choices=["table2", "table2-followup", "noise", "mask", "mask-mode", "generators", "variants", "peers"],
+        choices=[
+            "table2",
+            "table2-followup",
+            "noise",
+            "mask",
+            "mask-mode",
+            "generators",
+            "variants",
+            "peers",
+            "resolution",
+        ],
     )
     p.add_argument(
         "--budget",

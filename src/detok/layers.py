@@ -160,7 +160,7 @@ def unpatchify(patches: torch.Tensor, patch_size: int, channels: int, grid: tupl
 
 
 # --------------------------------------------------------------------------------------------------
-# Latent token layout and fixed position embedding (generators: 2-D grids or 1-D sequences)
+# Latent token layout and position embeddings (generators: 2-D grids or 1-D sequences; resampling)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -178,6 +178,30 @@ def sincos_pos_embed(dim: int, sizes: tuple[int, ...]) -> torch.Tensor:
         angles = pos[:, a : a + 1] * omega  # (T, half)
         parts += [torch.sin(angles), torch.cos(angles)]
     return torch.cat(parts, dim=-1)  # (T, dim)
+
+
+def resample_pos_embed(
+    pos: torch.Tensor, old_grid: tuple[int, ...], new_grid: tuple[int, ...], prefix_tokens: int = 0
+) -> torch.Tensor:
+    """Learned position embeddings (1, P + prod(old_grid), D) of a row-major grid resampled to `new_grid`.
+
+    The method of timm's `resample_abs_pos_embed` (used to fine-tune ViTs at another resolution): the embeddings are
+    laid out on their grid and interpolated bicubically (linearly for a 1-D sequence) with antialiasing and
+    align_corners=False, i.e. the grid is stretched over the same field of view; the `prefix_tokens` leading
+    embeddings (class or buffer tokens) are kept as they are. The same grid returns `pos` itself.
+    """
+    if len(old_grid) != len(new_grid) or len(old_grid) not in (1, 2):
+        raise ValueError(f"can resample between grids of the same 1 or 2 axes, not {old_grid} → {new_grid}")
+    if pos.shape[1] != prefix_tokens + math.prod(old_grid):
+        raise ValueError(f"{pos.shape[1]} embeddings do not make {prefix_tokens} + a {old_grid} grid")
+    if tuple(old_grid) == tuple(new_grid):
+        return pos
+    prefix, grid = pos[:, :prefix_tokens], pos[:, prefix_tokens:]
+    grid = grid.float().transpose(1, 2).reshape(1, -1, *old_grid)  # (1, D, *old_grid)
+    mode = "bicubic" if len(old_grid) == 2 else "linear"
+    grid = F.interpolate(grid, size=tuple(new_grid), mode=mode, antialias=mode == "bicubic", align_corners=False)
+    grid = grid.flatten(2).transpose(1, 2).to(pos.dtype)  # (1, prod(new_grid), D)
+    return torch.cat([prefix, grid], dim=1)
 
 
 def latents_to_tokens(z: torch.Tensor, patch_size: int) -> torch.Tensor:

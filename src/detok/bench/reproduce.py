@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from detok.bench.results import commit, environment, write_results
 from detok.checkpoint import load_generator, load_tokenizer, write_json
@@ -40,7 +41,13 @@ class TokenizerVariant:
         finetune_from: the name of another variant with the same overrides whose trained tokenizer (the cell
             `<finetune_from>-seed<k>` of the same work folder, trained there first if missing) gets its decoder
             fine-tuned on clean latents for `Budget.finetune_images` images (paper App. A.3: encoder frozen,
-            masking and noise off); None trains from scratch.
+            masking and noise off); None trains from scratch. A resolution fine-tuning preset (`tokenizer`
+            detok-fmnist64) starts from a tokenizer of its base preset (detok-fmnist32) and trains for 1/8 of its
+            images (App. A.3: 25 epochs after 200), with its own recipe (half the lr, GAN from the start).
+        finetune: what `finetune_from` trains: "decoder" (above) or "full", every weight (App. A.3's full
+            fine-tuning to 512 px).
+        generator_init: (generator, base generator) pairs: this cell's `generator` starts from the `finetune_from`
+            cell's trained `base generator` (`init_from`, at another latent grid: App. A.3's MAR-L 256 → 512).
         tokenizer_scale: multiplies the budget's `tokenizer_images` for this variant's tokenizer.
         generators: which of the budget's generators (GENERATORS) are trained and scored on its latents.
         stages: a tokenizer trained in stages (AlignTok's three): each (share of the tokenizer budget, overrides)
@@ -57,6 +64,8 @@ class TokenizerVariant:
     tokenizer_scale: int = 1
     generators: tuple[str, ...] = ("sit", "mar")
     stages: tuple[tuple[float, tuple[str, ...]], ...] = ()
+    finetune: Literal["decoder", "full"] = "decoder"
+    generator_init: tuple[tuple[str, str], ...] = ()
 
 
 CONTINUOUS_GENERATORS = ("sit", "mar", "dit", "lightningdit", "randomar", "rasterar")
@@ -162,6 +171,19 @@ SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
         TokenizerVariant("cnn-baseline", ("model.corruption.noise_gamma=0",), tokenizer="cnn-fmnist32",
                          generators=PEER_GENERATORS, paper={"MAR-B": 3.71, "SiT-B": 6.26, "LightningDiT-B": 3.98}),
     ),
+    # App. A.3 at FMNIST scale, 32 → 64 px (p = 4 stays, the grid grows from 8×8 to 16×16 as the paper's 16×16 → 32×32):
+    # one 32-px l-DeTok tokenizer fine-tuned to 64 px in full or its decoder only, with detok-fmnist64's recipe (half
+    # the lr, 1/8 of the base's images, GAN from the start); each scored by PSNR / rFID and by a SiT trained from
+    # scratch on its 64-px latents; the full one also by a SiT fine-tuned from the 32-px cell's (for half the images,
+    # as the paper's 200 fine-tuning epochs after 400 from scratch). Paper (ImageNet 512): decoder-only reconstructs
+    # better (PSNR 26.3 vs 24.9, rFID 0.92 vs 0.86) but full fine-tuning generates better (SiT 5.98 vs 6.32).
+    "resolution": (
+        TokenizerVariant("32px", (), generators=("sit",)),
+        TokenizerVariant("64px-full", (), paper={"SiT-B": 5.98}, tokenizer="detok-fmnist64", finetune_from="32px",
+                         finetune="full", generators=("sit", "sit_ft"), generator_init=(("sit_ft", "sit"),)),
+        TokenizerVariant("64px-decoder", (), paper={"SiT-B": 6.32}, tokenizer="detok-fmnist64", finetune_from="32px",
+                         generators=("sit",)),
+    ),
 }  # fmt: skip
 
 
@@ -195,6 +217,10 @@ class Budget:
     sit: str = "sit-fmnist32"
     sit_images: PositiveInt = 16_000
     sit_sampling: tuple[str, ...] = ("flow.sampler=euler", "flow.sample_steps=8")
+    # the resolution suite's SiT fine-tuned from a 32-px cell's SiT (the same preset; half of SiT's images)
+    sit_ft: str = "sit-fmnist32"
+    sit_ft_images: PositiveInt = 8_000
+    sit_ft_sampling: tuple[str, ...] = ("flow.sampler=euler", "flow.sample_steps=8")
     mar: str = "mar-fmnist32"
     mar_images: PositiveInt = 12_000
     mar_sampling: tuple[str, ...] = ("num_iter=3", "diffloss.sample_steps=8")
@@ -275,6 +301,9 @@ BUDGETS = {
         sit="sit-fmnist32-tiny",
         sit_images=16,
         sit_sampling=("flow.sampler=euler", "flow.sample_steps=2"),
+        sit_ft="sit-fmnist32-tiny",
+        sit_ft_images=8,
+        sit_ft_sampling=("flow.sampler=euler", "flow.sample_steps=2"),
         mar="mar-fmnist32-tiny",
         mar_images=16,
         mar_sampling=("num_iter=2", "diffloss.sample_steps=2"),
@@ -381,19 +410,21 @@ def _teacher_step(budget: Budget, work_dir: Path, ctx: dict) -> dict:
 def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell: Path, ctx: dict) -> dict:
     from detok.eval.recon import evaluate_reconstruction
     from detok.latents import cache_latents, compute_latent_stats, store_latent_stats
-    from detok.training.tokenizer import default_run_config, train_tokenizer
+    from detok.training.tokenizer import default_run_config, resolution_base, train_tokenizer
 
     tok_dir, data, device, log = cell / "tokenizer", ctx["data"], ctx["device"], ctx["log"]
     common = [f"train.seed={seed}", *(f"data.{o}" for o in budget.data), *budget.train, *budget.tokenizer_train]
 
     preset = budget.tokenizer_for(variant)
+    base_preset = resolution_base(preset) or preset  # the preset of the `finetune_from` tokenizer
 
-    def trainer(run: Path, overrides: list[str]) -> Callable[[], dict]:
+    def trainer(run: Path, overrides: list[str], preset: str = preset) -> Callable[[], dict]:
         def train() -> dict:
-            train_tokenizer(apply_overrides(default_run_config(preset), overrides), run)
+            cfg = apply_overrides(default_run_config(preset), overrides)
+            train_tokenizer(cfg, run)
             tok = load_tokenizer(run, device)
             if tok.latent_layout.kind != "discrete":  # code indices are not normalised
-                train_set = build_dataset(data, "train")
+                train_set = build_dataset(cfg.data, "train")  # the run's own images (a base at its own size)
                 mean, std = compute_latent_stats(tok, train_set, 256, budget.stats_images, device, False)
                 store_latent_stats(run, mean, std)
             return {"overrides": overrides}
@@ -415,12 +446,15 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
             previous = run
         result["train"] = result["stages"][-1]
     else:
-        spec = {"preset": preset, "overrides": overrides, "stats_images": budget.stats_images}
-        result = {"train": _step(base_dir / "done.json", spec, trainer(base_dir, overrides), log)}
+        spec = {"preset": base_preset, "overrides": overrides, "stats_images": budget.stats_images}
+        result = {"train": _step(base_dir / "done.json", spec, trainer(base_dir, overrides, base_preset), log)}
     trained = result["train"]
     if variant.finetune_from:
-        ft = [*variant_overrides, f"init_from={base_dir}", "decoder_finetune=true"]
-        ft += [f"train.images={budget.finetune_images}", *common]
+        ft = [*variant_overrides, f"init_from={base_dir}"]
+        ft += ["decoder_finetune=true"] if variant.finetune == "decoder" else []
+        # at another image size, 1/8 of the base's images (App. A.3: 25 epochs after 200)
+        ft_images = budget.finetune_images if base_preset == preset else max(1, images // 8)
+        ft += [f"train.images={ft_images}", *common]
         spec = {"preset": preset, "overrides": ft, "stats_images": budget.stats_images}
         result = {"base": trained, "train": _step(tok_dir / "done.json", spec, trainer(tok_dir, ft), log)}
 
@@ -450,7 +484,9 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
     return {**result, "recon": metrics, "cache": cached}
 
 
-def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict) -> dict:
+def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict, init_from: Path | None = None) -> dict:
+    """Train generator `name` of the budget on the cell's latents (from the trained generator `init_from`, if given)
+    and evaluate it."""
     from detok.eval.generation import GenerationEvalConfig, evaluate_generation
     from detok.generate import with_sampling_settings
     from detok.training.generator import default_run_config, train_generator
@@ -463,6 +499,10 @@ def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict) -> dict:
     run, tok_dir, device, log = cell / name, cell / "tokenizer", ctx["device"], ctx["log"]
 
     overrides = [f"train.images={images}", *(f"data.{o}" for o in budget.data), *budget.train]
+    if init_from is not None:
+        if not (init_from / "done.json").is_file():
+            raise ValueError(f"{run} starts from the generator {init_from}, which is not trained: run its cell first")
+        overrides.append(f"init_from={init_from}")
 
     def train() -> dict:
         cfg = default_run_config(preset, str(tok_dir), str(cell / "latents"), overrides)
@@ -527,6 +567,29 @@ def _rescore(eval_dir: Path, evaluated: dict, extractor, ref) -> dict:
     return out
 
 
+def _sized_context(ctx: dict, preset: str, budget: Budget) -> dict:
+    """`ctx` for a cell whose tokenizer preset takes images of another size than the suite's (detok-fmnist64): the
+    data as that preset frames them (the budget's data overrides on top), scored by the evaluator(s) on images
+    resized to the suite's size (`ResizedExtractor`), against reference sets of the cell's data made the same way."""
+    from detok.eval.features import ResizedExtractor, dataset_key, reference_set
+    from detok.registry import get_preset
+    from detok.training.tokenizer import default_run_config
+
+    size = get_preset(preset).make_config().image_size
+    if size == ctx["data"].image_size:
+        return ctx
+    if size not in ctx.setdefault("sized", {}):
+        data = apply_overrides(default_run_config(preset).data, list(budget.data))
+        train, key, suite_size = build_dataset(data, "train"), dataset_key(data, "train"), ctx["data"].image_size
+        sized = {**ctx, "data": data, "extractor": ResizedExtractor(ctx["extractor"], suite_size)}
+        sized["ref"] = reference_set(sized["extractor"], train, key)
+        if ctx.get("second") is not None:
+            second = ResizedExtractor(ctx["second"][0], suite_size)
+            sized["second"] = (second, reference_set(second, train, key))
+        ctx["sized"][size] = sized
+    return ctx["sized"][size]
+
+
 # --------------------------------------------------------------------------------------------------
 # The suite
 # --------------------------------------------------------------------------------------------------
@@ -583,9 +646,12 @@ def run_suite(
             cell = work_dir / f"{variant.name}-seed{seed}"
             result = {"variant": variant.name, "seed": seed, "run_dir": str(cell), "paper": variant.paper}
             result["preset"] = budget.tokenizer_for(variant)
-            result["tokenizer"] = _tokenizer_steps(variant, seed, budget, cell, ctx)
+            cell_ctx = _sized_context(ctx, result["preset"], budget)
+            result["tokenizer"] = _tokenizer_steps(variant, seed, budget, cell, cell_ctx)
             for name in variant.generators:
-                result[name] = _generator_steps(name, budget, cell, ctx)
+                base = dict(variant.generator_init).get(name)
+                init = None if base is None else work_dir / f"{variant.finetune_from}-seed{seed}" / base
+                result[name] = _generator_steps(name, budget, cell, cell_ctx, init)
             record["cells"].append(result)
             write_results(record, out_dir)
     return record

@@ -19,8 +19,9 @@ from detok.checkpoint import write_json
 GENERATORS = {
     "sit": "SiT", "mar": "MAR", "dit": "DiT", "lightningdit": "LightningDiT", "randomar": "RandomAR",
     "rasterar": "RasterAR", "randomar_vq": "RandomAR (VQ)", "rasterar_vq": "RasterAR (VQ)",
+    "sit_ft": "SiT ft from 32 px",
 }  # fmt: skip
-PAPER_COLUMNS = {k: v if k.endswith("_vq") else f"{v}-B" for k, v in GENERATORS.items()}
+PAPER_COLUMNS = {k: v if k.endswith(("_vq", "_ft")) else f"{v}-B" for k, v in GENERATORS.items()}
 
 
 @functools.lru_cache(maxsize=1)

@@ -159,6 +159,23 @@ class InceptionExtractor:
         return feats.cpu(), F.softmax(logits.double(), dim=1).float().cpu()
 
 
+class ResizedExtractor:
+    """Another extractor, fed images resized to the size it scores (antialiased bilinear, as `data.py` resizes): a
+    64-px run scored by the 32-px reference classifier (App. A.3's analogue); its reference set is made the same way.
+    """
+
+    def __init__(self, inner: FeatureExtractor, size: int):
+        self.inner, self.size = inner, size
+        self.name = f"{inner.name}-at{size}px"
+        self.dataset_classes = getattr(inner, "dataset_classes", False)
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if tuple(images.shape[-2:]) != (self.size, self.size):
+            x = F.interpolate(images.float(), size=(self.size, self.size), mode="bilinear", antialias=True)
+            images = x.round().clamp(0, 255).to(torch.uint8)
+        return self.inner(images)
+
+
 def build_extractor(spec: str, device: str | torch.device = "cpu", dataset: str = "fashion-mnist"):
     """An extractor from a command-line spec: "reference[:FOLDER]", "reference-resnet[:FOLDER]" (the second
     evaluator), "inception" or "inception:WEIGHTS"."""
@@ -236,6 +253,8 @@ def dataset_key(data, split: str) -> str:
     key = f"{data.name}-{split}-{data.image_size}x{data.channels}"
     if data.resize != "pad":
         key += f"-{data.resize}"
+    if data.pad_to:
+        key += f"-pad{data.pad_to}"
     if data.root:
         key += "-" + hashlib.sha256(str(Path(data.root).resolve()).encode()).hexdigest()[:8]
     return key

@@ -83,7 +83,11 @@ class CausalARConfig:
 
     @property
     def num_tokens(self) -> int:
-        return math.prod(s // self.patch_size for s in self.input_size)
+        return math.prod(self.token_grid)
+
+    @property
+    def token_grid(self) -> tuple[int, ...]:
+        return tuple(s // self.patch_size for s in self.input_size)
 
     @property
     def token_dim(self) -> int:
@@ -192,6 +196,12 @@ class CausalAR(nn.Module):
         for param in (self.class_pos, self.pos_embed, self.target_pos):
             if param is not None:
                 nn.init.normal_(param, std=0.02)
+
+    def position_grids(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        """Learned positions on the token grid, by state-dict name: (leading non-grid tokens, grid); `init_from` at
+        another latent size resamples them (training/init_from.py). The class positions do not depend on it."""
+        grids = {"pos_embed": (0, self.config.token_grid)}
+        return grids | ({"target_pos": (0, self.config.token_grid)} if self.target_pos is not None else {})
 
     # ----------------------------------------------------------------------------------------------
     # Stages

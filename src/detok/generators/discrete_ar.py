@@ -70,6 +70,10 @@ class DiscreteARConfig:
     def num_tokens(self) -> int:
         return math.prod(self.input_size)
 
+    @property
+    def token_grid(self) -> tuple[int, ...]:
+        return tuple(self.input_size)
+
 
 class DiscreteAR(CausalAR):
     """Decoder-only AR generator over code indices (RandomAR / RasterAR) with a softmax head."""

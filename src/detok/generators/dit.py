@@ -220,6 +220,12 @@ class BackboneGenerator(nn.Module):
             labels = self.net.y_embedder.drop(labels, self.config.class_dropout)  # CFG dropout from the global RNG
         return self.objective.training_loss(lambda x, t: self.net(x, t, labels), z).mean()
 
+    def position_grids(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        """Learned positions, by state-dict name: (leading tokens, grid), resampled by `init_from` at another latent
+        size; only 1-D token sequences have them (a grid's sin-cos and RoPE tables are buffers, rebuilt)."""
+        pos = self.net.pos_embed
+        return {"net.pos_embed": (0, (pos.shape[1],))} if isinstance(pos, nn.Parameter) else {}
+
     @torch.no_grad()
     def sample(
         self,

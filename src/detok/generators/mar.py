@@ -224,6 +224,13 @@ class MAR(nn.Module):
         for param in (self.enc_pos, self.dec_pos, self.diffusion_pos, self.mask_token):
             nn.init.normal_(param, std=0.02)
 
+    def position_grids(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        """Learned positions on the token grid, by state-dict name: (leading buffer tokens, grid); `init_from` at
+        another latent size (MAR-L 256 → 512, l-DeTok App. A.3) resamples them (training/init_from.py)."""
+        cfg = self.config
+        grid, b = tuple(s // cfg.patch_size for s in cfg.input_size), cfg.buffer_size
+        return {"enc_pos": (b, grid), "dec_pos": (b, grid), "diffusion_pos": (0, grid)}
+
     # ----------------------------------------------------------------------------------------------
     # Stages
     # ----------------------------------------------------------------------------------------------

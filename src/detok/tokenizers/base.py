@@ -162,6 +162,12 @@ class Tokenizer(nn.Module):
         """The decoder's last weight, where the adaptive GAN weight compares gradient norms."""
         raise NotImplementedError
 
+    def position_grids(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        """Learned position embeddings laid out on the image's token grid, by state-dict name: (leading non-grid
+        tokens, grid). `init_from` at another image size resamples them (training/init_from.py); none by default
+        (RoPE, a CNN and K learned 1-D latent tokens need nothing)."""
+        return {}
+
     def check_init_source(self, source: nn.Module) -> None:
         """Refuse an `init_from` model of this family that this run cannot continue (e.g. AlignTok's stage order);
         the architecture itself is compared by the trainer."""

@@ -144,6 +144,10 @@ class DeTok(Tokenizer):
     def maskable_tokens(self) -> int:
         return self.config.grid_size**2
 
+    def position_grids(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        g = self.config.grid_size
+        return {"enc_pos": (0, (g, g)), "dec_pos": (0, (g, g))}
+
     def decoder_finetune_frozen(self) -> list[nn.Parameter]:
         parts = [self.patch_embed, self.enc_blocks, self.enc_norm, self.enc_head, self.distill_proj]
         return [self.enc_pos] + [p for m in parts if m is not None for p in m.parameters()]
@@ -373,6 +377,34 @@ _register_pair(
     "width 192 with 4+4 blocks and 4 heads: 74–102 img/s on 2 CPU cores (measured 2026-11-22/24), so the "
     "default 40,000 training images take 7–9 minutes and reach 23.6 dB test PSNR; the README demo trains "
     "32,000 (22.9 dB) to leave room for its generator (docs/results.md); γ=3, M=0.7 as in the paper.",
+)
+
+
+def _tiny_twice(cfg: DeTokConfig) -> DeTokConfig:
+    """Tiny twin of a preset at twice its base's image size (App. A.3's fine-tuning presets): the base preset's twin
+    at twice its size, so that the two twins differ in nothing else and one fine-tunes from the other."""
+    base = _tiny(dataclasses.replace(cfg, image_size=cfg.image_size // 2))
+    return dataclasses.replace(base, image_size=2 * base.image_size)
+
+
+# App. A.3: the 512-px tokenizer, fine-tuned from a 256-px detok-bb run (its default run config is that recipe and
+# needs init_from; training/tokenizer.py RESOLUTION_FINETUNES).
+_register_pair(
+    "detok-bb-512",
+    lambda: dataclasses.replace(_paper("b", "b"), image_size=512),
+    "detok-bb at 512 px (p=16, a 32×32 token grid), fine-tuned from a 256-px detok-bb run (App. A.3): "
+    "--set init_from=RUN; learned position embeddings resampled bicubically from 16×16, RoPE rebuilt; lr 2e-4, "
+    "25 epochs, GAN from the start; add --set decoder_finetune=true for the decoder-only variant.",
+    tiny=_tiny_twice,
+)
+_register_pair(
+    "detok-fmnist64",
+    lambda: dataclasses.replace(_fmnist32(), image_size=64),
+    "detok-fmnist32 at 64 px, the FMNIST analogue of App. A.3's 256 → 512 fine-tuning: p=4 stays, so the token grid "
+    "grows from 8×8 to 16×16 as the paper's from 16×16 to 32×32 (p=8 would keep 8×8 and change the patch "
+    "embedding instead); Fashion-MNIST padded to 32 px as detok-fmnist32 sees it, then resized to 64. Fine-tuned "
+    "from a detok-fmnist32 run (--set init_from=RUN) with half its learning rate for 1/8 of its images, GAN on.",
+    tiny=_tiny_twice,
 )
 
 

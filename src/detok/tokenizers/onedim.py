@@ -111,6 +111,11 @@ class DeTok1D(NoiseOnlyTokenizer):
         """A (K, C) sequence."""
         return LatentLayout("sequence", (self.config.latent_tokens, self.config.latent_channels))
 
+    def position_grids(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        """The patch positions; the K latent tokens' positions do not depend on the image size."""
+        g = self.config.grid_size
+        return {"enc_pos": (0, (g, g)), "dec_pos": (0, (g, g))}
+
     def decoder_finetune_frozen(self) -> list[nn.Parameter]:
         parts = [self.patch_embed, self.enc_blocks, self.enc_norm, self.enc_head]
         own = [self.enc_pos, self.latent_queries, self.enc_latent_pos]

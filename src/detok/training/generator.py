@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from detok import dist
 from detok.checkpoint import (
+    load_model_folder,
     load_tokenizer,
     write_json,
 )
@@ -35,6 +36,7 @@ from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
 from detok.runtime import DivergenceGuard, augment_seed, autocast, batch_indices, compile_blocks, shard_seed
 from detok.training.common import TrainConfig, resume, save_checkpoint, start_run
+from detok.training.init_from import matching_state_dict
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class GeneratorRunConfig:
         latents_in_memory: load the whole cache into RAM (fast); false reads each batch's rows from the
             memory-mapped shards (for caches larger than RAM).
         preview_cfg: guidance scale of the periodic sample grids.
+        init_from: a trained generator (run directory or model folder) to start from: the same preset, the latent
+            grid may differ (MAR-L 256 → 512 px, l-DeTok App. A.3): learned positions are resampled to it.
     """
 
     preset: str
@@ -59,6 +63,7 @@ class GeneratorRunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     preview_cfg: NonNegativeFloat = 2.0
+    init_from: str | None = None
 
     def __post_init__(self):
         check_fields(self)
@@ -206,6 +211,8 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
     preset = get_preset(cfg.preset)
     torch.manual_seed(tc.seed)
     model = preset.model_cls(cfg.model).to(device)
+    if cfg.init_from:
+        model.load_state_dict(matching_state_dict(load_model_folder(cfg.init_from), model, cfg.init_from, "input_size"))
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.peak_lr(), betas=(tc.beta1, tc.beta2))
     modules, optimizers = {"model": model, "ema": ema.model}, {"opt": opt}
