@@ -26,9 +26,14 @@ PAPER_COLUMNS = {k: v if k.endswith(("_vq", "_ft")) else f"{v}-B" for k, v in GE
 
 @functools.lru_cache(maxsize=1)
 def commit() -> str:
-    """HEAD when the suite process first asked, i.e. the code it imported, even if commits land while it runs."""
+    """HEAD when the suite process first asked, i.e. the code it imported, even if commits land while it runs. Asked of
+    the checkout detok was imported from, not of the working directory (a suite run from a work folder elsewhere
+    recorded "unknown")."""
+    source = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return out.strip()
