@@ -167,7 +167,7 @@ def test_mar_buffer_carries_the_class():
     mask = torch.ones(2, cfg.num_tokens)  # all masked, as at the first sampling step: only the buffer informs
     with torch.no_grad():
         cond = [
-            model.forward_decoder(model.forward_encoder(x, mask, model.class_emb(y)), mask)
+            model.forward_decoder(model.forward_encoder(x, mask, model.condition_buffer(y)), mask)
             for y in (torch.tensor([0, 0]), torch.tensor([0, 5]))
         ]
     assert torch.equal(cond[0][0], cond[1][0]) and not torch.allclose(cond[0][1], cond[1][1])

@@ -3,6 +3,7 @@
 import detok.eval.reference  # noqa: F401  (registers the evaluators' presets)
 import detok.generators  # noqa: F401  (registers the generator presets)
 import detok.teachers.mae  # noqa: F401  (registers the teacher presets)
+import detok.text  # noqa: F401  (registers the offline text encoder's presets)
 import detok.tokenizers  # noqa: F401  (registers the tokenizer presets)
 from detok.registry import create_model, list_models
 

@@ -77,6 +77,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.set_defaults(fn=commands.teacher_train)
 
+    cap = sub.add_parser("captions", help="caption sets for text-to-image generators").add_subparsers(
+        dest="action", required=True
+    )
+    p = cap.add_parser(
+        "make", help="caption every image from its class and measured attributes (brightness, width, pattern)"
+    )
+    p.add_argument("--out", help="caption-set folder (default: the cache's captions/fashion-mnist-32)")
+    p.add_argument("--per-image", type=int, default=4, help="captions per image, each phrased anew")
+    p.add_argument(
+        "--held-out-per-class", type=int, default=2, help="attribute combinations per class never trained on"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data config value")
+    p.set_defaults(fn=commands.captions_make)
+
+    txt = sub.add_parser("text-encoder", help="detok's own offline text encoder").add_subparsers(
+        dest="action", required=True
+    )
+    p = txt.add_parser(
+        "train", help="train the word-level text encoder CLIP-style against the images' pixels, then probe it"
+    )
+    p.add_argument("--preset", default="text-encoder-fmnist32", help="text-encoder preset")
+    p.add_argument("--captions", help="caption set (default: the Fashion-MNIST-32 one, made on first use)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. train.images=60000")
+    p.add_argument(
+        "--out", help="run directory (default: the cache's text-encoders/<preset>, which the spec <preset> names)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(fn=commands.text_encoder_train)
+
     lat = sub.add_parser("latents", help="encode a dataset once for generator training").add_subparsers(
         dest="action", required=True
     )
@@ -154,6 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_reference_args(p)
     p.set_defaults(fn=commands.eval_samples)
 
+    p = ev.add_parser("t2i", help="text-to-image: FID against the test images and text alignment (seen/held-out)")
+    p.add_argument("run", help="text-conditioned generator run directory or model folder")
+    p.add_argument("--cfg", default="1.0,2.0,3.0", help="guidance scales to search, comma-separated")
+    p.add_argument("--num", type=int, default=1_000, help="samples per scale in the search (test captions)")
+    p.add_argument("--final-num", type=int, default=5_000, help="samples at the best scale (<= --num: no rerun)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--tokenizer", help="tokenizer to decode with (default: the one the generator was trained on)")
+    p.add_argument("--captions", help="caption set (default: the generator's)")
+    p.add_argument("--text-encoder", help="text encoder spec (default: the generator's)")
+    p.add_argument("--evaluator", default="reference", help="FID features: reference[:FOLDER] or inception[:WEIGHTS]")
+    p.add_argument("--classifier", default="reference", help="reads the class of samples when the evaluator does not")
+    p.add_argument("--out", help="results folder (default RUN/eval-t2i)")
+    p.add_argument("--sampling", action="append", metavar="KEY=VALUE", help="sampling setting of the generator")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data config value")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(fn=commands.eval_t2i)
+
     p = ev.add_parser("latents", help="linear probe, GMM modes and denoising robustness of a tokenizer's latents")
     p.add_argument("run", help="tokenizer run directory or model folder")
     p.add_argument("--out", help="results folder (default RUN/analysis)")
@@ -169,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", required=True, help="generator preset (see `detok presets`)")
     p.add_argument("--tokenizer", required=True, help="tokenizer run directory or model folder (with latent stats)")
     p.add_argument("--latents", help="latent cache from `detok latents cache` (default: encode images on the fly)")
+    p.add_argument("--captions", help="t2i-* presets: the caption set of the training images (`detok captions make`)")
+    p.add_argument(
+        "--text-encoder", help="t2i-* presets: hf:FOLDER (a local transformers model), detok:FOLDER or a preset name"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -181,7 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = gen.add_parser("sample", help="sample class-balanced images into an .npz (uint8 images + labels) and a PNG")
     p.add_argument("run", help="generator run directory or model folder")
-    p.add_argument("--num", type=int, default=100, help="number of images")
+    p.add_argument(
+        "--num", type=int, default=None, help="number of images (default 100; with --captions one per caption)"
+    )
+    p.add_argument(
+        "--captions", help="text-conditioned generators: a text file, one caption per line (taken in turn for --num)"
+    )
+    p.add_argument("--text-encoder", help="with --captions: the text encoder (default: the one the generator used)")
     p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = unguided)")
     p.add_argument(
         "--cfg-interval",
@@ -216,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
             "variants",
             "peers",
             "resolution",
+            "t2i",
         ],
     )
     p.add_argument(

@@ -209,7 +209,8 @@ def _start_processes(args: argparse.Namespace):
 def generator_train(args: argparse.Namespace) -> int:
     from detok.training.generator import default_run_config, train_generator
 
-    cfg = default_run_config(args.preset, args.tokenizer, args.latents, args.set or [])
+    text = {"captions": args.captions, "text_encoder": args.text_encoder}
+    cfg = default_run_config(args.preset, args.tokenizer, args.latents, args.set or [], **text)
     return _run_training(cfg, Path(args.out or f"runs/{args.preset}"), train_generator, "generator", args.dry_run)
 
 
@@ -221,31 +222,160 @@ def _parse_interval(text: str) -> tuple[float, float]:
 
 
 def generator_sample(args: argparse.Namespace) -> int:
+    import torch
+
     from detok import dist
     from detok.checkpoint import load_generator, load_tokenizer, read_model_config
-    from detok.generate import npz_path, sample_to_file, with_sampling_settings
+    from detok.generate import is_text_conditioned, npz_path, sample_to_file, with_sampling_settings
 
     device = _start_processes(args)
     model = load_generator(args.run, device)
     model = with_sampling_settings(model, args.set or [])  # e.g. model.flow.sample_steps=100
-    tokenizer_path = args.tokenizer or read_model_config(args.run)[2].get("tokenizer")
+    recorded = read_model_config(args.run)[2]
+    tokenizer_path = args.tokenizer or recorded.get("tokenizer")
     if not tokenizer_path:
         raise ValueError(f"{args.run} does not record its tokenizer; pass --tokenizer")
+    text, notes = {}, {}
+    if is_text_conditioned(model):
+        text, notes = _caption_conditions(args, model, recorded, device)
+    elif args.captions or args.text_encoder:
+        raise ValueError(f"{args.run} is class-conditional: --captions and --text-encoder are for t2i-* generators")
+    num = args.num or (len(text["captions"]) if text else 100)
+    if text:
+        which = torch.arange(num) % len(text["captions"])  # the captions in turn
+        text = {"text": text["tokens"][which], "labels": which, "captions": text["captions"]}
     tok = load_tokenizer(tokenizer_path, device)
     path = npz_path(args.out)
     sample_to_file(  # resumable: a rerun keeps the finished parts; under torchrun the processes share the parts
         path,
         model,
         tok,
-        args.num,
+        num,
         batch_size=args.batch_size,
         seed=args.seed,
         cfg_scale=args.cfg,
         cfg_interval=None if args.cfg_interval is None else _parse_interval(args.cfg_interval),
         temperature=args.temperature,
+        **text,
     )
     settings = {"cfg": args.cfg, "cfg_interval": args.cfg_interval, "temperature": args.temperature}
-    dist.print0(json.dumps({"samples": str(path), "num": args.num, "seed": args.seed, **settings}))
+    dist.print0(json.dumps({"samples": str(path), "num": num, "seed": args.seed, **settings, **notes}))
+    return 0
+
+
+def _caption_conditions(args: argparse.Namespace, model, recorded: dict, device) -> tuple[dict, dict]:
+    """The captions of --captions FILE and their tokens under the generator's text encoder (the one it was trained
+    with, or --text-encoder), after checking the encoder fits the model; truncation is reported, not an error."""
+    import warnings
+
+    from detok.text.encoders import load_text_encoder, read_captions_file
+
+    if not args.captions:
+        raise ValueError(f"{args.run} is text-conditioned: give --captions FILE (one caption per line)")
+    captions = read_captions_file(args.captions)
+    spec = args.text_encoder or recorded.get("text_encoder")
+    if not spec:
+        raise ValueError(f"{args.run} does not record its text encoder; pass --text-encoder")
+    encoder = load_text_encoder(spec, device)
+    cfg = model.config
+    if (encoder.max_length, encoder.dim) != (cfg.text_len, cfg.text_dim):
+        raise ValueError(
+            f"text encoder {spec} gives {encoder.max_length} tokens of width {encoder.dim}, the generator takes "
+            f"{cfg.text_len} of width {cfg.text_dim}: use the encoder it was trained with"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        encoded = encoder.encode(captions)
+    for w in caught:
+        print(f"detok: warning: {w.message}", file=sys.stderr)
+    notes = {"captions": len(captions), "truncated_captions": encoded.truncated, "truncation": encoder.truncation}
+    return {"tokens": encoded.tokens, "captions": captions}, notes
+
+
+def captions_make(args: argparse.Namespace) -> int:
+    from detok.data import DataConfig
+    from detok.text.captions import default_captions_dir, describe, make_attribute_captions
+
+    data = apply_overrides(DataConfig(name="fashion-mnist"), args.set or [])
+    out = Path(args.out) if args.out else default_captions_dir()
+    captions = make_attribute_captions(data, args.per_image, args.held_out_per_class, args.seed)
+    captions.save(out)
+    summary = describe(captions)
+    held = summary.pop("held_out_combinations", [])
+    print(json.dumps({"out": str(out), **summary, "held_out_combinations": len(held)}, indent=2))
+    return 0
+
+
+def text_encoder_train(args: argparse.Namespace) -> int:
+    from detok.text.captions import default_captions
+    from detok.text.encoders import default_text_encoder_dir
+    from detok.training.text_encoder import PROBE_FILE, default_run_config, train_text_encoder
+
+    captions = args.captions or default_captions()
+    cfg = apply_overrides(default_run_config(args.preset, captions), args.set or [])
+    out = Path(args.out) if args.out else default_text_encoder_dir(args.preset)
+    code = _run_training(cfg, out, train_text_encoder, "text encoder", args.dry_run)
+    if not args.dry_run:
+        probe = json.loads((out / PROBE_FILE).read_text())
+        if "retrieval_same_combination" in probe:
+            print(
+                f"retrieval probe: {probe['retrieval_same_combination']:.1%} of {probe['images']} test captions find "
+                f"an image of their combination (chance {probe['chance']:.1%}); text encoder spec: "
+                f"{args.out or args.preset}"
+            )
+    return code
+
+
+def eval_t2i(args: argparse.Namespace) -> int:
+    from detok.checkpoint import load_generator, load_tokenizer, read_model_config
+    from detok.data import build_dataset
+    from detok.eval.features import build_extractor, dataset_key, reference_set
+    from detok.eval.t2i import T2IEvalConfig, evaluate_t2i
+    from detok.generate import is_text_conditioned, with_sampling_settings
+    from detok.runtime import resolve_device, set_threads
+    from detok.text.captions import CaptionSet
+    from detok.text.encoders import caption_embeddings, load_text_encoder
+
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    model = with_sampling_settings(load_generator(args.run, device), args.sampling or [])
+    if not is_text_conditioned(model):
+        raise ValueError(f"{args.run} is class-conditional: evaluate it with `detok eval generation`")
+    recorded = read_model_config(args.run)[2]
+    tokenizer_path = args.tokenizer or recorded.get("tokenizer")
+    captions_dir = args.captions or recorded.get("captions")
+    spec = args.text_encoder or recorded.get("text_encoder")
+    if not (tokenizer_path and captions_dir and spec):
+        raise ValueError(f"{args.run} does not record its tokenizer, captions and text encoder; pass them")
+    tok = load_tokenizer(tokenizer_path, device)
+    captions = CaptionSet.load(captions_dir)
+    tokens = caption_embeddings(captions, captions_dir, load_text_encoder(spec, device))
+    data = _data_for(tokenizer_path, tok, args.set)
+    extractor = build_extractor(args.evaluator, device, data.name)
+    classifier = None if getattr(extractor, "dataset_classes", False) else build_extractor(args.classifier, device)
+    ref = reference_set(extractor, build_dataset(data, "test"), dataset_key(data, "test"))  # the test images
+    cfg = T2IEvalConfig(
+        cfg_scales=_parse_floats(args.cfg, "--cfg"),
+        num=args.num,
+        final_num=args.final_num,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        temperature=args.temperature,
+    )
+    out = Path(args.out or Path(args.run) / "eval-t2i")
+    record = evaluate_t2i(model, tok, captions, tokens, extractor, ref, out, cfg, classifier)
+    print(f"evaluator {record['evaluator']}, reference {record['reference']}")
+    print(f"{'cfg':>6} {'num':>6} {'FID':>8} {'aligned':>8} {'seen':>6} {'held-out':>8}")
+    for r, tag in [(r, "") for r in record["rows"]] + [(record["final"], "  <- final")]:
+        aligned = r.get("alignment", {}).get("all", {}).get("alignment")
+        print(
+            f"{r['cfg']:>6g} {r['num']:>6d} {_fmt(r['fid']):>8} {_fmt(aligned):>8} "
+            f"{_fmt(r.get('alignment_seen')):>6} {_fmt(r.get('alignment_held_out')):>8}{tag}"
+        )
+    if "real" in record:
+        real = record["real"]
+        print(f"test images against their own captions: {_fmt(real['all']['alignment'])} aligned (the ceiling)")
+    print(f"results: {out / 't2i.json'}")
     return 0
 
 
@@ -321,7 +451,7 @@ def eval_generation(args: argparse.Namespace) -> int:
     from detok.checkpoint import load_generator, load_tokenizer, read_model_config
     from detok.eval.features import build_extractor
     from detok.eval.generation import GenerationEvalConfig, evaluate_generation
-    from detok.generate import with_sampling_settings
+    from detok.generate import is_text_conditioned, with_sampling_settings
 
     device = _start_processes(args)
     cfg = GenerationEvalConfig(
@@ -336,6 +466,8 @@ def eval_generation(args: argparse.Namespace) -> int:
         no_cfg_temperatures=_parse_floats(args.no_cfg_temperatures or "", "--no-cfg-temperatures"),
     )
     model = with_sampling_settings(load_generator(args.run, device), args.sampling or [])
+    if is_text_conditioned(model):
+        raise ValueError(f"{args.run} is text-conditioned: evaluate it on captions with `detok eval t2i`")
     tokenizer_path = args.tokenizer or read_model_config(args.run)[2].get("tokenizer")
     if not tokenizer_path:
         raise ValueError(f"{args.run} does not record its tokenizer; pass --tokenizer")

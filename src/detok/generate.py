@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -77,8 +78,11 @@ def sample_images(
     labels: torch.Tensor | None = None,
     progress: bool = True,
     first_batch: int = 0,
+    text: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sample `num` images with class-balanced labels (or the given `labels`).
+    """Sample `num` images with class-balanced labels (or the given `labels`); a text-conditioned generator
+    (`conditioning == "text"`) from `text`, the token embeddings (num, L, D) of each sample's caption, with `labels`
+    then naming each sample's caption (default 0…num−1).
 
     The generator produces normalised latents; the tokenizer decodes them with its own statistics.
     `cfg_interval` None keeps the model's own default (LightningDiT presets carry the paper's interval).
@@ -94,18 +98,27 @@ def sample_images(
         raise ValueError(f"batch size must be positive, got {batch_size}")
     interval = {} if cfg_interval is None else {"cfg_interval": check_interval(cfg_interval)}
     device = next(generator_model.parameters()).device
-    num_classes = generator_model.config.num_classes
-    if labels is None:
-        labels = balanced_labels(num, num_classes)
-    labels = labels.to(torch.long)
-    if len(labels) != num or labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must be {num} class indices in [0, {num_classes})")
+    if is_text_conditioned(generator_model):
+        if text is None or len(text) != num:
+            raise ValueError(f"a text-conditioned generator needs caption tokens for each of the {num} samples")
+        labels = (torch.arange(num) if labels is None else labels).to(torch.long)
+        conditions = text
+    else:
+        if text is not None:
+            raise ValueError(f"{type(generator_model).__name__} is class-conditional: it takes labels, not text")
+        num_classes = generator_model.config.num_classes
+        if labels is None:
+            labels = balanced_labels(num, num_classes)
+        labels = labels.to(torch.long)
+        if len(labels) != num or labels.min() < 0 or labels.max() >= num_classes:
+            raise ValueError(f"labels must be {num} class indices in [0, {num_classes})")
+        conditions = labels
     generator_model.eval()
     tokenizer.eval()
     images = []
     starts = range(0, num, batch_size)
     for b, start in enumerate(tqdm(starts, disable=not progress, desc="sampling", unit="batch")):
-        y = labels[start : start + batch_size].to(device)
+        y = conditions[start : start + batch_size].to(device)  # labels (B,) or caption tokens (B, L, D)
         z = generator_model.sample(
             y,
             cfg_scale=cfg_scale,
@@ -115,6 +128,19 @@ def sample_images(
         )  # (B, C, *input_size) normalised latents, or (B, *input_size) code indices
         images.append(to_uint8(tokenizer.decode_generated(z)))
     return np.concatenate(images), labels.cpu().numpy()
+
+
+def is_text_conditioned(model: torch.nn.Module) -> bool:
+    """Whether a generator takes caption tokens (the T2I generators) rather than class labels."""
+    return getattr(model, "conditioning", "class") == "text"
+
+
+def conditions_digest(text: torch.Tensor, labels: torch.Tensor) -> str:
+    """A digest of the caption tokens and caption ids that condition a set of samples."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in (text.detach().float().cpu().contiguous(), labels.detach().long().cpu().contiguous()):
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def sampling_record(
@@ -143,6 +169,9 @@ def sample_to_file(
     seed: int = 0,
     chunk_batches: int = 8,
     progress: bool = True,
+    text: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    captions: list[str] | None = None,
     **kwargs,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`sample_images` into `save_samples(path, …)`, resumable: every `chunk_batches` batches are kept in
@@ -152,6 +181,9 @@ def sample_to_file(
     `kwargs` go to `sample_images` (cfg_scale, cfg_interval, temperature). Each part records what made it (the
     arguments, the generator's config and both models' weights): a part left by a run with other settings is
     refused, never mixed in.
+
+    A text-conditioned generator samples from `text` (num, L, D), the caption tokens of each sample, `labels` (num,)
+    naming each sample's caption in the list `captions` (stored in the .npz with the images).
 
     Under torchrun each process samples its share, the parts K ≡ rank (mod world size), with the labels and batch
     seeds of the whole set, so the parts are those a single process makes; rank 0 then joins them into `path` (the
@@ -165,9 +197,15 @@ def sample_to_file(
     path = npz_path(path)
     if batch_size <= 0 or chunk_batches <= 0:
         raise ValueError(f"batch_size and chunk_batches must be positive, got {batch_size}, {chunk_batches}")
-    labels = balanced_labels(num, generator_model.config.num_classes)
     chunk = batch_size * chunk_batches
     made_by = sampling_record(generator_model, tokenizer, num, batch_size, seed, **kwargs)
+    if is_text_conditioned(generator_model):
+        if text is None:
+            raise ValueError("a text-conditioned generator samples from captions: give their tokens (`detok eval t2i`)")
+        labels = torch.arange(num) if labels is None else labels.to(torch.long)
+        made_by["conditions"] = conditions_digest(text, labels)
+    else:
+        labels = balanced_labels(num, generator_model.config.num_classes)
     settings = json.dumps({**made_by, "chunk_batches": chunk_batches}, sort_keys=True, default=str)
     parts = [path.with_name(f"{path.stem}.part{k}.npz") for k in range(-(-num // chunk))]
     mine = {}
@@ -185,6 +223,7 @@ def sample_to_file(
             labels=labels[start : start + chunk],
             progress=progress and dist.is_main(),
             first_batch=start // batch_size,
+            text=None if text is None else text[start : start + chunk],
             **kwargs,
         )
         parts[k].parent.mkdir(parents=True, exist_ok=True)
@@ -196,7 +235,8 @@ def sample_to_file(
         images = np.concatenate(
             [mine[k] if k in mine else _read_part(part, settings, path) for k, part in enumerate(parts)]
         )
-        save_samples(path, images, labels.numpy(), made_by=json.dumps(made_by, sort_keys=True, default=str))
+        made = json.dumps(made_by, sort_keys=True, default=str)
+        save_samples(path, images, labels.numpy(), made_by=made, captions=captions)
         del images
         for part in parts:
             part.unlink()
@@ -235,17 +275,30 @@ GRID_MIN_SIDE = 96  # pixels per image in sample grids: small images are enlarge
 
 
 def save_samples(
-    path: str | Path, images: np.ndarray, labels: np.ndarray, grid_per_class: int = 10, made_by: str | None = None
+    path: str | Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    grid_per_class: int = 10,
+    made_by: str | None = None,
+    captions: list[str] | None = None,
 ) -> Path:
     """Write samples as an .npz ("images" uint8 (N, H, W, C), "labels") and a PNG grid beside it.
 
     The grid has one row per class (at most 16 classes, `grid_per_class` images each), each image enlarged by an
     integer factor to at least GRID_MIN_SIDE pixels (32-px images ×3). `made_by` (the JSON of a `sampling_record`)
-    is stored as "made_by" so that a later run can tell whether the file is its own.
+    is stored as "made_by" so that a later run can tell whether the file is its own. With `captions` (samples of a
+    text-conditioned generator) `labels` name each image's caption in that list: they are stored as "caption_index"
+    beside "captions", not as class labels, and the grid shows the first images in order, `grid_per_class` a row.
     """
     path = npz_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {} if made_by is None else {"made_by": np.array(made_by)}
+    if captions is not None:
+        np.savez(path, images=images, caption_index=labels, captions=np.array(captions, dtype=str), **extra)
+        grid = torch.from_numpy(images[: grid_per_class * 10]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        scale = -(-GRID_MIN_SIDE // images.shape[1])
+        save_grid(grid, path.with_suffix(".png"), nrow=min(grid_per_class, len(grid)), scale=scale)
+        return path
     np.savez(path, images=images, labels=labels, **extra)
     rows = []
     for c in np.unique(labels)[:16]:

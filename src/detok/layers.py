@@ -262,3 +262,38 @@ class LabelEmbedder(nn.Module):
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         """labels: (N,) ints in [0, num_classes]; num_classes means "no class". Returns (N, D)."""
         return self.table(labels)
+
+
+class TextEmbedder(nn.Module):
+    """Text conditioning of the T2I generators (l-DeTok App. C): a linear projection of a frozen text encoder's
+    token outputs to the model width (U-ViT's `context_embed`), and a learned null text that classifier-free guidance
+    puts in place of a caption (dropped captions in training, the unconditional branch in sampling)."""
+
+    def __init__(self, text_dim: int, text_len: int, dim: int):
+        super().__init__()
+        self.null = nn.Parameter(torch.zeros(1, text_len, text_dim))  # (1, L, D_text)
+        self.proj = nn.Linear(text_dim, dim)
+
+    def null_text(self, n: int) -> torch.Tensor:
+        """The null text for `n` samples: (n, L, D_text)."""
+        return self.null.expand(n, -1, -1)
+
+    def check(self, text: torch.Tensor) -> torch.Tensor:
+        """`text` itself, after checking it holds (N, text_len, text_dim) token embeddings."""
+        if text.dim() != 3 or tuple(text.shape[1:]) != tuple(self.null.shape[1:]):
+            raise ValueError(
+                f"text of shape {tuple(text.shape)}, but this generator takes (N, {self.null.shape[1]}, "
+                f"{self.null.shape[2]}) token embeddings (text_len, text_dim): use the text encoder it was trained with"
+            )
+        return text
+
+    def drop(self, text: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Replace each caption (N, L, D_text) by the null text with probability `prob` (training-time CFG dropout)."""
+        if prob <= 0:
+            return self.check(text)
+        drop = torch.rand(len(text), device=text.device, generator=generator) < prob  # (N,)
+        return torch.where(drop[:, None, None], self.null.to(text.dtype), self.check(text))
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        """text: (N, L, D_text) token embeddings of the captions (or the null text) → (N, L, D)."""
+        return self.proj(self.check(text))  # (N, L, D)

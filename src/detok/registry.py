@@ -19,8 +19,8 @@ import torch.nn as nn
 
 @dataclass(frozen=True)
 class Preset:
-    """A registered preset: its name, kind ("tokenizer", "generator", "evaluator" or "teacher"), config factory and
-    model class."""
+    """A registered preset: its name, kind ("tokenizer", "generator", "evaluator", "teacher" or "text-encoder"),
+    config factory and model class."""
 
     name: str
     kind: str

@@ -72,6 +72,7 @@ CONTINUOUS_GENERATORS = ("sit", "mar", "dit", "lightningdit", "randomar", "raste
 VQ_GENERATORS = ("randomar_vq", "rasterar_vq")
 PEER_GENERATORS = ("sit", "lightningdit", "mar")
 AR_GENERATORS = ("mar", "randomar", "rasterar", *VQ_GENERATORS)
+T2I_GENERATORS = ("t2i_sit", "t2i_mar")  # text-conditioned: trained and scored by bench/t2i.py (eval/t2i.py)
 
 
 def _corruption(gamma: float, mask: float, *extra: str) -> tuple[str, ...]:
@@ -184,6 +185,17 @@ SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
         TokenizerVariant("64px-decoder", (), paper={"SiT-B": 6.32}, tokenizer="detok-fmnist64", finetune_from="32px",
                          generators=("sit",)),
     ),
+    # Table 7 (Sec. 5.4, App. C) at FMNIST scale: baseline vs l-DeTok under T2I-SiT and T2I-MAR, conditioned on the
+    # attribute captions of the suite's images through detok's label-free offline text encoder (both made once per
+    # --work; bench/t2i.py); FID against the test images and text alignment on seen and held-out caption combinations
+    # (docs/text-to-image.md). The rows are named as table2's: run with table2's --work to reuse its tokenizers and
+    # latents. Paper: MS-COCO FID with CFG; its other rows are other tokenizers (VA-VAE, SD-VAE, MAR-VAE), not the
+    # plain AE baseline.
+    "t2i": (
+        TokenizerVariant("baseline", _corruption(0, 0), (0, 1), generators=T2I_GENERATORS),
+        TokenizerVariant("joint", _corruption(3, 0.7), (0, 1), {"T2I-SiT-B": 4.31, "T2I-MAR-B": 4.91},
+                         generators=T2I_GENERATORS),
+    ),
 }  # fmt: skip
 
 
@@ -244,6 +256,20 @@ class Budget:
     rasterar_vq: str = "rasterar-vq-fmnist32"
     rasterar_vq_images: PositiveInt = 16_000
     rasterar_vq_sampling: tuple[str, ...] = ()
+    # The t2i suite: its generators (sampling shortened as SiT's and MAR's), its offline text encoder, and the numbers
+    # of test captions its CFG search and final scores sample. Estimated from timed steps (docs/text-to-image.md): a
+    # T2I-SiT step costs ~1.9× a SiT step (32 tokens instead of 16) and its samples ~2.1×; T2I-MAR ~1.1× and ~1.0×
+    # MAR's; so a cell takes ~19 min and the suite's 4 cells plus the text encoder ~80 min on 2 idle cores.
+    t2i_sit: str = "t2i-sit-fmnist32"
+    t2i_sit_images: PositiveInt = 24_000
+    t2i_sit_sampling: tuple[str, ...] = ("flow.sampler=euler", "flow.sample_steps=8")
+    t2i_mar: str = "t2i-mar-fmnist32"
+    t2i_mar_images: PositiveInt = 16_000
+    t2i_mar_sampling: tuple[str, ...] = ("num_iter=3", "diffloss.sample_steps=8")
+    text_encoder: str = "text-encoder-fmnist32"
+    text_encoder_images: PositiveInt = 300_000
+    t2i_search_num: PositiveInt = 500
+    t2i_final_num: PositiveInt = 5_000
     finetune_images: PositiveInt = 8_000
     teacher: str = "mae-teacher-fmnist32"  # the offline teacher of suites whose variants name `{teacher}`
     teacher_images: PositiveInt = 64_000
@@ -325,6 +351,16 @@ BUDGETS = {
         teacher_images=16,
         rasterar_vq="rasterar-vq-fmnist32-tiny",
         rasterar_vq_images=16,
+        t2i_sit="t2i-sit-fmnist32-tiny",
+        t2i_sit_images=16,
+        t2i_sit_sampling=("flow.sampler=euler", "flow.sample_steps=2"),
+        t2i_mar="t2i-mar-fmnist32-tiny",
+        t2i_mar_images=16,
+        t2i_mar_sampling=("num_iter=2", "diffloss.sample_steps=2"),
+        text_encoder="text-encoder-fmnist32-tiny",
+        text_encoder_images=64,
+        t2i_search_num=6,
+        t2i_final_num=8,
         tiny_twins=True,
         search_cfgs=(1.0, 2.0),
         search_num=6,
@@ -491,6 +527,10 @@ def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict, init_from
     from detok.generate import with_sampling_settings
     from detok.training.generator import default_run_config, train_generator
 
+    if name in T2I_GENERATORS:
+        from detok.bench.t2i import t2i_generator_steps
+
+        return t2i_generator_steps(name, budget, cell, ctx)
     preset, images, sampling = (
         getattr(budget, name),
         getattr(budget, f"{name}_images"),
@@ -641,6 +681,10 @@ def run_suite(
     named = [o for v in SUITES[suite] for o in (*v.overrides, *(x for _, extra in v.stages for x in extra))]
     if any("{teacher" in o for o in named):
         record["teacher"] = _teacher_step(budget, work_dir, ctx)
+    if any(g in T2I_GENERATORS for v in SUITES[suite] for g in v.generators):
+        from detok.bench.t2i import text_steps
+
+        record["text"] = text_steps(budget, work_dir, ctx)
     for variant in SUITES[suite]:
         for seed in (s + budget.seed_offset for s in variant.seeds):
             cell = work_dir / f"{variant.name}-seed{seed}"

@@ -19,7 +19,7 @@ from detok.checkpoint import write_json
 GENERATORS = {
     "sit": "SiT", "mar": "MAR", "dit": "DiT", "lightningdit": "LightningDiT", "randomar": "RandomAR",
     "rasterar": "RasterAR", "randomar_vq": "RandomAR (VQ)", "rasterar_vq": "RasterAR (VQ)",
-    "sit_ft": "SiT ft from 32 px",
+    "sit_ft": "SiT ft from 32 px", "t2i_sit": "T2I-SiT", "t2i_mar": "T2I-MAR",
 }  # fmt: skip
 PAPER_COLUMNS = {k: v if k.endswith(("_vq", "_ft")) else f"{v}-B" for k, v in GENERATORS.items()}
 
@@ -113,6 +113,10 @@ def summarize(record: dict) -> list[dict]:
                 row.setdefault(f"{g}_{key}", [])
                 if g in cell:
                     row[f"{g}_{key}"].append(cell[g]["eval"]["final"].get(key))
+            for key in ("alignment_seen", "alignment_held_out"):  # text-conditioned generators (eval/t2i.py)
+                row.setdefault(f"{g}_{key}", [])
+                if g in cell and cell[g]["eval"]["final"].get(key) is not None:
+                    row[f"{g}_{key}"].append(cell[g]["eval"]["final"][key])
             row.setdefault(f"{g}_fid_no_cfg", [])
             if g in cell and cell[g]["eval"].get("no_cfg"):
                 row[f"{g}_fid_no_cfg"].append(cell[g]["eval"]["no_cfg"]["fid"])
@@ -172,6 +176,11 @@ def _intro(record: dict) -> list[str]:
         f"- gFID: CFG searched over {budget['search_cfgs']} on {budget['search_num']} samples, best scale "
         f"reported on {budget['final_num']} fresh samples",
     ]
+    if any(g.startswith("t2i_") for cell in record["cells"] for g in cell):
+        lines.append(
+            f"- text-to-image: samples of the test images' captions, CFG searched on {budget['t2i_search_num']} and "
+            f"the best scale reported on {budget['t2i_final_num']} fresh samples; FID against the test images"
+        )
     return lines
 
 
@@ -239,9 +248,34 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
         + ", ".join(sorted(x[:8] for x in _cell_commits(c)))
         for c in record["cells"]
     ]
+    aligned = [g for g in gens if any(r[f"{g}_alignment_seen"] for r in rows)]
+    real = next((c[g]["eval"]["real"] for c in record["cells"] for g in aligned if "real" in c[g]["eval"]), None)
+    alignment = [
+        [r["variant"], GENERATORS[g], _spread(r[f"{g}_alignment_seen"], ".3f"),
+         _spread(r[f"{g}_alignment_held_out"], ".3f")]
+        for r in rows for g in aligned if r[f"{g}_alignment_seen"]
+    ]  # fmt: skip
     blocks = [
         Table(header, main),
         Table(["Tokenizer", "generator", "CFG", "IS", "precision", "recall", "class consistency"], details),
+        *(
+            [
+                "Text alignment (eval/t2i.py): the share of final samples whose class and measured attribute levels "
+                "are those their caption names, for caption combinations seen in training and held out from it:",
+                Table(["Tokenizer", "generator", "aligned (seen)", "aligned (held-out)"], alignment),
+                *(
+                    [
+                        f"The test images against their own captions (the ceiling: the classifier's accuracy on them): "
+                        f"{real['seen']['alignment']:.3f} seen, {real['held_out']['alignment']:.3f} held-out. Chance "
+                        "for the attributes alone: 1/18."
+                    ]
+                    if real and real["held_out"]["alignment"] is not None
+                    else []
+                ),
+            ]
+            if alignment
+            else []
+        ),
         *_second_evaluator_blocks(record, rows, gens),
         "Per cell (run directories keep checkpoints and the samples as .npz):",
         *cells,

@@ -145,7 +145,8 @@ def init_adaln_zero(net: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
     net.apply(init_linear)
-    nn.init.normal_(net.y_embedder.table.weight, std=0.02)
+    if getattr(net, "y_embedder", None) is not None:  # the T2I backbone has a text embedder instead (generators/t2i.py)
+        nn.init.normal_(net.y_embedder.table.weight, std=0.02)
     nn.init.normal_(net.t_embedder.mlp[0].weight, std=0.02)
     nn.init.normal_(net.t_embedder.mlp[2].weight, std=0.02)
     for m in [*(b.adaLN_modulation[-1] for b in net.blocks), net.final_layer.adaLN_modulation[-1]]:
@@ -203,10 +204,15 @@ class DiTNet(nn.Module):
 
 class BackboneGenerator(nn.Module):
     """Plumbing shared by DiT, SiT and LightningDiT: label dropout, the training loss and guided sampling through
-    the objective. `net(x, t, y)` is the backbone; it owns `y_embedder` (the class table) and `pos_embed`."""
+    the objective. `net(x, t, y)` is the backbone; it owns `y_embedder` (the class table) and `pos_embed`.
+
+    The conditioning is reached through `drop_condition` and `null_condition` only, so that the text-conditioned
+    SiT (generators/t2i.py) shares the rest.
+    """
 
     kind = "generator"
     latent_kind = "continuous"  # normalised continuous latents (grids or 1-D sequences), not code indices
+    conditioning = "class"  # what `forward` and `sample` are conditioned on: class labels (N,)
 
     def __init__(self, config, objective: GaussianDiffusion | FlowMatching, net: nn.Module):
         super().__init__()
@@ -214,10 +220,18 @@ class BackboneGenerator(nn.Module):
         self.objective = objective
         self.net = net
 
+    def drop_condition(self, labels: torch.Tensor) -> torch.Tensor:
+        """Training-time CFG dropout: each label replaced by the null class with probability `class_dropout`."""
+        return self.net.y_embedder.drop(labels, self.config.class_dropout)  # from the global RNG
+
+    def null_condition(self, labels: torch.Tensor) -> torch.Tensor:
+        """The null class for each label: the unconditional branch of guidance."""
+        return torch.full_like(labels, self.config.num_classes)
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean training loss for normalised latents z (N, C, *input_size) and labels (N,) in [0, K)."""
         if self.training:
-            labels = self.net.y_embedder.drop(labels, self.config.class_dropout)  # CFG dropout from the global RNG
+            labels = self.drop_condition(labels)
         return self.objective.training_loss(lambda x, t: self.net(x, t, labels), z).mean()
 
     def position_grids(self) -> dict[str, tuple[int, tuple[int, ...]]]:
@@ -249,7 +263,7 @@ class BackboneGenerator(nn.Module):
         noise = torch.randn(len(labels), cfg.latent_channels, *cfg.input_size, generator=generator, device=device)
         channels = cfg.latent_channels if cfg.cfg_channels is None else cfg.cfg_channels
         model_fn = guided_model_fn(
-            self.net, labels, cfg.num_classes, cfg_scale, cfg_interval, self.objective.noise_level, channels
+            self.net, labels, self.null_condition(labels), cfg_scale, cfg_interval, self.objective.noise_level, channels
         )
         return self.objective.sample(model_fn, noise, temperature=temperature, generator=generator, progress=progress)
 

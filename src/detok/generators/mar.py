@@ -36,11 +36,11 @@ from detok.registry import register_with_tiny
 
 
 @dataclass(frozen=True)
-class MARConfig:
-    """MAR's encoder–decoder, its masking and sampling schedule, and its Diffusion Loss head.
+class MARBackboneConfig:
+    """MAR's encoder–decoder, its masking and sampling schedule, and its Diffusion Loss head: everything but what the
+    buffer tokens hold (`MARConfig`: the class embedding; `T2IMARConfig` in generators/t2i.py: the caption's tokens).
 
     Attributes:
-        buffer_size: buffer tokens prepended to the sequence; all of them carry the class embedding (64 in MAR).
         dropout: MAR's `attn_dropout` and `proj_dropout` (0.1): attention probabilities and branch outputs of
             every block.
         mlp_dropout: dropout of the MLP layers (hidden activations and output); None = `dropout`, as in MAR's timm
@@ -56,8 +56,6 @@ class MARConfig:
 
     latent_channels: PositiveInt = 16
     input_size: tuple[int, ...] = (16, 16)
-    num_classes: PositiveInt = 1000
-    class_dropout: FractionBelowOne = 0.1
     patch_size: PositiveInt = 1
     enc_width: PositiveInt = 768
     enc_depth: PositiveInt = 12
@@ -68,7 +66,6 @@ class MARConfig:
     mlp_ratio: PositiveFloat = 4.0
     dropout: FractionBelowOne = 0.1
     mlp_dropout: FractionBelowOne | None = None
-    buffer_size: PositiveInt = 64
     mask_ratio_min: Fraction = 0.7
     mask_ratio_max: Fraction = 1.0
     mask_ratio_std: PositiveFloat = 0.25
@@ -98,6 +95,16 @@ class MARConfig:
     @property
     def token_dim(self) -> int:
         return self.latent_channels * self.patch_size ** len(self.input_size)
+
+
+@dataclass(frozen=True)
+class MARConfig(MARBackboneConfig):
+    """Class-conditional MAR: `buffer_size` buffer tokens prepended to the sequence, all of them carrying the class
+    embedding (64 in MAR); label K is the null class of classifier-free guidance."""
+
+    num_classes: PositiveInt = 1000
+    class_dropout: FractionBelowOne = 0.1
+    buffer_size: PositiveInt = 64
 
 
 # --------------------------------------------------------------------------------------------------
@@ -170,10 +177,15 @@ class Block(nn.Module):
 
 
 class MAR(nn.Module):
-    """Masked autoregressive generator: bidirectional encoder–decoder over buffer + tokens, DiffLoss head."""
+    """Masked autoregressive generator: bidirectional encoder–decoder over buffer + tokens, DiffLoss head.
+
+    What the buffer holds is reached through `build_conditioning`, `init_conditioning`, `drop_condition` and
+    `condition_buffer` only, so that the text-conditioned MAR (generators/t2i.py) shares the rest.
+    """
 
     kind = "generator"
     latent_kind = "continuous"  # normalised continuous latents (grids or 1-D sequences), not code indices
+    conditioning = "class"  # what `forward` and `sample` are conditioned on: class labels (N,)
     config_cls = MARConfig
 
     def __init__(self, config: MARConfig):
@@ -181,8 +193,8 @@ class MAR(nn.Module):
         self.config = config
         t, b, de, dd = config.num_tokens, config.buffer_size, config.enc_width, config.dec_width
 
-        # Encoder: token projection, class buffer, learned positions over buffer + tokens
-        self.class_emb = LabelEmbedder(config.num_classes, de)
+        # Encoder: token projection, conditioning buffer, learned positions over buffer + tokens
+        self.build_conditioning(de)
         self.z_proj = nn.Linear(config.token_dim, de)
         self.z_proj_ln = nn.LayerNorm(de, eps=1e-6)
         self.enc_pos = nn.Parameter(torch.zeros(1, b + t, de))
@@ -220,9 +232,31 @@ class MAR(nn.Module):
         for name, child in self.named_children():
             if name != "diffloss":
                 child.apply(init_module)
-        nn.init.normal_(self.class_emb.table.weight, std=0.02)
+        self.init_conditioning()
         for param in (self.enc_pos, self.dec_pos, self.diffusion_pos, self.mask_token):
             nn.init.normal_(param, std=0.02)
+
+    # ----------------------------------------------------------------------------------------------
+    # Conditioning: the class embedding in every buffer token
+    # ----------------------------------------------------------------------------------------------
+
+    def build_conditioning(self, dim: int) -> None:
+        """Create the modules that fill the buffer (here the class table, with the null class as its last row)."""
+        self.class_emb = LabelEmbedder(self.config.num_classes, dim)
+
+    def init_conditioning(self) -> None:
+        nn.init.normal_(self.class_emb.table.weight, std=0.02)
+
+    def drop_condition(self, labels: torch.Tensor) -> torch.Tensor:
+        """Training-time CFG dropout: each label replaced by the null class with probability `class_dropout`."""
+        return self.class_emb.drop(labels, self.config.class_dropout)  # from the global RNG
+
+    def condition_buffer(self, labels: torch.Tensor, with_null: bool = False) -> torch.Tensor:
+        """Buffer tokens (N, B, D_enc): the class embedding of each label in every buffer token; `with_null` appends
+        the null class's N rows ([class; null], one embedding call: the doubled batch of guidance)."""
+        if with_null:
+            labels = torch.cat([labels, torch.full_like(labels, self.config.num_classes)])
+        return self.class_emb(labels)[:, None].expand(-1, self.config.buffer_size, -1)  # (N or 2N, B, De)
 
     def position_grids(self) -> dict[str, tuple[int, tuple[int, ...]]]:
         """Learned positions on the token grid, by state-dict name: (leading buffer tokens, grid); `init_from` at
@@ -235,20 +269,19 @@ class MAR(nn.Module):
     # Stages
     # ----------------------------------------------------------------------------------------------
 
-    def forward_encoder(self, x: torch.Tensor, mask: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
+    def forward_encoder(self, x: torch.Tensor, mask: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
         """Encode the buffer and the visible tokens.
 
         Args:
             x: tokens (N, T, C·p^A) in raster order.
             mask: (N, T), 1 = masked; every sample masks the same number of tokens.
-            class_emb: (N, D_enc) class (or null-class) embeddings written into every buffer token.
+            buffer: (N, B, D_enc) buffer tokens from `condition_buffer` (class or null-class embeddings).
 
         Returns:
             (N, B + T_keep, D_enc): the buffer followed by the visible tokens in raster order.
         """
         n, b = x.shape[0], self.config.buffer_size
         h = self.z_proj(x)  # (N, T, De)
-        buffer = class_emb[:, None].expand(-1, b, -1)  # (N, B, De)
         h = self.z_proj_ln(torch.cat([buffer, h], dim=1) + self.enc_pos)  # (N, B+T, De)
         keep = torch.cat([mask.new_zeros(n, b), mask], dim=1) == 0  # (N, B+T)
         h = h[keep].view(n, -1, h.shape[-1])  # (N, B+T_keep, De)
@@ -291,8 +324,8 @@ class MAR(nn.Module):
         ratio = truncated_normal_mask_ratio(cfg.mask_ratio_min, cfg.mask_ratio_max, cfg.mask_ratio_std)  # per batch
         mask = mask_from_orders(random_orders(n, t, x.device), math.ceil(t * ratio))  # (N, T), 1 = masked
         if self.training:
-            labels = self.class_emb.drop(labels, cfg.class_dropout)  # CFG dropout from the global RNG
-        h = self.forward_encoder(x, mask, self.class_emb(labels))  # (N, B+T_keep, De)
+            labels = self.drop_condition(labels)
+        h = self.forward_encoder(x, mask, self.condition_buffer(labels))  # (N, B+T_keep, De)
         cond = self.forward_decoder(h, mask)  # (N, T, Dd)
         return self.forward_loss(cond, x, mask)
 
@@ -329,8 +362,7 @@ class MAR(nn.Module):
         tokens = torch.zeros(n, t, cfg.token_dim, device=device)  # (N, T, C·p^A)
         mask = torch.ones(n, t, device=device)  # (N, T), 1 = still to generate
         orders = random_orders(n, t, device, generator)  # (N, T)
-        null = torch.full_like(labels, cfg.num_classes)
-        class_emb = self.class_emb(torch.cat([labels, null]) if guided else labels)  # (N or 2N, De)
+        buffer = self.condition_buffer(labels, with_null=guided)  # (N or 2N, B, De): [cond; null] when guided
 
         for remaining in tqdm(cosine_mask_schedule(t, cfg.num_iter), disable=not progress, desc="MAR"):
             next_mask = mask_from_orders(orders, remaining)  # (N, T)
@@ -338,7 +370,7 @@ class MAR(nn.Module):
             if not to_pred.any():  # more steps than tokens: nothing new to unmask
                 continue
             x_in, m_in = (torch.cat([tokens, tokens]), torch.cat([mask, mask])) if guided else (tokens, mask)
-            cond = self.forward_decoder(self.forward_encoder(x_in, m_in, class_emb), m_in)  # (N or 2N, T, Dd)
+            cond = self.forward_decoder(self.forward_encoder(x_in, m_in, buffer), m_in)  # (N or 2N, T, Dd)
             scale = cfg_scale
             if cfg.cfg_schedule == "linear":
                 scale = linear_cfg_scale(cfg_scale, t - remaining, t)

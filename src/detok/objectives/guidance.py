@@ -60,7 +60,7 @@ def balanced_labels(num: int, num_classes: int, device: torch.device | str = "cp
 def guided_model_fn(
     net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     labels: torch.Tensor,
-    null_label: int,
+    null_label: int | torch.Tensor,
     scale: float,
     interval: tuple[float, float],
     noise_level: Callable[[torch.Tensor], torch.Tensor],
@@ -73,9 +73,12 @@ def guided_model_fn(
     channels are combined by `guidance.guide`; the remaining channels (DiT's learned variances, or channels left
     unguided by `cfg_channels`) come from the conditional half. Samples outside the interval get the conditional
     output.
+
+    `labels` are the conditions: class labels (N,) with `null_label` the null class, or the token embeddings of captions
+    (N, L, D) with `null_label` the null text as a tensor of the same shape (the T2I generators).
     """
     lo, hi = check_interval(interval)
-    null = torch.full_like(labels, null_label)
+    null = null_label if isinstance(null_label, torch.Tensor) else torch.full_like(labels, null_label)
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if scale == 1.0:

@@ -53,6 +53,11 @@ class GeneratorRunConfig:
         preview_cfg: guidance scale of the periodic sample grids.
         init_from: a trained generator (run directory or model folder) to start from: the same preset, the latent
             grid may differ (MAR-L 256 → 512 px, l-DeTok App. A.3): learned positions are resampled to it.
+        captions: text-conditioned presets (`t2i-*`) only: the caption set of the training images (text/captions.py;
+            `detok captions make`); images without a caption or in a held-out combination are not trained on.
+        text_encoder: text-conditioned presets only: the frozen text encoder whose token outputs condition the model
+            (text/encoders.py: `hf:FOLDER`, `detok:FOLDER` or a text-encoder preset); the caption set's embeddings are
+            computed once and cached in the caption set's folder.
     """
 
     preset: str
@@ -64,9 +69,13 @@ class GeneratorRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     preview_cfg: NonNegativeFloat = 2.0
     init_from: str | None = None
+    captions: str | None = None
+    text_encoder: str | None = None
 
     def __post_init__(self):
         check_fields(self)
+        if (self.captions is None) != (self.text_encoder is None):
+            raise ValueError("captions and text_encoder come together: a caption set and the encoder of its captions")
 
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
@@ -115,13 +124,27 @@ def _tokenizer_data(tokenizer_path: str, tokenizer) -> DataConfig:
 
 
 def default_run_config(
-    preset: str, tokenizer: str, latents: str | None = None, overrides: list[str] | None = None
+    preset: str,
+    tokenizer: str,
+    latents: str | None = None,
+    overrides: list[str] | None = None,
+    captions: str | None = None,
+    text_encoder: str | None = None,
 ) -> GeneratorRunConfig:
     """The resolved run config: the preset's model fitted to the tokenizer's latent layout and the data's
-    classes, the recipe of `default_train_config`, then `overrides` (`model.*` keys go to the model config)."""
+    classes (a text-conditioned preset: to the text encoder's width and context, embedding the caption set once), the
+    recipe of `default_train_config`, then `overrides` (`model.*` keys go to the model config)."""
     p = get_preset(preset)
     if p.kind != "generator":
         raise ValueError(f"{preset!r} is a {p.kind} preset, not a generator")
+    text = getattr(p.model_cls, "conditioning", "class") == "text"
+    if text and (captions is None or text_encoder is None):
+        raise ValueError(
+            f"{preset} is conditioned on text: give --captions (a caption set of the training images, `detok captions "
+            "make`) and --text-encoder (hf:FOLDER, detok:FOLDER or a text-encoder preset)"
+        )
+    if not text and (captions is not None or text_encoder is not None):
+        raise ValueError(f"{preset} is class-conditional: --captions and --text-encoder are for the t2i-* presets")
     tok = load_tokenizer(tokenizer)
     discrete_tokenizer, discrete_model = tok.latent_layout.kind == "discrete", p.model_cls.latent_kind == "discrete"
     if discrete_tokenizer != discrete_model:
@@ -138,6 +161,8 @@ def default_run_config(
         latents=None if latents is None else str(latents),
         data=_tokenizer_data(tokenizer, tok),
         train=default_train_config(preset),
+        captions=None if captions is None else str(captions),
+        text_encoder=None if text_encoder is None else str(text_encoder),
     )
     cfg = apply_overrides(cfg, overrides or [])
     if cfg.latents is not None:
@@ -153,19 +178,76 @@ def default_run_config(
     c, size = tok.latent_layout.generator_input
     channels = {"codebook_size" if discrete_model else "latent_channels": c}
     layout = {**channels, "input_size": size}
+    made_by = {key: f"tokenizer {tokenizer} produces" for key in layout}
+    if text:
+        count = meta["count"] if cfg.latents is not None else None
+        layout.update(_text_layout(cfg, count))
+        made_by.update(text_dim=f"text encoder {text_encoder} gives", text_len=f"text encoder {text_encoder} gives")
     for key, value in layout.items():  # the tokenizer decides these: a different override would be silently lost
         given = next((o.split("=", 1)[1] for o in overrides or [] if o.strip().startswith(f"model.{key}=")), None)
         if given is not None and getattr(cfg.model, key) != value:
+            source = "text encoder" if key.startswith("text_") else "tokenizer"
+            shape = tuple(tok.latent_shape)
+            shape = "" if key.startswith("text_") else f" ({tok.latent_layout.kind} latents of shape {shape})"
             raise ValueError(
-                f"model.{key}={given.strip()} but tokenizer {tokenizer} produces {key} {value} "
-                f"({tok.latent_layout.kind} latents of shape {tuple(tok.latent_shape)}): the layout comes from the "
-                "tokenizer"
+                f"model.{key}={given.strip()} but {made_by[key]} {key} {value}{shape}: the layout comes from the "
+                + source
             )
     try:
-        model = dataclasses.replace(cfg.model, **layout, num_classes=num_classes)
+        model = dataclasses.replace(cfg.model, **layout, **({} if text else {"num_classes": num_classes}))
     except ConfigError as e:  # a setting that does not fit the tokenizer's layout, named as the user would type it
         raise e.within("model.") from None
     return dataclasses.replace(cfg, model=model)
+
+
+def _text_layout(cfg: GeneratorRunConfig, count: int | None) -> dict[str, int]:
+    """The text encoder's width and context (text_dim, text_len), after embedding the caption set once (cached), and
+    checking that the caption set describes the training images (the first `count`, or the whole training split)."""
+    from detok.text.captions import CaptionSet
+    from detok.text.encoders import caption_embeddings, load_text_encoder
+
+    captions = CaptionSet.load(cfg.captions)
+    data = captions.data
+    if (data.get("name"), data.get("root")) != (cfg.data.name, cfg.data.root):
+        raise ValueError(
+            f"caption set {cfg.captions} describes {data.get('name')} images (root {data.get('root')}), the run trains "
+            f"on {cfg.data.name} (root {cfg.data.root}): make the captions from the run's data"
+        )
+    if "train" not in captions.ids:
+        raise ValueError(f"caption set {cfg.captions} has no captions of the training split")
+    have = len(captions.ids["train"])
+    need = count if count is not None else len(build_dataset(cfg.data, "train"))
+    if have < need:
+        raise ValueError(f"caption set {cfg.captions} captions {have} training images, the run trains on {need}")
+    tokens = caption_embeddings(captions, cfg.captions, load_text_encoder(cfg.text_encoder))  # (M, L, D)
+    return {"text_dim": tokens.shape[2], "text_len": tokens.shape[1]}
+
+
+class _TrainingCaptions:
+    """The caption tokens of the training images: one of each image's captions per step, drawn from the batch's
+    augmentation stream. Only images with a caption and outside the held-out combinations (`pool`) are drawn."""
+
+    def __init__(self, cfg: GeneratorRunConfig, count: int):
+        from detok.text.captions import CaptionSet
+        from detok.text.encoders import caption_embeddings, load_text_encoder
+
+        captions = CaptionSet.load(cfg.captions)
+        self.tokens = caption_embeddings(captions, cfg.captions, load_text_encoder(cfg.text_encoder))  # (M, L, D)
+        self.ids = torch.from_numpy(captions.ids["train"][:count]).long()  # (N, K), -1 = none
+        self.pool = torch.from_numpy(captions.trainable("train", count))  # (P,) image indices
+        if not len(self.pool):
+            raise ValueError(f"caption set {cfg.captions} has no trainable caption among the first {count} images")
+
+    def draw(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Caption tokens (B, L, D) for training images `rows` (B,): one of each image's captions at random."""
+        choices = self.ids[rows]  # (B, K)
+        k = (torch.rand(len(rows), generator=generator) * (choices >= 0).sum(1)).long()  # (B,)
+        return self.tokens[choices[torch.arange(len(rows)), k]]
+
+    def preview(self, num: int) -> torch.Tensor:
+        """The first caption of the first `num` trainable images: (num, L, D)."""
+        rows = self.pool[:num]
+        return self.tokens[self.ids[rows, 0]]
 
 
 class _OnTheFlyLatents:
@@ -209,6 +291,7 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
         dataset = _OnTheFlyLatents(cfg.data, tokenizer, device, normalize)
 
     preset = get_preset(cfg.preset)
+    captions = _TrainingCaptions(cfg, len(dataset)) if cfg.captions is not None else None
     torch.manual_seed(tc.seed)
     model = preset.model_cls(cfg.model).to(device)
     if cfg.init_from:
@@ -223,7 +306,8 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
     record = {"run": run, "world_size": world, "effective_batch": tc.batch_size, "parameters": num_params}
     if dist.is_main():
         write_json(run_dir / "run_config.json", record)
-    dist.print0(f"{cfg.preset}: {num_params / 1e6:.2f}M parameters, {len(dataset)} training latents")
+    trainable = "" if captions is None else f", {len(captions.pool)} of them with a caption outside the held-out set"
+    dist.print0(f"{cfg.preset}: {num_params / 1e6:.2f}M parameters, {len(dataset)} training latents{trainable}")
 
     if tc.compile:
         compile_blocks(model)
@@ -239,11 +323,15 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
         lr = lr_at(step, total, tc.peak_lr(), warmup, tc.min_lr, tc.lr_schedule)
         for group in opt.param_groups:
             group["lr"] = lr
-        idx = batch_indices(step, tc.batch_size, len(dataset), tc.seed).view(shards, -1)
+        idx = batch_indices(step, tc.batch_size, len(dataset if captions is None else captions.pool), tc.seed)
+        idx = idx.view(shards, -1)
         loss_sum = torch.zeros((), device=device)
         for micro in range(tc.grad_accum):
             shard = rank * tc.grad_accum + micro
-            z, y = dataset.get_batch(idx[shard], torch.Generator().manual_seed(augment_seed(tc.seed, step, shard)))
+            rows = idx[shard] if captions is None else captions.pool[idx[shard]]  # (B,) image indices
+            gen = torch.Generator().manual_seed(augment_seed(tc.seed, step, shard))
+            z, y = dataset.get_batch(rows, gen)
+            y = y if captions is None else captions.draw(rows, gen)  # labels (B,) or caption tokens (B, L, D)
             z, y = layout.to_generator(z.to(device, non_blocking=True)), y.to(device, non_blocking=True)
             torch.manual_seed(shard_seed(tc.seed, step, shard))  # noise, timesteps, masks, label dropout
             sync = micro == tc.grad_accum - 1
@@ -276,9 +364,11 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
             )
             bar.set_postfix(loss=f"{loss_mean:.4f}", img_s=f"{ips:.0f}")
         if dist.is_main() and (step % tc.sample_every == 0 or step == total):
-            _preview(ema.model, tokenizer, cfg, run_dir / "samples" / f"step-{step:08d}.png", device)
+            _preview(ema.model, tokenizer, cfg, run_dir / "samples" / f"step-{step:08d}.png", device, captions)
         if step % tc.ckpt_every == 0 or step == total:
             extra = {"preset": cfg.preset, "tokenizer": cfg.tokenizer}
+            if captions is not None:  # what `detok generator sample --captions` encodes new captions with
+                extra.update(text_encoder=cfg.text_encoder, captions=cfg.captions)
             save_checkpoint(run_dir, tc, step, images_seen, modules, optimizers, ema, extra)
     bar.close()
     log.close()
@@ -286,9 +376,13 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
 
 
 @torch.no_grad()
-def _preview(model, tokenizer, cfg: GeneratorRunConfig, path: Path, device: torch.device) -> None:
-    """Two EMA samples for each of the first (up to) 8 classes, decoded through the tokenizer into a PNG grid."""
-    k = model.config.num_classes
-    labels = balanced_labels(2 * min(k, 8), min(k, 8), device)
-    z = model.sample(labels, cfg_scale=cfg.preview_cfg, generator=batch_generator(cfg.train.seed, 0, device))
-    save_grid(tokenizer.decode_generated(z), path, nrow=min(k, 8))
+def _preview(model, tokenizer, cfg: GeneratorRunConfig, path: Path, device: torch.device, captions=None) -> None:
+    """Two EMA samples for each of the first (up to) 8 classes (a text-conditioned model: one for each of the first
+    16 training captions), decoded through the tokenizer into a PNG grid."""
+    if captions is not None:
+        cond, nrow = captions.preview(16).to(device), 8
+    else:
+        k = model.config.num_classes
+        cond, nrow = balanced_labels(2 * min(k, 8), min(k, 8), device), min(k, 8)
+    z = model.sample(cond, cfg_scale=cfg.preview_cfg, generator=batch_generator(cfg.train.seed, 0, device))
+    save_grid(tokenizer.decode_generated(z), path, nrow=nrow)
