@@ -127,3 +127,15 @@ def test_the_second_evaluator_is_a_resnet_that_learns_and_scores_through_its_own
     dry = json.loads(capsys.readouterr().out)
     assert dry["seed"] == 1 and "stage_widths" in dry["model"] and dry["out"].endswith("reference-resnet-fmnist32")
     assert cli_main(["eval", "train-reference", "--preset", "nope", "--dry-run"]) == 2
+
+
+def test_both_shipped_evaluators_load_and_differ_in_architecture_and_seed():
+    from detok.eval.features import build_extractor, shipped_evaluator_dir
+    from detok.eval.reference import ResidualNet
+
+    first, second = build_extractor("reference"), build_extractor("reference-resnet")
+    assert isinstance(second.model, ResidualNet) and not isinstance(first.model, ResidualNet)
+    config = json.loads((shipped_evaluator_dir("reference-resnet-fmnist32") / "config.json").read_text())
+    assert config["training"]["seed"] == 1 and config["test_accuracy"] >= 0.9
+    x = torch.zeros(2, 1, 32, 32, dtype=torch.uint8)
+    assert first(x)[0].shape[1] != second(x)[0].shape[1] or first.name != second.name

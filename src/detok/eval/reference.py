@@ -148,7 +148,10 @@ class ResidualNet(nn.Module):
 def _resnet_fmnist32() -> ResidualNetConfig:
     """The second Fashion-MNIST-32 evaluator (a pre-activation ResNet, 16/32/64 channels, 96-d features), trained
     with seed 1: every result of the peers suite is scored by both evaluators, so that a tokenizer aligned to some
-    teacher cannot win by matching one classifier's features. Same recipe as reference-fmnist32 otherwise."""
+    teacher cannot win by matching one classifier's features. Same recipe as reference-fmnist32 otherwise.
+
+    The shipped weights (eval/weights/reference-resnet-fmnist32): 90.63% test accuracy, 4 min 45 s with 1 thread on
+    the 2-core CPU while a 2-thread benchmark shared it (2026-12-02)."""
     return ResidualNetConfig()
 
 
