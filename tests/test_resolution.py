@@ -203,3 +203,33 @@ def test_generator_init_from_another_architecture_is_refused(blobs, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "depth: checkpoint 2 vs run 1" in err and "only input_size may differ" in err
     assert load_model_folder(tmp_path / "deep").config.input_size == (4, 4)  # the preset's; the run's is 16×16
+
+
+def test_a_64px_tokenizer_is_scored_by_the_32px_reference_classifier_through_a_resize(tmp_path, capsys):
+    import dataclasses
+    import json
+
+    import numpy as np
+
+    from detok import create_model
+    from detok.checkpoint import save_model_folder
+    from detok.cli import main as cli_main
+    from detok.eval.features import SHIPPED_REFERENCE, ResizedExtractor, build_extractor, fit_to_size
+    from detok.tokenizers.detok import DeTok
+
+    reference = build_extractor("reference")
+    assert fit_to_size(reference, 32) is reference and fit_to_size(None, 64) is None
+    assert isinstance(fit_to_size(reference, 64), ResizedExtractor) and fit_to_size(reference, 64).size == 32
+    torch.manual_seed(0)
+    model = DeTok(dataclasses.replace(create_model("detok-fmnist32-tiny").config, image_size=64))
+    save_model_folder(tmp_path / "tok", model)
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "d.npz"
+    images = rng.integers(0, 256, (12, 64, 64), dtype=np.uint8)
+    np.savez(npz, images_train=images[:8], labels_train=np.arange(8) % 2, images_test=images[8:],
+             labels_test=np.arange(4) % 2)  # fmt: skip
+    args = ["tokenizer", "eval", str(tmp_path / "tok"), "--evaluator", f"reference:{SHIPPED_REFERENCE}", "--lpips",
+            "off", "--threads", "1", "--set", "name=npz", "--set", f"root={npz}", "--set", "resize=resize"]  # fmt: skip
+    assert cli_main(args) == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "tok" / "eval-test.json").read_text())
+    assert record["rfid"] is not None and record["evaluator"].endswith("-at32px")

@@ -74,6 +74,7 @@ def tokenizer_eval(args: argparse.Namespace) -> int:
 
     from detok.checkpoint import load_tokenizer, write_json
     from detok.data import build_dataset
+    from detok.eval.features import fit_to_size
     from detok.eval.recon import evaluate_reconstruction
     from detok.runtime import resolve_device, set_threads
 
@@ -84,6 +85,7 @@ def tokenizer_eval(args: argparse.Namespace) -> int:
     dataset = build_dataset(data, args.split)
     notes = {}
     extractor, notes["rfid_note"] = _reconstruction_evaluator(args.evaluator, data.name, device)
+    extractor = fit_to_size(extractor, data.image_size)  # e.g. a 64-px tokenizer and the 32-px classifier
     lpips, notes["lpips_note"] = _lpips_or_note(args.lpips, device)
     with torch.no_grad():
         metrics = evaluate_reconstruction(
@@ -449,7 +451,7 @@ def _reference_for(args: argparse.Namespace, extractor, data):
 def eval_generation(args: argparse.Namespace) -> int:
     from detok import dist
     from detok.checkpoint import load_generator, load_tokenizer, read_model_config
-    from detok.eval.features import build_extractor
+    from detok.eval.features import build_extractor, fit_to_size
     from detok.eval.generation import GenerationEvalConfig, evaluate_generation
     from detok.generate import is_text_conditioned, with_sampling_settings
 
@@ -473,7 +475,7 @@ def eval_generation(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.run} does not record its tokenizer; pass --tokenizer")
     tok = load_tokenizer(tokenizer_path, device)
     data = _data_for(tokenizer_path, tok, args.set)
-    extractor = build_extractor(args.evaluator, device, data.name)
+    extractor = fit_to_size(build_extractor(args.evaluator, device, data.name), data.image_size)
     ref = _reference_for(args, extractor, data)
     out = Path(args.out or Path(args.run) / "eval")
     record = evaluate_generation(model, tok, extractor, ref, out, cfg)
@@ -512,7 +514,7 @@ def eval_samples(args: argparse.Namespace) -> int:
 
     from detok.checkpoint import load_tokenizer, write_json
     from detok.data import DataConfig
-    from detok.eval.features import build_extractor
+    from detok.eval.features import build_extractor, fit_to_size
     from detok.eval.generation import score_images
     from detok.runtime import resolve_device, set_threads
 
@@ -526,7 +528,7 @@ def eval_samples(args: argparse.Namespace) -> int:
         data = _data_for(args.tokenizer, load_tokenizer(args.tokenizer, device), args.set)
     else:
         data = apply_overrides(DataConfig(image_size=images.shape[1], channels=images.shape[3]), args.set or [])
-    extractor = build_extractor(args.evaluator, device, data.name)
+    extractor = fit_to_size(build_extractor(args.evaluator, device, data.name), data.image_size)
     ref = _reference_for(args, extractor, data)
     record = {"samples": str(args.samples), **score_images(images, extractor, ref, seed=args.seed, labels=labels)}
     record.update(evaluator=extractor.name, reference=ref.source)

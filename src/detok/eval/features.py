@@ -176,6 +176,15 @@ class ResizedExtractor:
         return self.inner(images)
 
 
+def fit_to_size(extractor, image_size: int):
+    """`extractor` for images of `image_size`: a reference classifier trained at another size scores them resized
+    to its own (`ResizedExtractor`, named so, with its own cached reference statistics); others as they are."""
+    own = getattr(getattr(getattr(extractor, "model", None), "config", None), "image_size", None)
+    if extractor is None or own is None or own == image_size:
+        return extractor
+    return ResizedExtractor(extractor, own)
+
+
 def build_extractor(spec: str, device: str | torch.device = "cpu", dataset: str = "fashion-mnist"):
     """An extractor from a command-line spec: "reference[:FOLDER]", "reference-resnet[:FOLDER]" (the second
     evaluator), "inception" or "inception:WEIGHTS"."""
