@@ -21,9 +21,10 @@ from detok.data import DataConfig
 from detok.eval.features import SHIPPED_REFERENCE
 from detok.eval.reference import ReferenceTrainConfig, train_reference
 from detok.runlog import read_log
-from detok.teachers.base import build_teacher, pool_to_grid
+from detok.teachers.base import pool_to_grid
 from detok.teachers.hog import HOGTeacher, gaussian_window
 from detok.teachers.mae import default_teacher_dir
+from detok.teachers.specs import build_teacher
 from detok.training.teacher import default_run_config, train_teacher
 
 

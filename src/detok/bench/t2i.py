@@ -1,13 +1,14 @@
 """The `t2i` suite's own steps (`detok bench reproduce --suite t2i`, l-DeTok Sec. 5.4 / App. C at FMNIST scale): the
 caption set and the offline text encoder, made once per --work, and the training and scoring of a text-conditioned
-generator in a cell. Recorded and resumed through `reproduce._step`, like every other step."""
+generator in a cell. Recorded and resumed through `steps.run_step`, like every other step."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from detok.bench.reproduce import Budget, _step
+from detok.bench.steps import run_step
+from detok.bench.suites import Budget
 from detok.checkpoint import load_generator, load_tokenizer
 from detok.config import apply_overrides, to_dict
 from detok.data import build_dataset
@@ -28,7 +29,7 @@ def text_steps(budget: Budget, work_dir: Path, ctx: dict) -> dict:
         made.save(captions)
         return describe(made)
 
-    done = {"captions": _step(captions / "done.json", {"data": to_dict(data)}, make, ctx["log"])}
+    done = {"captions": run_step(captions / "done.json", {"data": to_dict(data)}, make, ctx["log"])}
     overrides = [f"train.images={budget.text_encoder_images}", *budget.train]
 
     def train() -> dict:
@@ -36,7 +37,7 @@ def text_steps(budget: Budget, work_dir: Path, ctx: dict) -> dict:
         return {"overrides": overrides, "probe": json.loads((encoder / PROBE_FILE).read_text())}
 
     spec = {"preset": budget.text_encoder, "overrides": overrides}
-    done["text_encoder"] = _step(encoder / "done.json", spec, train, ctx["log"])
+    done["text_encoder"] = run_step(encoder / "done.json", spec, train, ctx["log"])
     ctx["captions"], ctx["text_encoder"] = captions, encoder
     ctx["ref_test"] = reference_set(ctx["extractor"], build_dataset(data, "test"), dataset_key(data, "test"))
     return done
@@ -61,7 +62,7 @@ def t2i_generator_steps(name: str, budget: Budget, cell: Path, ctx: dict) -> dic
         train_generator(default_run_config(preset, str(tok_dir), str(cell / "latents"), overrides, **text), run)
         return {"overrides": overrides}
 
-    trained = _step(run / "done.json", {"preset": preset, "overrides": overrides, **text}, train, log)
+    trained = run_step(run / "done.json", {"preset": preset, "overrides": overrides, **text}, train, log)
 
     def evaluate() -> dict:
         model = with_sampling_settings(load_generator(run, device), list(sampling))
@@ -77,4 +78,4 @@ def t2i_generator_steps(name: str, budget: Budget, cell: Path, ctx: dict) -> dic
     spec = {"sampling": sampling, "cfg_scales": budget.search_cfgs, "num": budget.t2i_search_num,
             "final_num": budget.t2i_final_num, "batch": budget.sample_batch, "evaluator": ctx["extractor"].name,
             "reference": ctx["ref_test"].source}  # fmt: skip
-    return {"train": trained, "eval": _step(run / "eval" / "done.json", spec, evaluate, log)}
+    return {"train": trained, "eval": run_step(run / "eval" / "done.json", spec, evaluate, log)}

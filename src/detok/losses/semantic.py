@@ -29,7 +29,7 @@ class DistillConfig:
     """l-DeTok's semantic distillation (App. A.4).
 
     Attributes:
-        teacher: teacher spec (`detok.teachers.base.build_teacher`): at paper size DINOv2-B through timm from a local
+        teacher: teacher spec (`detok.teachers.specs.build_teacher`): at paper size DINOv2-B through timm from a local
             weights file, at FMNIST size the offline teacher detok trains itself (never a label-trained classifier).
         teacher_dim: the teacher's feature width D (768 for DINOv2-B); checked against the teacher when it is built.
         hidden: the projector's hidden width (2048 in the paper).

@@ -3,7 +3,7 @@
 A teacher maps images (N, C, H, W) in [-1, 1] — the tokenizer's own input — to patch features (N, T, D) on its own
 grid (gh, gw), raster order, with any resizing, normalisation and prefix-token removal done inside. Tokenizers that
 learn from a teacher (semantic distillation, MAETok's auxiliary decoders, VA-VAE's VF loss, AlignTok's frozen
-encoder) name it in their config by a *spec* string, built here:
+encoder) name it in their config by a *spec* string, built by `teachers/specs.py`:
 
     hog[:CELL]                      MaskFeat's HOG on the tokenizer's patches (teachers/hog.py), no weights
     detok:FOLDER                    a label-free teacher detok trained itself (`detok teacher train`, teachers/mae.py);
@@ -96,44 +96,3 @@ class HOGPatchTeacher(Teacher):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.hog(x)
-
-
-def build_teacher(spec: str, channels: int, image_size: int, patch_size: int) -> Teacher:
-    """The teacher named by `spec` (module docstring), frozen, for `channels`-channel `image_size` images.
-
-    Args:
-        patch_size: the tokenizer's patch size (HOG's patch; the grid other teachers are pooled to).
-    """
-    kind, _, rest = spec.partition(":")
-    if kind == "hog":
-        teacher: Teacher = HOGPatchTeacher(channels, image_size, patch_size, int(rest) if rest else None)
-    elif kind == "detok":
-        from detok.teachers.mae import ALLOW_SUPERVISED, load_teacher
-
-        folder, _, option = rest.rpartition(":")
-        if option != ALLOW_SUPERVISED:
-            folder, option = rest, ""
-        if not folder:
-            raise ValueError("teacher spec detok:FOLDER needs the folder of a `detok teacher train` run")
-        teacher = load_teacher(folder, channels, image_size, allow_supervised=option == ALLOW_SUPERVISED)
-    elif kind == "random":  # an untrained network of a teacher preset (tests; AlignTok's "no pretraining" ablation)
-        from detok.teachers.mae import random_teacher
-
-        teacher = random_teacher(rest, channels, image_size)
-    elif kind == "timm":
-        model, _, weights = rest.partition(":")
-        model, _, size = model.partition("@")
-        if not model or not weights:
-            raise ValueError("teacher spec timm:MODEL[@SIZE]:WEIGHTS needs a timm model name and a local weights file")
-        if size and not size.isdigit():
-            raise ValueError(f"teacher spec {spec!r}: the input size after '@' must be a number of pixels")
-        from detok.teachers.pretrained import TimmTeacher
-
-        teacher = TimmTeacher(model, weights, channels, image_size, input_size=int(size) if size else None)
-    else:
-        raise ValueError(
-            f"unknown teacher {spec!r}; known: hog[:CELL], detok:FOLDER[:allow-supervised], timm:MODEL[@SIZE]:WEIGHTS, "
-            "random:PRESET"
-        )
-    teacher.requires_grad_(False)
-    return teacher.eval()

@@ -34,7 +34,8 @@ import torch.nn as nn
 from detok.config import ConfigError, NonNegativeFloat, PositiveInt, check_fields
 from detok.losses.semantic import square_side
 from detok.registry import register_with_tiny
-from detok.teachers.base import Teacher, build_teacher
+from detok.teachers.base import Teacher
+from detok.teachers.specs import build_teacher
 from detok.tokenizers.base import LatentLayout, Tokenizer, check_tokenizer_config
 from detok.tokenizers.cnn import CNNDecoder
 
@@ -46,7 +47,7 @@ class AlignTokConfig:
     """A pretrained encoder, its adapter to a `latent_channels` latent, a CNN decoder, and the training stage.
 
     Attributes:
-        encoder: teacher spec of the pretrained encoder (`detok.teachers.base.build_teacher`): timm:MODEL@SIZE:WEIGHTS
+        encoder: teacher spec of the pretrained encoder (`detok.teachers.specs.build_teacher`): timm:MODEL@SIZE:WEIGHTS
             at paper size, the offline MAE teacher at FMNIST size, `random:PRESET` for an uninitialised one.
         encoder_dim: the encoder's feature width (1024 for DINOv2-L), checked when it is built.
         adapter_hidden: hidden width of the two-layer MLP adapter.

@@ -212,7 +212,7 @@ class CNNTokenizer(NoiseOnlyTokenizer):
 
     def build_teachers(self) -> list[nn.Module]:
         """VA-VAE's vision-foundation teacher, if the VF loss is on (its grid is pooled to the latent grid)."""
-        from detok.teachers.base import build_teacher
+        from detok.teachers.specs import build_teacher
 
         vf, cfg = self.config.vf, self.config
         if vf is None:

@@ -154,7 +154,7 @@ class DeTok(Tokenizer):
 
     def build_teachers(self) -> list[nn.Module]:
         """The distillation teacher (App. A.4), if this tokenizer distils."""
-        from detok.teachers.base import build_teacher
+        from detok.teachers.specs import build_teacher
 
         distill, cfg = self.config.distill, self.config
         if distill is None:

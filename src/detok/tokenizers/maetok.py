@@ -29,7 +29,8 @@ from detok.config import ConfigError, Fraction, FractionBelowOne, NonNegativeFlo
 from detok.layers import RMSNorm, grid_positions, patchify, rope_tables, unpatchify
 from detok.losses.semantic import check_teacher_width, square_side
 from detok.registry import register_with_tiny
-from detok.teachers.base import build_teacher, pool_to_grid
+from detok.teachers.base import pool_to_grid
+from detok.teachers.specs import build_teacher
 from detok.tokenizers.base import LatentLayout, Tokenizer, check_tokenizer_config, init_vit_weights, posterior_output
 from detok.tokenizers.corruption import random_masking
 from detok.tokenizers.detok import Block
@@ -45,7 +46,7 @@ class MAETokConfig:
     Attributes:
         latent_tokens, latent_channels: L and H of Sec. 3 (128 and 32, Sec. 4 "Implementation Details").
         aux_width, aux_depth, aux_heads: each auxiliary decoder's ViT ("Each auxiliary decoder has 3 layers", Sec. 4).
-        aux_targets: one teacher spec per auxiliary decoder (`detok.teachers.base.build_teacher`).
+        aux_targets: one teacher spec per auxiliary decoder (`detok.teachers.specs.build_teacher`).
         aux_dims: each target's feature width, aligned with `aux_targets` (the decoders' output widths; checked
             against the teachers when they are built).
         aux_weight: weight of every auxiliary term; 1.0, as the official loss adds each term unweighted.
