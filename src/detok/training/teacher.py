@@ -73,7 +73,8 @@ def default_run_config(preset: str) -> TeacherRunConfig:
     2-core CPU that a 2-thread benchmark shared): 133–200 training images/s and ~210 images/s through the whole
     encoder, so ~5.5–8 minutes of training and ~1.2 minutes for the probe's 15,000 feature passes: at most ~9 minutes
     with one thread, less with both cores of an idle machine. A 20-step smoke run on Fashion-MNIST took the masked-patch
-    loss from 0.65 to 0.53; the full run's probe accuracy has not been measured yet.
+    loss from 0.65 to 0.53. Measured full run (the peers suite's teacher, 2026-12-02, 2 threads, the CPU partly
+    shared with test runs): 655.7 s including the probe (35.9 s), linear-probe test accuracy 71.96%.
     """
     p = get_preset(preset)
     if p.kind != "teacher":
