@@ -40,6 +40,22 @@ from detok.registry import register_with_tiny
 # --------------------------------------------------------------------------------------------------
 
 
+def check_backbone(cfg) -> None:
+    """The checks of a DiT-style backbone config (DiT, SiT, T2I-SiT): its fields, then the token grid, heads and
+    sin-cos widths, and `cfg_channels`."""
+    check_fields(cfg)
+    if len(cfg.input_size) not in (1, 2):
+        raise ValueError(f"input_size must be (h, w) or (L,), got {cfg.input_size}")
+    if any(s % cfg.patch_size for s in cfg.input_size):
+        raise ValueError(f"patch size {cfg.patch_size} does not divide input_size {cfg.input_size}")
+    if cfg.width % cfg.heads:
+        raise ValueError(f"width {cfg.width} is not divisible by {cfg.heads} heads")
+    if len(cfg.input_size) == 2 and cfg.width % 4:
+        raise ValueError(f"the 2-D sin-cos embedding needs a width divisible by 4, got {cfg.width}")
+    if cfg.cfg_channels is not None and not 1 <= cfg.cfg_channels <= cfg.latent_channels:
+        raise ValueError(f"cfg_channels must be None or in [1, {cfg.latent_channels}], got {cfg.cfg_channels}")
+
+
 @dataclass(frozen=True)
 class DiTBackboneConfig:
     """Backbone fields shared by DiT and SiT (the generator contract's first four, then the architecture).
@@ -61,17 +77,7 @@ class DiTBackboneConfig:
     cfg_channels: PositiveInt | None = None
 
     def __post_init__(self):
-        check_fields(self)
-        if len(self.input_size) not in (1, 2):
-            raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
-        if any(s % self.patch_size for s in self.input_size):
-            raise ValueError(f"patch size {self.patch_size} does not divide input_size {self.input_size}")
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not divisible by {self.heads} heads")
-        if len(self.input_size) == 2 and self.width % 4:
-            raise ValueError(f"the 2-D sin-cos embedding needs a width divisible by 4, got {self.width}")
-        if self.cfg_channels is not None and not 1 <= self.cfg_channels <= self.latent_channels:
-            raise ValueError(f"cfg_channels must be None or in [1, {self.latent_channels}], got {self.cfg_channels}")
+        check_backbone(self)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from detok.config import FractionBelowOne, PositiveFloat, PositiveInt, check_fields
-from detok.generators.dit import BackboneGenerator, DiTBlock, FinalLayer, init_adaln_zero
+from detok.config import FractionBelowOne, PositiveFloat, PositiveInt
+from detok.generators.dit import BackboneGenerator, DiTBlock, FinalLayer, check_backbone, init_adaln_zero
 from detok.generators.mar import MAR, PAPER_HEAD, MARBackboneConfig
 from detok.layers import TextEmbedder, TimestepEmbedder, latents_to_tokens, sincos_pos_embed, tokens_to_latents
 from detok.objectives.diffloss import DiffLossConfig
@@ -62,17 +62,7 @@ class T2ISiTConfig:
     flow: FlowConfig = field(default_factory=lambda: FlowConfig(t_dist="uniform", sampler="heun", sample_steps=50))
 
     def __post_init__(self):
-        check_fields(self)
-        if len(self.input_size) not in (1, 2):
-            raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
-        if any(s % self.patch_size for s in self.input_size):
-            raise ValueError(f"patch size {self.patch_size} does not divide input_size {self.input_size}")
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not divisible by {self.heads} heads")
-        if len(self.input_size) == 2 and self.width % 4:
-            raise ValueError(f"the 2-D sin-cos embedding needs a width divisible by 4, got {self.width}")
-        if self.cfg_channels is not None and not 1 <= self.cfg_channels <= self.latent_channels:
-            raise ValueError(f"cfg_channels must be None or in [1, {self.latent_channels}], got {self.cfg_channels}")
+        check_backbone(self)
 
 
 class T2ISiTNet(nn.Module):
