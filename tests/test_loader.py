@@ -16,7 +16,8 @@ from PIL import Image
 
 from detok.cli import main as cli_main
 from detok.config import apply_overrides
-from detok.data import DataConfig, ImageFolderDataset, UnreadableImageError, build_dataset
+from detok.data import DataConfig, build_dataset
+from detok.imagefolder import ImageFolderDataset, UnreadableImageError
 from detok.loader import image_batches, training_plans
 from detok.runtime import augment_seed, batch_indices
 from detok.training.tokenizer import default_run_config, train_tokenizer

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from detok.data import ImageFolderDataset, UnreadableImageError
+from detok.imagefolder import ImageFolderDataset, UnreadableImageError
 from detok.runtime import augment_seed, batch_indices
 
 # (images float32 (B, C, H, W) in [-1, 1] on the device, labels (B,) int64 on the CPU, replaced unreadable files as
