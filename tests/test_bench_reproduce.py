@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -210,6 +211,51 @@ def test_seed_offset_trains_new_seeds_in_their_own_cells(suite_run, tmp_path, mo
     assert (tmp_path / "work" / "joint-seed3" / "tokenizer").is_dir()
     with pytest.raises(ValueError, match="seed_offset"):
         parse_budget("smoke", ["seed_offset=-1"])
+
+
+def test_a_suite_in_the_same_work_folder_shares_the_cells_another_suite_already_made(suite_run, tmp_path, monkeypatch):
+    """The noise suite's g0 and interp-g3 are table2's baseline and noise cells (same overrides, seed and budget):
+    run in table2's work folder they link to those cells' steps, train nothing again and are not charged for them;
+    a generator trained with other settings is not shared."""
+    import detok.training.tokenizer as tokenizer_training
+
+    root, args = suite_run
+    monkeypatch.setenv("DETOK_CACHE", str(root / "cache"))
+    trained, real = [], tokenizer_training.train_tokenizer
+
+    def counting(cfg, run):
+        trained.append(run.parent.name)
+        return real(cfg, run)
+
+    monkeypatch.setattr(tokenizer_training, "train_tokenizer", counting)
+    noise = [("noise" if a == "table2" else a) for a in args]
+    noise[noise.index("--out") + 1] = str(tmp_path / "noise")
+    assert cli_main(noise) == 0
+    work = root / "work"
+    assert sorted(trained) == sorted(f"{v.name}-seed0" for v in SUITES["noise"] if v.name not in ("g0", "interp-g3"))
+    for cell, twin in (("g0-seed0", "baseline-seed0"), ("interp-g3-seed0", "noise-seed0")):
+        for step in ("tokenizer", "recon", "latents", "sit", "mar"):
+            assert (work / cell / step).is_symlink() and (work / cell / step).resolve() == (work / twin / step)
+    record = json.loads((tmp_path / "noise" / "results.json").read_text())
+    cells = {c["variant"]: c for c in record["cells"]}
+    table2 = {
+        (c["variant"], c["seed"]): c for c in json.loads((root / "results" / "results.json").read_text())["cells"]
+    }
+    assert cells["g0"]["mar"]["eval"]["final"]["fid"] == table2["baseline", 0]["mar"]["eval"]["final"]["fid"]
+    assert cells["g0"]["tokenizer"]["shared_from"] == "baseline-seed0" and "shared_from" not in cells["interp-g1"]
+    listing = (tmp_path / "noise" / "results.md").read_text()
+    assert "- g0 seed 0: " in listing and "0.0 min, sharing baseline-seed0's tokenizer, sit, mar" in listing
+
+    # another MAR budget: the tokenizer and SiT are still shared, MAR is trained in the cell itself
+    again = [*noise, "--set", "mar_images=24"]
+    again[again.index("--out") + 1], again[again.index("--work") + 1] = str(tmp_path / "o2"), str(tmp_path / "w2")
+    for cell in ("baseline-seed0", "noise-seed0"):
+        shutil.copytree(work / cell, tmp_path / "w2" / cell)
+    trained.clear()
+    assert cli_main(again) == 0
+    g0 = tmp_path / "w2" / "g0-seed0"
+    assert (g0 / "tokenizer").is_symlink() and (g0 / "sit").is_symlink()
+    assert not (g0 / "mar").is_symlink() and (g0 / "mar" / "done.json").is_file()
 
 
 def test_the_variants_suite_runs_every_family_with_its_own_tokenizer_and_generators(suite_run, tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from detok.bench.results import environment, write_results
-from detok.bench.steps import run_step
+from detok.bench.steps import find_twin, run_step, share_step
 from detok.bench.suites import (
     AR_GENERATORS,
     BUDGETS,
@@ -87,6 +87,7 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
     variant_overrides = [_fill(o, ctx) for o in variant.overrides]
     overrides = [*variant_overrides, f"train.images={images}", *common]
     base_dir = cell.parent / f"{variant.finetune_from}-seed{seed}" / "tokenizer" if variant.finetune_from else tok_dir
+    twin = None  # another cell of the work folder whose steps this one shares (steps.find_twin)
     if variant.stages:  # one run per stage, each from the previous one's weights; the last is the tokenizer
         result, previous = {"stages": []}, None
         for i, (share, extra) in enumerate(variant.stages):
@@ -99,7 +100,10 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
         result["train"] = result["stages"][-1]
     else:
         spec = {"preset": base_preset, "overrides": overrides, "stats_images": budget.stats_images}
+        twin = None if variant.finetune_from else _tokenizer_twin(cell, spec, log)
         result = {"train": run_step(base_dir / "done.json", spec, trainer(base_dir, overrides, base_preset), log)}
+    if twin is not None:
+        result["shared_from"] = result["train"]["shared_from"] = twin.name
     trained = result["train"]
     if variant.finetune_from:
         ft = [*variant_overrides, f"init_from={base_dir}"]
@@ -116,7 +120,8 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
         return evaluate_reconstruction(tok, test, 256, budget.recon_images, device, False, extractor=ctx["extractor"])
 
     spec = {"images": budget.recon_images, "evaluator": ctx["extractor"].name}
-    metrics = run_step(cell / "recon" / "done.json", spec, recon, log)
+    shared = share_step(cell / "recon", twin, {"done.json": spec}, log)
+    metrics = _mark(run_step(cell / "recon" / "done.json", spec, recon, log), shared, twin)
     if ctx.get("second") is not None:  # the same reconstructions in the second evaluator's features
 
         def recon_second() -> dict:
@@ -125,20 +130,39 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
             return evaluate_reconstruction(tok, test, 256, budget.recon_images, device, False, extractor=extractor)
 
         spec = {"images": budget.recon_images, "evaluator": ctx["second"][0].name}
-        metrics["second"] = run_step(cell / "recon-2" / "done.json", spec, recon_second, log)
+        shared = share_step(cell / "recon-2", twin, {"done.json": spec}, log)
+        metrics["second"] = _mark(run_step(cell / "recon-2" / "done.json", spec, recon_second, log), shared, twin)
 
     def cache() -> dict:
         tok = load_tokenizer(tok_dir, device)
         cache_latents(tok, build_dataset(data, "train"), cell / "latents", str(tok_dir), max_images=budget.cache_images)
         return {"images": budget.cache_images}
 
-    cached = run_step(cell / "latents" / "done.json", {"images": budget.cache_images}, cache, log)
+    shared = share_step(cell / "latents", twin, {"done.json": {"images": budget.cache_images}}, log)
+    cached = _mark(run_step(cell / "latents" / "done.json", {"images": budget.cache_images}, cache, log), shared, twin)
     return {**result, "recon": metrics, "cache": cached}
 
 
-def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict, init_from: Path | None = None) -> dict:
+def _tokenizer_twin(cell: Path, spec: dict, log: Callable[[str], None]) -> Path | None:
+    """The cell whose tokenizer this cell's `tokenizer` folder links to (linked now if another cell of the work
+    folder is done with exactly `spec`), or None when this cell trains its own."""
+    tok_dir = cell / "tokenizer"
+    if tok_dir.is_symlink():  # linked by an earlier run
+        return tok_dir.resolve().parent
+    twin = find_twin(cell.parent, cell, spec)
+    return twin if share_step(tok_dir, twin, {"done.json": spec}, log) else None
+
+
+def _mark(done: dict, shared: bool, twin: Path | None) -> dict:
+    """A step's record, naming the cell it is shared with (its time was spent there, not in this cell)."""
+    return {**done, "shared_from": twin.name} if shared else done
+
+
+def _generator_steps(
+    name: str, budget: Budget, cell: Path, ctx: dict, init_from: Path | None = None, twin: Path | None = None
+) -> dict:
     """Train generator `name` of the budget on the cell's latents (from the trained generator `init_from`, if given)
-    and evaluate it."""
+    and evaluate it; share both with cell `twin` (whose tokenizer this cell shares) where it has them done alike."""
     from detok.eval.generation import GenerationEvalConfig, evaluate_generation
     from detok.generate import with_sampling_settings
     from detok.training.generator import default_run_config, train_generator
@@ -164,8 +188,6 @@ def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict, init_from
         cfg = default_run_config(preset, str(tok_dir), str(cell / "latents"), overrides)
         train_generator(cfg, run)
         return {"overrides": overrides}
-
-    trained = run_step(run / "done.json", {"preset": preset, "overrides": overrides}, train, log)
 
     def evaluate() -> dict:
         model = with_sampling_settings(load_generator(run, device), list(sampling))
@@ -193,14 +215,20 @@ def _generator_steps(name: str, budget: Budget, cell: Path, ctx: dict, init_from
     }
     if budget.no_cfg_num:  # a finished evaluation from before the no-CFG columns keeps its spec (and is reused)
         spec["no_cfg"] = [budget.no_cfg_num, budget.no_cfg_temperatures if name in AR_GENERATORS else ()]
-    evaluated = run_step(run / "eval" / "done.json", spec, evaluate, log)
+    train_spec = {"preset": preset, "overrides": overrides}
+    shared = share_step(run, twin, {"done.json": train_spec, "eval/done.json": spec}, log)
+    trained = _mark(run_step(run / "done.json", train_spec, train, log), shared, twin)
+    evaluated = _mark(run_step(run / "eval" / "done.json", spec, evaluate, log), shared, twin)
     if ctx.get("second") is not None:
-        evaluated["second"] = run_step(
-            run / "eval-2" / "done.json",
+        marker = run / "eval-2" / "done.json"
+        made_there = shared and marker.is_file()  # else rescored now (in the shared folder, if shared)
+        rescored = run_step(
+            marker,
             {"evaluator": ctx["second"][0].name, "reference": ctx["second"][1].source},
             lambda: _rescore(run / "eval", evaluated, *ctx["second"]),
             log,
         )
+        evaluated["second"] = _mark(rescored, made_there, twin)
     return {"train": trained, "eval": evaluated}
 
 
@@ -311,7 +339,8 @@ def run_suite(
             for name in variant.generators:
                 base = dict(variant.generator_init).get(name)
                 init = None if base is None else work_dir / f"{variant.finetune_from}-seed{seed}" / base
-                result[name] = _generator_steps(name, budget, cell, cell_ctx, init)
+                twin = work_dir / result["tokenizer"]["shared_from"] if "shared_from" in result["tokenizer"] else None
+                result[name] = _generator_steps(name, budget, cell, cell_ctx, init, twin)
             record["cells"].append(result)
             write_results(record, out_dir)
     return record

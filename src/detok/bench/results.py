@@ -40,9 +40,12 @@ def commit() -> str:
 
 
 def _cell_steps(cell: dict) -> list[dict]:
-    """The done records of a cell's steps (a fine-tuned tokenizer's base training included)."""
-    steps = [cell["tokenizer"][k] for k in ("base", "train", "recon", "cache") if k in cell["tokenizer"]]
-    return steps + [cell[g][k] for g in GENERATORS if g in cell for k in ("train", "eval")]
+    """The done records of a cell's steps (a fine-tuned tokenizer's base training, a staged tokenizer's earlier
+    stages and the second evaluator's rescoring included)."""
+    tok = cell["tokenizer"]
+    steps = [tok[k] for k in ("base", "train", "recon", "cache") if k in tok] + tok.get("stages", [])[:-1]
+    steps += [cell[g][k] for g in GENERATORS if g in cell for k in ("train", "eval")]
+    return steps + [s["second"] for s in steps if isinstance(s.get("second"), dict) and "seconds" in s["second"]]
 
 
 def _cell_commits(cell: dict) -> set[str]:
@@ -79,8 +82,18 @@ def environment() -> dict:
 
 def _seconds(cell: dict) -> float:
     """Wall-clock of a cell's steps; a fine-tuned cell also counts its base tokenizer (shared with the base cell
-    when both are in the run, so such a run's total counts it twice)."""
-    return sum(s["seconds"] for s in _cell_steps(cell))
+    when both are in the run, so such a run's total counts it twice). Steps shared with another cell of the work
+    folder (`shared_from`) cost nothing here and are not counted."""
+    return sum(s["seconds"] for s in _cell_steps(cell) if "shared_from" not in s)
+
+
+def _shared_note(cell: dict) -> str:
+    """ ", steps shared with cell X: tokenizer, sit" for a cell that links to another cell's steps, else ""."""
+    twin = cell["tokenizer"].get("shared_from")
+    if twin is None:
+        return ""
+    names = ["tokenizer"] + [g for g in GENERATORS if g in cell and "shared_from" in cell[g]["train"]]
+    return f", sharing {twin}'s {', '.join(names)} (the same settings; not counted here)"
 
 
 def _spread(values: list[float], fmt: str) -> str:
@@ -244,7 +257,7 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
         for r in rows for g in gens if r[f"{g}_fid"]
     ]  # fmt: skip
     cells = [
-        f"- {c['variant']} seed {c['seed']}: `{c['run_dir']}`, {_seconds(c) / 60:.1f} min, commit "
+        f"- {c['variant']} seed {c['seed']}: `{c['run_dir']}`, {_seconds(c) / 60:.1f} min{_shared_note(c)}, commit "
         + ", ".join(sorted(x[:8] for x in _cell_commits(c)))
         for c in record["cells"]
     ]

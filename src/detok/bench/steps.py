@@ -1,9 +1,11 @@
 """One resumable step of a suite: run it unless its `done.json` says it is done with the same settings; record its
-result, settings, wall-clock time (interrupted attempts included) and commit."""
+result, settings, wall-clock time (interrupted attempts included) and commit. Cells of one work folder that would
+repeat another cell's steps exactly share them instead."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,3 +59,47 @@ def interrupted_seconds(attempt: Path) -> float:
     files = [f for f in attempt.parent.rglob("*") if f.is_file() and f != attempt]
     last = max((f.stat().st_mtime for f in files), default=record["started"])
     return record.get("earlier_seconds", 0.0) + max(0.0, last - record["started"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Steps shared between cells of one work folder
+# --------------------------------------------------------------------------------------------------
+# Suites overlap: table2's baseline is the noise suite's g0 and the mask suite's m0 (the same overrides, seed and
+# budget). Run in one --work folder, a cell whose tokenizer would be trained exactly as another cell's was links to
+# that cell's steps instead of redoing them; each shared step keeps its one set of files and its one done.json.
+
+
+def find_twin(work_dir: Path, cell: Path, tokenizer_spec: dict) -> Path | None:
+    """The cell of `work_dir` (other than `cell`) whose own tokenizer is done with exactly `tokenizer_spec`, if any;
+    a cell that itself links to another's tokenizer is not a twin (links never chain)."""
+    if not work_dir.is_dir():
+        return None
+    spec = json.loads(json.dumps(tokenizer_spec))
+    for other in sorted(work_dir.iterdir()):
+        marker = other / "tokenizer" / "done.json"
+        if other == cell or other.is_symlink() or marker.parent.is_symlink() or not marker.is_file():
+            continue
+        if json.loads(marker.read_text()).get("spec") == spec:
+            return other
+    return None
+
+
+def share_step(folder: Path, twin: Path | None, specs: dict[str, dict], log: Callable[[str], None]) -> bool:
+    """Link `folder` (a step folder of a cell) to the same folder of cell `twin` when every marker named in `specs`
+    ({path under the folder: spec}) is done there with that spec. True when `folder` is (now) such a link.
+
+    A folder already made in this cell is never replaced; one linked by an earlier run stays linked.
+    """
+    if folder.is_symlink():
+        return True
+    if twin is None or folder.exists():
+        return False
+    other = twin / folder.name
+    for rel, spec in specs.items():
+        marker = other / rel
+        if not marker.is_file() or json.loads(marker.read_text()).get("spec") != json.loads(json.dumps(spec)):
+            return False
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.symlink_to(os.path.relpath(other, folder.parent), target_is_directory=True)
+    log(f"↺ {folder} shares {other}")
+    return True
