@@ -99,3 +99,25 @@ def test_a_mismatched_encoder_is_named():
         AlignTok(dataclasses.replace(cfg, encoder_dim=64))
     with pytest.raises(ValueError, match="up-samples a 4x4 grid"):
         AlignTok(dataclasses.replace(cfg, channel_mults=(1, 1, 2, 2)))
+
+
+def test_a_saved_aligntok_loads_without_its_encoders_source(npz, tmp_path):
+    """The tokenizer folder records the encoder's architecture and holds its weights: deleting the teacher folder
+    the encoder came from changes nothing about loading or encoding."""
+    import shutil
+
+    from detok.checkpoint import load_tokenizer, save_model_folder
+
+    torch.manual_seed(0)
+    teacher = create_model("mae-teacher-fmnist32-tiny")
+    save_model_folder(tmp_path / "teacher", teacher)
+    assert _train(tmp_path / "s1", npz, f"model.encoder=detok:{tmp_path / 'teacher'}") == 0
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        before = load_tokenizer(tmp_path / "s1").encode(x)
+        shutil.rmtree(tmp_path / "teacher")
+        tokenizer = load_tokenizer(tmp_path / "s1")
+        assert torch.equal(tokenizer.encode(x), before)
+    # the encoder is the teacher's (stage 1 keeps it frozen), read from the tokenizer's own checkpoint
+    assert torch.equal(tokenizer.encoder.model.patch_embed.weight, teacher.patch_embed.weight)
+    assert json.loads(tokenizer.config.encoder_arch)["arch"] == "MaskedAutoencoder"

@@ -306,3 +306,15 @@ def test_timm_teacher_names_the_file_and_the_mismatch(timm_vit, tmp_path):
         build_teacher(f"timm:vit_tiny_patch16_224:{bad}", 1, 32, 4)
     with pytest.raises(ValueError, match="cannot build 'no_such_vit'"):
         build_teacher(f"timm:no_such_vit:{path}", 1, 32, 4)
+
+
+def test_a_timm_teacher_rebuilds_from_its_architecture_without_the_weights_file(timm_vit):
+    from detok.teachers.specs import teacher_from_architecture
+
+    _, path = timm_vit
+    teacher = build_teacher(f"timm:vit_tiny_patch16_224@32:{path}", 3, 32, 16)
+    shell = teacher_from_architecture(teacher.architecture(), 3, 32)
+    assert shell.grid() == teacher.grid() and shell.feature_dim == teacher.feature_dim
+    shell.load_state_dict(teacher.state_dict())  # the same parameters, so a checkpoint's weights fit it
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(shell(x), teacher(x), atol=1e-6)

@@ -163,7 +163,7 @@ def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") ->
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{folder} has {CONFIG_FILE} but no {WEIGHTS_FILE} (training not finished?)")
-    model = cls(cfg)
+    model = getattr(cls, "for_weights", cls)(cfg)  # a class may build differently what its weights will replace
     try:
         model.load_state_dict(read_weights(weights))
     except RuntimeError as e:  # missing/unexpected keys or shapes: the weights are not this config's model

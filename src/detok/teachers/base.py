@@ -45,6 +45,12 @@ class Teacher(nn.Module):
         AlignTok's stage 2, balances gradient norms)."""
         raise ValueError(f"{type(self).__name__} has no trainable last layer")
 
+    def architecture(self) -> dict | None:
+        """What rebuilds this network without its weights (`specs.teacher_from_architecture`), for a model that
+        saves the teacher's weights as its own (AlignTok's encoder), so that loading it needs no teacher source;
+        None when the spec alone rebuilds it (no learned weights)."""
+        return None
+
     def train(self, mode: bool = True) -> Teacher:
         return super().train(False)  # a teacher never leaves eval mode (dropout, batch norm)
 

@@ -253,6 +253,11 @@ class MAETeacher(Teacher):
     def last_layer(self) -> torch.Tensor:
         return self.model.enc_blocks[-1].mlp[-1].weight
 
+    def architecture(self) -> dict:
+        from detok.config import to_dict
+
+        return {"arch": type(self.model).__name__, "model": to_dict(self.model.config)}
+
 
 def random_teacher(preset: str, channels: int, image_size: int) -> Teacher:
     """An untrained (randomly initialised under the current seed) network of teacher preset `preset`."""
@@ -287,6 +292,11 @@ class ClassifierTeacher(Teacher):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.trunk(x).flatten(2).transpose(1, 2)  # (N, h·w, C_last)
+
+    def architecture(self) -> dict:
+        from detok.config import to_dict
+
+        return {"arch": type(self.model).__name__, "model": to_dict(self.model.config)}
 
 
 def label_use(raw: dict, model_cls: type) -> str | None:

@@ -95,18 +95,21 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, name: str
 class TimmTeacher(Teacher):
     """A pretrained timm ViT's patch tokens (prefix tokens dropped) for the tokenizer's images."""
 
-    def __init__(self, model_name: str, weights_path: str | Path, channels: int, image_size: int, input_size=None):
+    def __init__(
+        self, model_name: str, weights_path: str | Path | None, channels: int, image_size: int, input_size=None
+    ):
         """
         Args:
-            weights_path: the local weights file; its absence is an error (detok never downloads weights).
+            weights_path: the local weights file; its absence is an error (detok never downloads weights). None
+                builds the architecture only, for a model whose checkpoint holds these weights (AlignTok's encoder).
             channels: the tokenizer's image channels (1 is repeated to the model's 3).
             image_size: the tokenizer's image size (informational: images are resized to the model's input).
             input_size: the model's input size in pixels (None: the model's default); the file's position embedding
                 is resampled to its grid, as timm does when it loads weights for another input size.
         """
         super().__init__()
-        path = Path(weights_path)
-        if not path.is_file():
+        path = None if weights_path is None else Path(weights_path)
+        if path is not None and not path.is_file():
             raise FileNotFoundError(
                 f"teacher weights {path} do not exist (timm:{model_name}:{path}); detok never downloads weights: "
                 "save the model's file (e.g. the model.safetensors of its timm hub repository) there"
@@ -122,15 +125,16 @@ class TimmTeacher(Teacher):
             raise ValueError(f"timm cannot build {model_name!r} as a teacher: {e}") from None
         if not hasattr(model, "patch_embed") or not hasattr(model, "num_prefix_tokens"):
             raise ValueError(f"timm's {model_name} is not a ViT with patch tokens; a teacher needs patch features")
-        state = read_state_dict(path)
-        check_fits(state, model, model_name, path)
-        pos = state.get("pos_embed")
-        if pos is not None and pos.shape != model.pos_embed.shape:  # made for another input size
-            prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
-            state["pos_embed"] = resample_abs_pos_embed(
-                pos, list(model.patch_embed.grid_size), num_prefix_tokens=prefix
-            )
-        model.load_state_dict(state)
+        if path is not None:
+            state = read_state_dict(path)
+            check_fits(state, model, model_name, path)
+            pos = state.get("pos_embed")
+            if pos is not None and pos.shape != model.pos_embed.shape:  # made for another input size
+                prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+                state["pos_embed"] = resample_abs_pos_embed(
+                    pos, list(model.patch_embed.grid_size), num_prefix_tokens=prefix
+                )
+            model.load_state_dict(state)
         self.model = model.eval()
 
         in_chans = model.patch_embed.proj.in_channels
@@ -143,8 +147,11 @@ class TimmTeacher(Teacher):
         self.input_size = tuple(model.patch_embed.img_size)
         self.register_buffer("mean", torch.tensor(data["mean"]).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(data["std"]).view(1, -1, 1, 1), persistent=False)
-        self.model_name, self.image_size = model_name, image_size
+        self.model_name, self.image_size, self.requested_size = model_name, image_size, input_size
         self.feature_dim = model.num_features
+
+    def architecture(self) -> dict:
+        return {"timm": self.model_name, "input_size": self.requested_size}
 
     def grid(self) -> tuple[int, int]:
         return tuple(self.model.patch_embed.grid_size)

@@ -45,3 +45,22 @@ def build_teacher(spec: str, channels: int, image_size: int, patch_size: int) ->
         )
     teacher.requires_grad_(False)
     return teacher.eval()
+
+
+def teacher_from_architecture(arch: dict, channels: int, image_size: int) -> Teacher:
+    """An untrained, frozen teacher of the architecture `Teacher.architecture()` described, for `channels`-channel
+    `image_size` images: the shell a checkpoint's saved teacher weights are loaded into."""
+    if "timm" in arch:
+        from detok.teachers.pretrained import TimmTeacher
+
+        teacher: Teacher = TimmTeacher(arch["timm"], None, channels, image_size, input_size=arch.get("input_size"))
+    else:
+        from detok.config import from_dict
+        from detok.registry import model_class
+        from detok.teachers.mae import ClassifierTeacher, MAETeacher, MaskedAutoencoder
+
+        cls = model_class(arch["arch"])
+        model = cls(from_dict(cls.config_cls, arch["model"], "encoder_arch.model."))
+        teacher = MAETeacher(model) if isinstance(model, MaskedAutoencoder) else ClassifierTeacher(model)
+    teacher.requires_grad_(False)
+    return teacher.eval()

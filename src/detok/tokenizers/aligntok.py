@@ -16,8 +16,9 @@ Paper lengths: 6 / 11 / 5 epochs (120K / 220K / 100K steps). What the extracted 
 the adversarial and preservation weights, the adapter's hidden width) is a config field here: `preservation_weight`
 (1.0, the main text's "moderate weight of 1"), `adapter_hidden` (the encoder's width).
 
-Loading: the encoder's architecture is rebuilt from its spec (`encoder`), so a trained AlignTok tokenizer needs the
-spec's source (the teacher folder, or the timm weights file) to exist; its own weights then replace the source's.
+Loading: a saved AlignTok records its encoder's architecture (`encoder_arch`) and holds the encoder's weights, so it
+loads without the encoder spec's source (the teacher folder, the timm weights file; timm itself is still needed for a
+timm encoder). Training — every stage, and resuming one — builds the encoder from the spec, so needs the source.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,6 +58,8 @@ class AlignTokConfig:
         stage: 1, 2 or 3 (module docstring); 2 and 3 start from the previous stage's run (`init_from`).
         preservation_weight: λ of the semantic-preservation term (stage 2).
         preservation_adaptive: rescale it by the gradient-norm ratio at the encoder's last layer (the paper's).
+        encoder_arch: filled in when the model is built: the encoder's architecture as JSON
+            (`Teacher.architecture`), so that a saved AlignTok loads without the encoder spec's source.
     """
 
     image_size: PositiveInt = 256
@@ -73,6 +77,7 @@ class AlignTokConfig:
     preservation_adaptive: bool = True
     latent_mean: tuple[float, ...] | None = None
     latent_std: tuple[float, ...] | None = None
+    encoder_arch: str | None = None
 
     def __post_init__(self):
         check_tokenizer_config(self)
@@ -127,6 +132,7 @@ class AlignTok(Tokenizer):
     config_cls = AlignTokConfig
     non_architecture_fields = (
         "encoder",
+        "encoder_arch",
         "stage",
         "preservation_weight",
         "preservation_adaptive",
@@ -136,11 +142,17 @@ class AlignTok(Tokenizer):
     # Stage 1 of the paper recipe (batch 64, lr 1e-4; GAN from 5K steps): stage 2 adds train.lr=1e-5.
     paper_recipe = ("train.batch_size=64", "train.lr=1e-4", "loss.gan_weight=0.1", "loss.gan_start_step=5000")
 
-    def __init__(self, config: AlignTokConfig):
+    def __init__(self, config: AlignTokConfig, encoder: Teacher | None = None):
+        """`encoder`: the encoder network to use instead of building it from the spec (`for_weights`)."""
         super().__init__()
-        self.config = config
         cfg = config
-        self.encoder = build_teacher(cfg.encoder, cfg.channels, cfg.image_size, cfg.upsampling)
+        if encoder is None:
+            encoder = build_teacher(cfg.encoder, cfg.channels, cfg.image_size, cfg.upsampling)
+        self.encoder = encoder
+        arch = self.encoder.architecture()
+        if cfg.encoder_arch is None and arch is not None:
+            cfg = dataclasses.replace(cfg, encoder_arch=json.dumps(arch, sort_keys=True))
+        self.config = cfg
         if self.encoder.feature_dim != cfg.encoder_dim:
             raise ValueError(
                 f"the encoder {cfg.encoder} gives {self.encoder.feature_dim}-d features but encoder_dim is "
@@ -159,6 +171,18 @@ class AlignTok(Tokenizer):
         # stage 1: the encoder stays as pretrained; stage 3: the latent space (encoder + adapter) stays as aligned
         self.encoder.requires_grad_(cfg.stage == 2)
         self.adapter.requires_grad_(cfg.stage != 3)
+
+    @classmethod
+    def for_weights(cls, config: AlignTokConfig) -> AlignTok:
+        """The model a checkpoint's weights are loaded into (`checkpoint.load_model_folder`): its encoder rebuilt
+        from the recorded architecture, untrained, so the encoder spec's source (a teacher folder, a timm weights
+        file) need not exist where the tokenizer is used; the checkpoint holds the encoder's weights."""
+        if config.encoder_arch is None:  # saved before the architecture was recorded: built from the spec
+            return cls(config)
+        from detok.teachers.specs import teacher_from_architecture
+
+        arch = json.loads(config.encoder_arch)
+        return cls(config, teacher_from_architecture(arch, config.channels, config.image_size))
 
     # ----------------------------------------------------------------------------------------------
     # Layout and training hooks
