@@ -335,6 +335,8 @@ def test_the_peers_suite_trains_its_teacher_chains_aligntok_and_scores_with_two_
             )
     table = (tmp_path / "out" / "results.md").read_text()
     assert "Second evaluator, reference-" in table and "Rank agreement between the two evaluators" in table
+    probe = record["teacher"]["probe"]["test_accuracy"]
+    assert f"`mae-teacher-fmnist32-tiny`, label-free, linear-probe test accuracy {100 * probe:.2f}%" in table
     assert cli_main([*args[:2], "--suite", "table2", "--second-evaluator", "reference", "--budget", "smoke",
                      "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "o2")]) == 2  # fmt: skip
 

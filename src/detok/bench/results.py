@@ -189,6 +189,14 @@ def _intro(record: dict) -> list[str]:
         f"- gFID: CFG searched over {budget['search_cfgs']} on {budget['search_num']} samples, best scale "
         f"reported on {budget['final_num']} fresh samples",
     ]
+    teacher = record.get("teacher")
+    if teacher:
+        probe = teacher.get("probe", {}).get("test_accuracy")
+        lines.append(
+            f"- teacher (every `{{teacher}}` of the suite): `{teacher['spec']['preset']}`, label-free, "
+            + (f"linear-probe test accuracy {100 * probe:.2f}%, " if probe is not None else "")
+            + f"trained once in {teacher['seconds'] / 60:.1f} min (not in the cells' times)"
+        )
     if any(g.startswith("t2i_") for cell in record["cells"] for g in cell):
         lines.append(
             f"- text-to-image: samples of the test images' captions, CFG searched on {budget['t2i_search_num']} and "
