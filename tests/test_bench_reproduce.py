@@ -157,6 +157,18 @@ def test_bad_budget_and_suite_names(capsys, monkeypatch, tmp_path):
     assert "unknown budget" in capsys.readouterr().err
 
 
+def test_the_long_budget_is_four_times_the_cpu_training_with_the_same_evaluation_and_the_baseline_joint_suite():
+    cpu, long = BUDGETS["cpu"], BUDGETS["cpu-long"]
+    trained = ["tokenizer_images", "cache_images", *(f"{g}_images" for g in ("sit", "mar", "dit", "lightningdit",
+               "randomar", "rasterar"))]  # fmt: skip
+    assert all(getattr(long, f) == 4 * getattr(cpu, f) for f in trained)
+    evaluation = ["stats_images", "recon_images", "search_num", "final_num", "no_cfg_num", "search_cfgs",
+                  "sit_sampling", "mar_sampling", "seed_offset"]  # fmt: skip
+    assert all(getattr(long, f) == getattr(cpu, f) for f in evaluation)
+    table2 = {v.name: v for v in SUITES["table2"]}
+    assert SUITES["baseline-joint"] == (table2["baseline"], table2["joint"])  # the same cells, so shared with table2
+
+
 def test_the_ablation_suites_are_the_papers():
     """noise: no masking; mask: no noise; generators: baseline vs joint under all six generators."""
     noise, mask, modes = SUITES["noise"], SUITES["mask"], SUITES["mask-mode"]

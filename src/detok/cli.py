@@ -269,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[
             "table2",
             "table2-followup",
+            "baseline-joint",
             "noise",
             "mask",
             "mask-mode",
@@ -282,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--budget",
         default="cpu",
-        help="named budget: cpu (<= 2 h on 2 cores), cpu-v1 (the first runs'), quality (provisional) or smoke (tests)",
+        help="named budget: cpu (<= 2 h on 2 cores), cpu-long (4x cpu's training), cpu-v1 (the first runs'), "
+        "quality (provisional) or smoke (tests)",
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a budget value, e.g. final_num=5000")
     p.add_argument("--out", help="results folder (default docs/results/<suite>)")

@@ -98,6 +98,13 @@ SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
         TokenizerVariant("baseline", _corruption(0, 0), generators=CONTINUOUS_GENERATORS),
         TokenizerVariant("joint", _corruption(3, 0.7), generators=CONTINUOUS_GENERATORS),
     ),
+    # Table 2's two ends alone, for longer budgets (`--budget cpu-long`): does the SiT gain / MAR reversal of the
+    # short regime hold as tokenizer and generator training grow? The same variants as table2's (so the cells of a
+    # table2 run in the same --work folder at the same budget are shared).
+    "baseline-joint": (
+        TokenizerVariant("baseline", _corruption(0, 0), (0, 1), {"MAR-B": 3.31, "SiT-B": 6.97}),
+        TokenizerVariant("joint", _corruption(3, 0.7), (0, 1), {"MAR-B": 2.65, "SiT-B": 5.50}),
+    ),
     # Follow-up of table2 on CPU (run in the same --work folder to reuse its tokenizers), SiT only: the joint
     # tokenizer reconstructs worst at the table2 budget; does decoder fine-tuning (App. A.3) or a doubled
     # tokenizer budget change the ranking? Each change is given to the baseline as well. 76 min on 2 cores.
@@ -286,6 +293,20 @@ BUDGETS = {
     # rerun or resume those with --budget cpu-v1.
     "cpu-v1": Budget(
         mar_images=16_000, mar_sampling=("num_iter=4", "diffloss.sample_steps=10"), search_num=500, no_cfg_num=0
+    ),
+    # 4× the `cpu` training of tokenizers and generators (and 4× the cached latents, so a generator sees its data
+    # as many times), the same evaluation: issue #14's question whether the short regime's rankings hold as training
+    # grows. Estimated ~40 min a cell on 2 idle cores (4× the training steps of a ~18-min `cpu` cell, whose
+    # evaluation, ~10 min, is unchanged): the baseline-joint suite's 4 cells ~2.7 h, resumable across sessions.
+    "cpu-long": Budget(
+        tokenizer_images=64_000,
+        cache_images=32_000,
+        sit_images=64_000,
+        mar_images=48_000,
+        dit_images=64_000,
+        lightningdit_images=64_000,
+        randomar_images=48_000,
+        rasterar_images=48_000,
     ),
     # Provisional (not yet run end to end): the longer recipe of docs/results.md "FMNIST-32 quality". Measured so far
     # (2026-12-02, 1 thread each, 2 runs sharing the 2 cores): baseline tokenizers reach 33.7 dB / rFID 0.10 at 128k
