@@ -45,7 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from detok.losses.perceptual import _STAGE_CHANNELS, LPIPS, vgg16_features
 from detok.losses.tokenizer import TokenizerLoss
 from detok.registry import create_model, get_preset
-from detok.runtime import autocast
+from detok.runtime import autocast, matmul_peak, synchronize
 from detok.training.tokenizer import default_run_config
 
 # Dense (no sparsity) datasheet peaks in TFLOP/s, by a name part of torch.cuda.get_device_name().
@@ -65,35 +65,12 @@ def paper_rate(preset: str) -> str:
     return "–".join(map(str, rates)) + " img/s per A100"
 
 
-def matmul_peak(device: torch.device, precision: str) -> float:
-    """Best rate in TFLOP/s of a square GEMM (8192² on CUDA, 2048² on the CPU) in `precision`, best of 3 runs."""
-    n, reps = (8192, 20) if device.type == "cuda" else (2048, 5)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = 0.0
-    for _ in range(3):
-        _sync(device)
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        _sync(device)
-        best = max(best, reps * 2 * n**3 / (time.perf_counter() - t) / 1e12)
-    return best
-
-
 def datasheet_peak(device: torch.device, precision: str) -> float | None:
     """The dense datasheet peak in TFLOP/s of a known CUDA device, else None."""
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
     return next((peaks[precision] for part, peaks in DATASHEET_TFLOPS.items() if part in name), None)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def random_lpips() -> LPIPS:
@@ -190,11 +167,11 @@ def time_steps(step, device: torch.device, steps: int, warmup: int) -> float:
     """Seconds per step, mean over `steps` after `warmup` untimed ones."""
     for _ in range(warmup):
         step()
-    _sync(device)
+    synchronize(device)
     t = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
+    synchronize(device)
     return (time.perf_counter() - t) / steps
 
 
@@ -228,7 +205,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    measured = matmul_peak(device, args.precision)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    measured = matmul_peak(device, dtype, reps=20 if device.type == "cuda" else 5) / 1e12  # TFLOP/s
     sheet = datasheet_peak(device, args.precision)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     sheet_text = f", datasheet {sheet:.0f} TFLOP/s" if sheet else ""

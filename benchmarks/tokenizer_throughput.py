@@ -30,7 +30,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from detok.config import apply_overrides
-from detok.runtime import autocast
+from detok.runtime import autocast, synchronize
+from detok.runtime import matmul_peak as runtime_matmul_peak
 from detok.tokenizers.corruption import sample_mask_ratio
 from detok.tokenizers.detok import DeTok
 from detok.training.tokenizer import default_run_config, train_tokenizer
@@ -57,27 +58,9 @@ REFERENCE = [
 
 
 def matmul_peak(threads: int, n: int = 2048, reps: int = 20, device: str = "cpu", dtype=torch.float32) -> float:
-    """Best-of-3 GEMM rate in GFLOP/s (on CUDA: n = 8192, synchronised)."""
+    """Best-of-3 GEMM rate in GFLOP/s with `threads` threads (on CUDA: n = 8192; `runtime.matmul_peak`)."""
     torch.set_num_threads(threads)
-    if device == "cuda":
-        n = 8192
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = 0.0
-    for _ in range(3):
-        _sync(device)
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        _sync(device)
-        best = max(best, reps * 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return best
-
-
-def _sync(device: str | torch.device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+    return runtime_matmul_peak(device, dtype, 8192 if device == "cuda" else n, reps) / 1e9
 
 
 def step_flops(model: DeTok, batch: int, draws: int = 16) -> float:
@@ -168,16 +151,16 @@ def codec_throughput(model: DeTok, batch: int = 256, reps: int = 5, precision: s
     with autocast(device, precision):
         z = model.encode(x)
         model.decode(z)
-        _sync(device)
+        synchronize(device)
         t = time.perf_counter()
         for _ in range(reps):
             model.encode(x)
-        _sync(device)
+        synchronize(device)
         enc = reps * batch / (time.perf_counter() - t)
         t = time.perf_counter()
         for _ in range(reps):
             model.decode(z)
-        _sync(device)
+        synchronize(device)
     return enc, reps * batch / (time.perf_counter() - t)
 
 

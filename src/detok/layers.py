@@ -204,6 +204,15 @@ def resample_pos_embed(
     return torch.cat([prefix, grid], dim=1)
 
 
+def check_token_layout(input_size: tuple[int, ...], patch_size: int = 1) -> None:
+    """Refuse a latent shape `latents_to_tokens` cannot cut: a grid (h, w) or a sequence (L,), every side a multiple
+    of `patch_size` (a generator config's check)."""
+    if len(input_size) not in (1, 2):
+        raise ValueError(f"input_size must be (h, w) or (L,), got {input_size}")
+    if any(s % patch_size for s in input_size):
+        raise ValueError(f"patch size {patch_size} does not divide input_size {input_size}")
+
+
 def latents_to_tokens(z: torch.Tensor, patch_size: int) -> torch.Tensor:
     """(N, C, h, w) → (N, h/p·w/p, p·p·C) patches, or a sequence (N, C, L) → (N, L/p, p·C) groups of p tokens."""
     if z.dim() == 4:

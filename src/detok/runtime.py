@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -35,6 +36,31 @@ def set_threads(threads: int) -> int:
         threads = max(1, cores // local)
     torch.set_num_threads(threads)
     return threads
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU. For timing."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device | str, dtype: torch.dtype = torch.float32, n: int | None = None, reps: int = 20):
+    """Best rate in FLOP/s of `reps` square n×n GEMMs in `dtype` on `device` (n: 8192 on CUDA, 2048 on the CPU),
+    best of 3 timed runs after 3 warm-up products: the measured peak that benchmarks state utilisation against."""
+    device = torch.device(device)
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(3):
+        synchronize(device)
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        synchronize(device)
+        best = max(best, reps * 2 * n**3 / (time.perf_counter() - t))
+    return best
 
 
 def batch_indices(step: int, batch_size: int, dataset_len: int, seed: int) -> torch.Tensor:

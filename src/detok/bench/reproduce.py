@@ -336,10 +336,11 @@ def run_suite(
             result["preset"] = budget.tokenizer_for(variant)
             cell_ctx = _sized_context(ctx, result["preset"], budget)
             result["tokenizer"] = _tokenizer_steps(variant, seed, budget, cell, cell_ctx)
+            shared_from = result["tokenizer"].get("shared_from")
+            twin = None if shared_from is None else work_dir / shared_from
             for name in variant.generators:
                 base = dict(variant.generator_init).get(name)
                 init = None if base is None else work_dir / f"{variant.finetune_from}-seed{seed}" / base
-                twin = work_dir / result["tokenizer"]["shared_from"] if "shared_from" in result["tokenizer"] else None
                 result[name] = _generator_steps(name, budget, cell, cell_ctx, init, twin)
             record["cells"].append(result)
             write_results(record, out_dir)

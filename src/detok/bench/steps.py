@@ -25,7 +25,7 @@ def run_step(marker: Path, spec: dict, fn: Callable[[], dict], log: Callable[[st
     A finished step made with other settings is an error, never silently reused or redone: a table must not mix
     budgets. The commit matters because a suite may be resumed by a later checkout: the table names every commit.
     """
-    spec = json.loads(json.dumps(spec))  # tuples → lists, as they come back from the marker
+    spec = _as_stored(spec)
     if marker.is_file():
         done = json.loads(marker.read_text())
         if done.get("spec") != spec:
@@ -69,18 +69,26 @@ def interrupted_seconds(attempt: Path) -> float:
 # that cell's steps instead of redoing them; each shared step keeps its one set of files and its one done.json.
 
 
+def _as_stored(spec: dict) -> dict:
+    """`spec` as it comes back from a marker (tuples become lists)."""
+    return json.loads(json.dumps(spec))
+
+
+def _done_with(marker: Path, spec: dict) -> bool:
+    """Whether `marker` records its step as done with exactly `spec`."""
+    return marker.is_file() and json.loads(marker.read_text()).get("spec") == _as_stored(spec)
+
+
 def find_twin(work_dir: Path, cell: Path, tokenizer_spec: dict) -> Path | None:
     """The cell of `work_dir` (other than `cell`) whose own tokenizer is done with exactly `tokenizer_spec`, if any;
     a cell that itself links to another's tokenizer is not a twin (links never chain)."""
     if not work_dir.is_dir():
         return None
-    spec = json.loads(json.dumps(tokenizer_spec))
     for other in sorted(work_dir.iterdir()):
-        marker = other / "tokenizer" / "done.json"
-        if other == cell or other.is_symlink() or marker.parent.is_symlink() or not marker.is_file():
-            continue
-        if json.loads(marker.read_text()).get("spec") == spec:
-            return other
+        tokenizer = other / "tokenizer"
+        if other != cell and not other.is_symlink() and not tokenizer.is_symlink():
+            if _done_with(tokenizer / "done.json", tokenizer_spec):
+                return other
     return None
 
 
@@ -95,10 +103,8 @@ def share_step(folder: Path, twin: Path | None, specs: dict[str, dict], log: Cal
     if twin is None or folder.exists():
         return False
     other = twin / folder.name
-    for rel, spec in specs.items():
-        marker = other / rel
-        if not marker.is_file() or json.loads(marker.read_text()).get("spec") != json.loads(json.dumps(spec)):
-            return False
+    if not all(_done_with(other / rel, spec) for rel, spec in specs.items()):
+        return False
     folder.parent.mkdir(parents=True, exist_ok=True)
     folder.symlink_to(os.path.relpath(other, folder.parent), target_is_directory=True)
     log(f"↺ {folder} shares {other}")

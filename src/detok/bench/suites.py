@@ -64,18 +64,20 @@ def _corruption(gamma: float, mask: float, *extra: str) -> tuple[str, ...]:
     return (f"model.corruption.noise_gamma={gamma}", f"model.corruption.mask_max={mask}", *extra)
 
 
+# Table 2 (ImageNet 256, FID with CFG; MAR-B / SiT-B).
+_TABLE2 = (
+    TokenizerVariant("baseline", _corruption(0, 0), (0, 1), {"MAR-B": 3.31, "SiT-B": 6.97}),
+    TokenizerVariant("masking", _corruption(0, 0.7), (0,), {"MAR-B": 2.90, "SiT-B": 6.43}),
+    TokenizerVariant("noise", _corruption(3, 0), (0,), {"MAR-B": 2.77, "SiT-B": 5.56}),
+    TokenizerVariant("joint", _corruption(3, 0.7), (0, 1), {"MAR-B": 2.65, "SiT-B": 5.50}),
+    # "+Extended": the joint tokenizer trained 3× longer with the PatchGAN from the midpoint (one extra cell,
+    # ~1/6 more time than the 6 cells above; its own cost is recorded in the table like every cell's).
+    TokenizerVariant("joint-extended", _corruption(3, 0.7, "loss.gan_weight=0.1", "loss.gan_start_frac=0.5"),
+                     tokenizer_scale=3),
+)  # fmt: skip
+
 SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
-    # Table 2 (ImageNet 256, FID with CFG; MAR-B / SiT-B).
-    "table2": (
-        TokenizerVariant("baseline", _corruption(0, 0), (0, 1), {"MAR-B": 3.31, "SiT-B": 6.97}),
-        TokenizerVariant("masking", _corruption(0, 0.7), (0,), {"MAR-B": 2.90, "SiT-B": 6.43}),
-        TokenizerVariant("noise", _corruption(3, 0), (0,), {"MAR-B": 2.77, "SiT-B": 5.56}),
-        TokenizerVariant("joint", _corruption(3, 0.7), (0, 1), {"MAR-B": 2.65, "SiT-B": 5.50}),
-        # "+Extended": the joint tokenizer trained 3× longer with the PatchGAN from the midpoint (one extra cell,
-        # ~1/6 more time than the 6 cells above; its own cost is recorded in the table like every cell's).
-        TokenizerVariant("joint-extended", _corruption(3, 0.7, "loss.gan_weight=0.1", "loss.gan_start_frac=0.5"),
-                         tokenizer_scale=3),
-    ),  # fmt: skip
+    "table2": _TABLE2,
     # Table 1 / Fig. 2: noise only (no masking): the γ = 0 baseline, a γ sweep, additive vs interpolative, and the
     # τ distribution (paper, ImageNet: interpolative γ = 3 best; additive worse; uniform τ ≥ logit-normal).
     "noise": (
@@ -101,10 +103,7 @@ SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
     # Table 2's two ends alone, for longer budgets (`--budget cpu-long`): does the SiT gain / MAR reversal of the
     # short regime hold as tokenizer and generator training grow? The same variants as table2's (so the cells of a
     # table2 run in the same --work folder at the same budget are shared).
-    "baseline-joint": (
-        TokenizerVariant("baseline", _corruption(0, 0), (0, 1), {"MAR-B": 3.31, "SiT-B": 6.97}),
-        TokenizerVariant("joint", _corruption(3, 0.7), (0, 1), {"MAR-B": 2.65, "SiT-B": 5.50}),
-    ),
+    "baseline-joint": tuple(v for v in _TABLE2 if v.name in ("baseline", "joint")),
     # Follow-up of table2 on CPU (run in the same --work folder to reuse its tokenizers), SiT only: the joint
     # tokenizer reconstructs worst at the table2 budget; does decoder fine-tuning (App. A.3) or a doubled
     # tokenizer budget change the ranking? Each change is given to the baseline as well. 76 min on 2 cores.

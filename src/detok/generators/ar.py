@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from detok.config import FractionBelowOne, PositiveFloat, PositiveInt, check_fields
 from detok.generators.mar import random_orders
-from detok.layers import LabelEmbedder, latents_to_tokens, tokens_to_latents
+from detok.layers import LabelEmbedder, check_token_layout, latents_to_tokens, tokens_to_latents
 from detok.objectives.diffloss import DiffLoss, DiffLossConfig
 from detok.objectives.guidance import check_interval, linear_cfg_scale
 from detok.registry import register_with_tiny
@@ -74,10 +74,7 @@ class CausalARConfig:
 
     def __post_init__(self):
         check_fields(self)
-        if len(self.input_size) not in (1, 2):
-            raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
-        if any(s % self.patch_size for s in self.input_size):
-            raise ValueError(f"patch size {self.patch_size} does not divide input_size {self.input_size}")
+        check_token_layout(self.input_size, self.patch_size)
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by {self.heads} heads")
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from detok.config import FractionBelowOne, NonNegativeInt, PositiveFloat, PositiveInt, check_fields
 from detok.generators.ar import Block, CausalAR
-from detok.layers import LabelEmbedder
+from detok.layers import LabelEmbedder, check_token_layout
 from detok.objectives.guidance import check_interval, linear_cfg_scale
 from detok.registry import register_with_tiny
 
@@ -59,8 +59,7 @@ class DiscreteARConfig:
 
     def __post_init__(self):
         check_fields(self)
-        if len(self.input_size) not in (1, 2):
-            raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
+        check_token_layout(self.input_size)
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by {self.heads} heads")
         if self.top_k > self.codebook_size:

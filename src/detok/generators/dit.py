@@ -26,6 +26,7 @@ from detok.layers import (
     Attention,
     LabelEmbedder,
     TimestepEmbedder,
+    check_token_layout,
     latents_to_tokens,
     sincos_pos_embed,
     tokens_to_latents,
@@ -44,10 +45,7 @@ def check_backbone(cfg) -> None:
     """The checks of a DiT-style backbone config (DiT, SiT, T2I-SiT): its fields, then the token grid, heads and
     sin-cos widths, and `cfg_channels`."""
     check_fields(cfg)
-    if len(cfg.input_size) not in (1, 2):
-        raise ValueError(f"input_size must be (h, w) or (L,), got {cfg.input_size}")
-    if any(s % cfg.patch_size for s in cfg.input_size):
-        raise ValueError(f"patch size {cfg.patch_size} does not divide input_size {cfg.input_size}")
+    check_token_layout(cfg.input_size, cfg.patch_size)
     if cfg.width % cfg.heads:
         raise ValueError(f"width {cfg.width} is not divisible by {cfg.heads} heads")
     if len(cfg.input_size) == 2 and cfg.width % 4:

@@ -26,6 +26,7 @@ from detok.layers import (
     RMSNorm,
     SwiGLU,
     TimestepEmbedder,
+    check_token_layout,
     grid_positions,
     latents_to_tokens,
     rope_tables,
@@ -73,11 +74,8 @@ class LightningDiTConfig:
 
     def __post_init__(self):
         check_fields(self)
+        check_token_layout(self.input_size, self.patch_size)
         axes = len(self.input_size)
-        if axes not in (1, 2):
-            raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
-        if any(s % self.patch_size for s in self.input_size):
-            raise ValueError(f"patch size {self.patch_size} does not divide input_size {self.input_size}")
         if axes == 1 and not self.abs_pos:  # 1-D tokens have no RoPE: learned absolute positions are all they get
             raise ConfigError("abs_pos", "must be true for 1-D tokens (l-DeTok App. A.2: learned positions, no RoPE)")
         if self.width % self.heads or (axes == 2 and (self.width // self.heads) % 4):  # 2-D RoPE: 4 | head size

@@ -25,7 +25,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from detok.config import Fraction, FractionBelowOne, PositiveFloat, PositiveInt, check_fields
-from detok.layers import Attention, LabelEmbedder, latents_to_tokens, tokens_to_latents
+from detok.layers import Attention, LabelEmbedder, check_token_layout, latents_to_tokens, tokens_to_latents
 from detok.objectives.diffloss import DiffLoss, DiffLossConfig
 from detok.objectives.guidance import check_interval, linear_cfg_scale
 from detok.registry import register_with_tiny
@@ -75,10 +75,7 @@ class MARBackboneConfig:
 
     def __post_init__(self):
         check_fields(self)
-        if len(self.input_size) not in (1, 2):
-            raise ValueError(f"input_size must be (h, w) or (L,), got {self.input_size}")
-        if any(s % self.patch_size for s in self.input_size):
-            raise ValueError(f"patch size {self.patch_size} does not divide input_size {self.input_size}")
+        check_token_layout(self.input_size, self.patch_size)
         for name, width, heads in (("enc", self.enc_width, self.enc_heads), ("dec", self.dec_width, self.dec_heads)):
             if width % heads:
                 raise ValueError(f"{name}_width {width} is not divisible by {name}_heads {heads}")
