@@ -331,6 +331,33 @@ def test_threads_default_to_the_cores_this_process_may_use(monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_a_commands_threads_hold_in_the_loops_it_runs(npz_data, tmp_path):
+    """`--threads 1` (for_process) is what a nested training loop's default threads=0 means: two suites started with
+    --threads 1 side by side must not run two threads each on a 2-core machine."""
+    from detok.runtime import set_threads
+
+    seen, before = [], torch.get_num_threads()
+    real = torch.Tensor.backward
+
+    def backward(self, *a, **k):
+        seen.append(torch.get_num_threads())
+        return real(self, *a, **k)
+
+    try:
+        set_threads(1, for_process=True)
+        torch.set_num_threads(3)  # as if something else had changed it since
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch.Tensor, "backward", backward)
+            train_tokenizer(_cfg(npz_data, "train.images=16", "train.batch_size=8", "train.threads=0"), tmp_path / "r")
+        assert seen and set(seen) == {1}
+        assert set_threads(0) == 1 and set_threads(2) == 2  # an explicit number still wins
+        set_threads(0, for_process=True)  # cleared: 0 is the usable cores again
+        assert set_threads(0) == max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    finally:
+        set_threads(0, for_process=True)
+        torch.set_num_threads(before)
+
+
 def test_flips_do_not_reuse_the_models_random_stream(npz_data, tmp_path, monkeypatch):
     """Flips seeded like the masking/noise randomness would draw the same uniforms as the mask scores."""
     from detok.data import TensorImageDataset

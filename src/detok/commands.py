@@ -78,7 +78,7 @@ def tokenizer_eval(args: argparse.Namespace) -> int:
     from detok.eval.recon import evaluate_reconstruction
     from detok.runtime import resolve_device, set_threads
 
-    set_threads(args.threads)
+    set_threads(args.threads, for_process=True)
     device = resolve_device(args.device)
     tok = load_tokenizer(args.run, device)
     data = _data_for(args.run, tok, args.set)
@@ -156,7 +156,7 @@ def tokenizer_stats(args: argparse.Namespace) -> int:
     from detok.latents import compute_latent_stats, store_latent_stats
     from detok.runtime import resolve_device, set_threads
 
-    set_threads(args.threads)
+    set_threads(args.threads, for_process=True)
     device = resolve_device(args.device)
     tok = load_tokenizer(args.run, device)
     dataset = build_dataset(_data_for(args.run, tok, args.set), "train")
@@ -200,7 +200,7 @@ def _start_processes(args: argparse.Namespace):
     from detok import dist
     from detok.runtime import resolve_device, set_threads
 
-    set_threads(args.threads)
+    set_threads(args.threads, for_process=True)
     device = resolve_device(args.device)
     dist.init(device)
     if dist.is_distributed():
@@ -338,7 +338,7 @@ def eval_t2i(args: argparse.Namespace) -> int:
     from detok.text.captions import CaptionSet
     from detok.text.encoders import caption_embeddings, load_text_encoder
 
-    set_threads(args.threads)
+    set_threads(args.threads, for_process=True)
     device = resolve_device(args.device)
     model = with_sampling_settings(load_generator(args.run, device), args.sampling or [])
     if not is_text_conditioned(model):
@@ -518,7 +518,7 @@ def eval_samples(args: argparse.Namespace) -> int:
     from detok.eval.generation import score_images
     from detok.runtime import resolve_device, set_threads
 
-    set_threads(args.threads)
+    set_threads(args.threads, for_process=True)
     device = resolve_device(args.device)
     with np.load(args.samples) as f:
         if "images" not in f:
@@ -544,7 +544,7 @@ def eval_latents(args: argparse.Namespace) -> int:
     from detok.eval.latent_analysis import analyze_latents
     from detok.runtime import resolve_device, set_threads
 
-    set_threads(args.threads)
+    set_threads(args.threads, for_process=True)
     device = resolve_device(args.device)
     tok = load_tokenizer(args.run, device)
     data = _data_for(args.run, tok, args.set)
@@ -574,11 +574,14 @@ def bench_reproduce(args: argparse.Namespace) -> int:
     from detok.runtime import set_threads
 
     budget = parse_budget(args.budget, args.set or [])
-    set_threads(args.threads)
+    set_threads(args.threads, for_process=True)
     out = Path(args.out or f"docs/results/{args.suite}")
     work = Path(args.work or f"runs/bench-{args.suite.removesuffix('-followup')}")
     command = "detok " + " ".join(shlex.quote(a) for a in args.argv)
-    record = run_suite(args.suite, budget, work, out, args.evaluator, command, second_evaluator=args.second_evaluator)
+    record = run_suite(
+        args.suite, budget, work, out, args.evaluator, command, second_evaluator=args.second_evaluator,
+        restore=args.restore,
+    )
     print(f"{len(record['cells'])} cells done; results in {out / 'results.md'}")
     return 0
 

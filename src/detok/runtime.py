@@ -24,12 +24,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def set_threads(threads: int) -> int:
-    """Set torch's intra-op threads: `threads`, or (0) the usable cores divided among local processes.
+_PROCESS_THREADS = 0  # a command's --threads: what threads=0 means in every loop the process runs (0: usable cores)
+
+
+def set_threads(threads: int, for_process: bool = False) -> int:
+    """Set torch's intra-op threads: `threads`, or (0) the process's own number (`for_process`) if one was given,
+    else the usable cores divided among local processes.
 
     Usable cores are those of this process's CPU affinity where the OS reports it (a container or `taskset` limit),
     not all of the host's: oversubscribed threads cost orders of magnitude on small machines.
+
+    `for_process`: `threads` is also what 0 means from now on in this process — a command's `--threads`, which the
+    training and evaluation loops it runs would otherwise replace by their configs' default 0 (two suites started
+    with `--threads 1` side by side each ran two threads on a 2-core machine). 0 with it clears that number.
     """
+    global _PROCESS_THREADS
+    if for_process:
+        _PROCESS_THREADS = max(0, threads)
+    if threads <= 0 and _PROCESS_THREADS:
+        threads = _PROCESS_THREADS
     if threads <= 0:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
