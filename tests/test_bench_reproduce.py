@@ -149,6 +149,37 @@ def test_a_changed_budget_is_refused_not_mixed(suite_run, monkeypatch, capsys):
     assert "baseline-seed0/mar was made with" in err and "another --work folder" in err
 
 
+def test_a_lost_work_folder_is_restored_from_its_results_and_only_unfinished_cells_run(
+    suite_run, tmp_path, monkeypatch, capsys
+):
+    """`--restore`: the finished cells of an earlier run's results.json are kept (a later session whose work folder
+    is gone runs only what is missing); a results file of other settings is refused."""
+    import detok.training.tokenizer as tokenizer_training
+
+    root, args = suite_run
+    before = json.loads((root / "results" / "results.json").read_text())
+    earlier = tmp_path / "earlier.json"  # as if the session ended during the last cell
+    earlier.write_text(json.dumps({**before, "cells": before["cells"][:-1]}))
+    trained, train = [], tokenizer_training.train_tokenizer
+    monkeypatch.setattr(tokenizer_training, "train_tokenizer", lambda cfg, run: (trained.append(run), train(cfg, run)))
+    monkeypatch.setenv("DETOK_CACHE", str(root / "cache"))
+    out, work = tmp_path / "results", tmp_path / "work"
+    assert cli_main([*args, "--restore", str(earlier), "--out", str(out), "--work", str(work)]) == 0
+    after = json.loads((out / "results.json").read_text())
+    last = before["cells"][-1]
+    assert [p.parent.name for p in trained] == [f"{last['variant']}-seed{last['seed']}"]  # only the missing cell
+    assert sorted(p.name for p in work.iterdir()) == [f"{last['variant']}-seed{last['seed']}"]
+    for old, new in zip(before["cells"][:-1], after["cells"][:-1], strict=True):
+        assert new.pop("restored_from") == str(earlier) and new == old
+    assert "restored_from" not in after["cells"][-1] and len(after["cells"]) == len(before["cells"])
+    table = (out / "results.md").read_text()
+    assert f"restored from `{earlier}`" in table and "Partial" not in table
+    assert cli_main([*args, "--set", "mar_images=24", "--restore", str(earlier), "--work", str(work)]) == 2
+    assert "was made with budget" in capsys.readouterr().err
+    assert cli_main([*args, "--restore", str(tmp_path / "none.json"), "--work", str(work)]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
 def test_bad_budget_and_suite_names(capsys, monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="unknown budget"):
         parse_budget("huge", [])

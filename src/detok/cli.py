@@ -294,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--second-evaluator",
         help="the independent evaluator of the suites that use one (peers: reference-resnet[:FOLDER] by default)",
     )
+    p.add_argument(
+        "--restore",
+        metavar="RESULTS_JSON",
+        help="an earlier run's results.json (same suite, budget, evaluators): its finished cells are kept, not rerun",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.set_defaults(fn=commands.bench_reproduce)
 

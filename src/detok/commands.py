@@ -579,7 +579,13 @@ def bench_reproduce(args: argparse.Namespace) -> int:
     work = Path(args.work or f"runs/bench-{args.suite.removesuffix('-followup')}")
     command = "detok " + " ".join(shlex.quote(a) for a in args.argv)
     record = run_suite(
-        args.suite, budget, work, out, args.evaluator, command, second_evaluator=args.second_evaluator,
+        args.suite,
+        budget,
+        work,
+        out,
+        args.evaluator,
+        command,
+        second_evaluator=args.second_evaluator,
         restore=args.restore,
     )
     print(f"{len(record['cells'])} cells done; results in {out / 'results.md'}")

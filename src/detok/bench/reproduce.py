@@ -274,6 +274,23 @@ def _sized_context(ctx: dict, preset: str, budget: Budget) -> dict:
     return ctx["sized"][size]
 
 
+def restorable_cells(path: str | Path, record: dict) -> dict[tuple[str, int], dict]:
+    """The finished cells of an earlier run's `results.json` at `path`, by (variant, seed), after checking that it
+    ran the suite, budget, evaluator and reference set of `record` (the run about to start): a table must not mix
+    settings, so any difference is an error rather than a cell silently re-run or reused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--restore {path}: no such file (give the results.json of an earlier run of this suite)")
+    earlier = json.loads(path.read_text())
+    for key in ("suite", "budget", "evaluator", "reference", "second_evaluator"):
+        if json.loads(json.dumps(earlier.get(key))) != json.loads(json.dumps(record.get(key))):
+            raise ValueError(
+                f"--restore {path} was made with {key} {earlier.get(key)!r}, but this run has {record.get(key)!r}; "
+                "its cells cannot join this table"
+            )
+    return {(c["variant"], c["seed"]): c for c in earlier["cells"]}
+
+
 # --------------------------------------------------------------------------------------------------
 # The suite
 # --------------------------------------------------------------------------------------------------
@@ -288,10 +305,13 @@ def run_suite(
     command: str = "",
     log: Callable[[str], None] = print,
     second_evaluator: str | None = None,
+    restore: str | Path | None = None,
 ) -> dict:
     """Run (or resume) every cell of `suite` under `budget`; write the results table after each cell.
 
     `second_evaluator` replaces the suite's own independent evaluator (SECOND_EVALUATOR), for suites that have one.
+    `restore` names the `results.json` of an earlier run of the same suite, budget and evaluators whose work folder
+    is gone: its finished cells are taken as they were recorded (`restored_from`), the others are run.
 
     Returns the results record also written to `out_dir/results.json`.
     """
@@ -322,15 +342,26 @@ def run_suite(
         "second_evaluator": ctx["second"][0].name if "second" in ctx else None,
         "cells": [],
     }
-    named = [o for v in SUITES[suite] for o in (*v.overrides, *(x for _, extra in v.stages for x in extra))]
+    restored = {} if restore is None else restorable_cells(restore, record)
+    to_run = [v for v in SUITES[suite] if any((v.name, s + budget.seed_offset) not in restored for s in v.seeds)]
+    named = [o for v in to_run for o in (*v.overrides, *(x for _, extra in v.stages for x in extra))]
+    earlier = json.loads(Path(restore).read_text()) if restored else {}
+    for key in ("teacher", "text"):  # made once per work folder: kept from the earlier run unless a cell needs it
+        if key in earlier:
+            record[key] = {**earlier[key], "restored_from": str(restore)}
     if any("{teacher" in o for o in named):
         record["teacher"] = _teacher_step(budget, work_dir, ctx)
-    if any(g in T2I_GENERATORS for v in SUITES[suite] for g in v.generators):
+    if any(g in T2I_GENERATORS for v in to_run for g in v.generators):
         from detok.bench.t2i import text_steps
 
         record["text"] = text_steps(budget, work_dir, ctx)
     for variant in SUITES[suite]:
         for seed in (s + budget.seed_offset for s in variant.seeds):
+            if (variant.name, seed) in restored:
+                log(f"↺ {variant.name}-seed{seed} restored from {restore}")
+                record["cells"].append({**restored[variant.name, seed], "restored_from": str(restore)})
+                write_results(record, out_dir)
+                continue
             cell = work_dir / f"{variant.name}-seed{seed}"
             result = {"variant": variant.name, "seed": seed, "run_dir": str(cell), "paper": variant.paper}
             result["preset"] = budget.tokenizer_for(variant)
@@ -347,4 +378,4 @@ def run_suite(
     return record
 
 
-__all__ = ["BUDGETS", "SUITES", "Budget", "TokenizerVariant", "parse_budget", "run_suite"]
+__all__ = ["BUDGETS", "SUITES", "Budget", "TokenizerVariant", "parse_budget", "restorable_cells", "run_suite"]

@@ -184,6 +184,7 @@ def _intro(record: dict) -> list[str]:
         f"- wall-clock: {total / 60:.1f} min over {len(record['cells'])} cells (sum of step times; an interrupted "
         "attempt counts up to the last file it wrote)",
         *([f"- **the cells ran on {len(commits)} commits**: {', '.join(sorted(commits))}"] if len(commits) > 1 else []),
+        *_restored_note(record),
         f"- evaluator: {record['evaluator']} on {record['reference']} (Fashion-MNIST-32 reference classifier "
         "features; not Inception — not comparable with ImageNet FIDs)",
         f"- gFID: CFG searched over {budget['search_cfgs']} on {budget['search_num']} samples, best scale "
@@ -203,6 +204,19 @@ def _intro(record: dict) -> list[str]:
             f"the best scale reported on {budget['t2i_final_num']} fresh samples; FID against the test images"
         )
     return lines
+
+
+def _restored_note(record: dict) -> list[str]:
+    """A line naming the cells kept from an earlier run's results (`--restore`), which ran in another session."""
+    by_source: dict[str, list[str]] = {}
+    for cell in record["cells"]:
+        if "restored_from" in cell:
+            by_source.setdefault(cell["restored_from"], []).append(f"{cell['variant']}-seed{cell['seed']}")
+    return [
+        f"- restored from `{source}` (an earlier run of the same settings, whose work folder is gone): "
+        + ", ".join(cells)
+        for source, cells in by_source.items()
+    ]
 
 
 def _second_evaluator_blocks(record: dict, rows: list[dict], gens: list[str]) -> list:
