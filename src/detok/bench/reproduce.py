@@ -359,7 +359,8 @@ def run_suite(
         for seed in (s + budget.seed_offset for s in variant.seeds):
             if (variant.name, seed) in restored:
                 log(f"↺ {variant.name}-seed{seed} restored from {restore}")
-                record["cells"].append({**restored[variant.name, seed], "restored_from": str(restore)})
+                # a cell restored once already keeps naming the file it first came from
+                record["cells"].append({"restored_from": str(restore), **restored[variant.name, seed]})
                 write_results(record, out_dir)
                 continue
             cell = work_dir / f"{variant.name}-seed{seed}"
