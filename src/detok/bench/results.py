@@ -175,7 +175,10 @@ def _intro(record: dict) -> list[str]:
         "seeds (the generators train and sample with the same seeds in every cell, so their own run-to-run "
         "variation is not in it).",
         *(
-            [f"**Partial: {done} of {planned} cells finished** — rerun the command to continue."]
+            [
+                f"**Partial: {done} of {planned} cells finished** — rerun the command to continue (add "
+                "`--restore` with this results.json if its work folder is gone)."
+            ]
             if done < planned
             else []
         ),
