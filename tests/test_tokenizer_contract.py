@@ -187,8 +187,12 @@ def test_every_tiny_twin_trains_a_step_through_the_cli(name, tmp_path, capsys):
 @pytest.mark.parametrize("case", ["default", "gan"])
 def test_detok_fmnist32_logs_the_losses_recorded_before_the_interface(case, fmnist_available, tmp_path):
     """The first logged losses of detok-fmnist32 (batch 16, 50 steps; and 30 steps with the adaptive GAN from step
-    10) equal those recorded at commit d545f94's code (tests/data/detok_fmnist32_losses.json) to a relative 1e-6:
-    the log rounds to 6 decimals, and the refactor kept every operation in its order (measured: identical)."""
+    10) equal those recorded at commit d545f94's code (tests/data/detok_fmnist32_losses.json). On the machine that
+    recorded them they were identical to the log's 6 decimals; another CPU's instruction set (AVX2 against the
+    recording Xeon's) rounds differently and the difference grows over the steps — measured on an AVX2 EPYC
+    (2026-12-02): at most 3.4e-6 relative without the GAN; with it 9.4e-4 on the reconstruction terms and the gradient
+    norm and 3.5e-2 on the GAN terms, whose adaptive weight (a ratio of gradient norms) amplifies it. The tolerances
+    below sit above those; a changed operation, weight or start step moves the losses by far more."""
     ref = json.loads((DATA / "detok_fmnist32_losses.json").read_text())[case]
     cfg = apply_overrides(default_run_config("detok-fmnist32"), ref["overrides"])
     train_tokenizer(cfg, tmp_path / "run")
@@ -196,4 +200,5 @@ def test_detok_fmnist32_logs_the_losses_recorded_before_the_interface(case, fmni
     assert len(got) == len(ref["records"])
     for want, have in zip(ref["records"], got):
         for key, value in want.items():
-            assert have[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (want["step"], key)
+            rel = 1e-5 if case == "default" else 5e-2 if key.startswith("gan_") else 2e-3
+            assert have[key] == pytest.approx(value, rel=rel, abs=1e-9), (want["step"], key)

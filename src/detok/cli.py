@@ -325,7 +325,7 @@ def error_line(e: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one `detok` command; failures of the user's input print one line and return 2 (set DETOK_DEBUG=1 for
     the traceback)."""
-    from detok.runtime import TrainingDivergedError
+    from detok.runtime import TrainingDivergedError, forget_process_threads
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
@@ -337,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"detok: error: {error_line(e)}", file=sys.stderr)
         return EXIT_DIVERGED if isinstance(e, TrainingDivergedError) else EXIT_BAD_INPUT
+    finally:
+        forget_process_threads()  # a command's --threads holds for that command, not for what the caller runs next
 
 
 if __name__ == "__main__":

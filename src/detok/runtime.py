@@ -51,6 +51,13 @@ def set_threads(threads: int, for_process: bool = False) -> int:
     return threads
 
 
+def forget_process_threads() -> None:
+    """Forget the process's own thread number (`set_threads(..., for_process=True)`): 0 means the usable cores again.
+    Torch's current thread count is left as it is."""
+    global _PROCESS_THREADS
+    _PROCESS_THREADS = 0
+
+
 def synchronize(device: torch.device | str) -> None:
     """Wait for the device's queued work (CUDA); a no-op on the CPU. For timing."""
     if torch.device(device).type == "cuda":
