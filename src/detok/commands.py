@@ -578,16 +578,8 @@ def bench_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out or f"docs/results/{args.suite}")
     work = Path(args.work or f"runs/bench-{args.suite.removesuffix('-followup')}")
     command = "detok " + " ".join(shlex.quote(a) for a in args.argv)
-    record = run_suite(
-        args.suite,
-        budget,
-        work,
-        out,
-        args.evaluator,
-        command,
-        second_evaluator=args.second_evaluator,
-        restore=args.restore,
-    )
+    extra = {"second_evaluator": args.second_evaluator, "restore": args.restore}
+    record = run_suite(args.suite, budget, work, out, args.evaluator, command, **extra)
     print(f"{len(record['cells'])} cells done; results in {out / 'results.md'}")
     return 0
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from detok.bench.results import environment, write_results
-from detok.bench.steps import find_twin, run_step, share_step
+from detok.bench.steps import as_stored, find_twin, run_step, share_step
 from detok.bench.suites import (
     AR_GENERATORS,
     BUDGETS,
@@ -274,21 +274,21 @@ def _sized_context(ctx: dict, preset: str, budget: Budget) -> dict:
     return ctx["sized"][size]
 
 
-def restorable_cells(path: str | Path, record: dict) -> dict[tuple[str, int], dict]:
-    """The finished cells of an earlier run's `results.json` at `path`, by (variant, seed), after checking that it
-    ran the suite, budget, evaluator and reference set of `record` (the run about to start): a table must not mix
-    settings, so any difference is an error rather than a cell silently re-run or reused."""
+def read_restore(path: str | Path, record: dict) -> dict:
+    """The record of an earlier run (`results.json` at `path`) whose finished cells this run keeps, after checking
+    that it ran the suite, budget, evaluator and reference set of `record` (the run about to start): a table must
+    not mix settings, so any difference is an error rather than a cell silently re-run or reused."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--restore {path}: no such file (give the results.json of an earlier run of this suite)")
     earlier = json.loads(path.read_text())
     for key in ("suite", "budget", "evaluator", "reference", "second_evaluator"):
-        if json.loads(json.dumps(earlier.get(key))) != json.loads(json.dumps(record.get(key))):
+        if earlier.get(key) != as_stored(record.get(key)):
             raise ValueError(
                 f"--restore {path} was made with {key} {earlier.get(key)!r}, but this run has {record.get(key)!r}; "
                 "its cells cannot join this table"
             )
-    return {(c["variant"], c["seed"]): c for c in earlier["cells"]}
+    return earlier
 
 
 # --------------------------------------------------------------------------------------------------
@@ -342,10 +342,10 @@ def run_suite(
         "second_evaluator": ctx["second"][0].name if "second" in ctx else None,
         "cells": [],
     }
-    restored = {} if restore is None else restorable_cells(restore, record)
+    earlier = {} if restore is None else read_restore(restore, record)
+    restored = {(c["variant"], c["seed"]): c for c in earlier.get("cells", [])}
     to_run = [v for v in SUITES[suite] if any((v.name, s + budget.seed_offset) not in restored for s in v.seeds)]
     named = [o for v in to_run for o in (*v.overrides, *(x for _, extra in v.stages for x in extra))]
-    earlier = json.loads(Path(restore).read_text()) if restored else {}
     for key in ("teacher", "text"):  # made once per work folder: kept from the earlier run unless a cell needs it
         if key in earlier:
             record[key] = {**earlier[key], "restored_from": str(restore)}
@@ -379,4 +379,4 @@ def run_suite(
     return record
 
 
-__all__ = ["BUDGETS", "SUITES", "Budget", "TokenizerVariant", "parse_budget", "restorable_cells", "run_suite"]
+__all__ = ["BUDGETS", "SUITES", "Budget", "TokenizerVariant", "parse_budget", "read_restore", "run_suite"]

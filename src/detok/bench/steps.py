@@ -25,7 +25,7 @@ def run_step(marker: Path, spec: dict, fn: Callable[[], dict], log: Callable[[st
     A finished step made with other settings is an error, never silently reused or redone: a table must not mix
     budgets. The commit matters because a suite may be resumed by a later checkout: the table names every commit.
     """
-    spec = _as_stored(spec)
+    spec = as_stored(spec)
     if marker.is_file():
         done = json.loads(marker.read_text())
         if done.get("spec") != spec:
@@ -69,14 +69,14 @@ def interrupted_seconds(attempt: Path) -> float:
 # that cell's steps instead of redoing them; each shared step keeps its one set of files and its one done.json.
 
 
-def _as_stored(spec: dict) -> dict:
-    """`spec` as it comes back from a marker (tuples become lists)."""
+def as_stored(spec):
+    """`spec` as it comes back from a JSON record (tuples become lists)."""
     return json.loads(json.dumps(spec))
 
 
 def _done_with(marker: Path, spec: dict) -> bool:
     """Whether `marker` records its step as done with exactly `spec`."""
-    return marker.is_file() and json.loads(marker.read_text()).get("spec") == _as_stored(spec)
+    return marker.is_file() and json.loads(marker.read_text()).get("spec") == as_stored(spec)
 
 
 def find_twin(work_dir: Path, cell: Path, tokenizer_spec: dict) -> Path | None:
