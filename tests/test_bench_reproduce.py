@@ -175,9 +175,47 @@ def test_a_lost_work_folder_is_restored_from_its_results_and_only_unfinished_cel
     table = (out / "results.md").read_text()
     assert f"restored from `{earlier}`" in table and "Partial" not in table
     assert cli_main([*args, "--set", "mar_images=24", "--restore", str(earlier), "--work", str(work)]) == 2
-    assert "was made with budget" in capsys.readouterr().err
+    assert "another budget (mar_images: 16 then, 24 now)" in capsys.readouterr().err
     assert cli_main([*args, "--restore", str(tmp_path / "none.json"), "--work", str(work)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_budget_runs_only_its_rows_and_seeds_and_a_restore_keeps_the_rest(suite_run, tmp_path, monkeypatch, capsys):
+    """`rows` / `max_seeds` choose the cells a budget runs (the quality budget affords two of table2's seven); they
+    are not cell settings, so a restore across them keeps every earlier cell, and a budget field added since an
+    earlier results.json was written, at its default, does not stop that file from being restored."""
+    import detok.training.tokenizer as tokenizer_training
+
+    root, args = suite_run
+    before = json.loads((root / "results" / "results.json").read_text())
+    trained, train = [], tokenizer_training.train_tokenizer
+    monkeypatch.setattr(tokenizer_training, "train_tokenizer", lambda cfg, run: (trained.append(run), train(cfg, run)))
+    monkeypatch.setenv("DETOK_CACHE", str(root / "cache"))
+    select = ["--set", 'rows=["noise", "joint"]', "--set", "max_seeds=1"]
+    out, work = tmp_path / "results", tmp_path / "work"
+    assert cli_main([*args, *select, "--out", str(out), "--work", str(work)]) == 0
+    record = json.loads((out / "results.json").read_text())
+    assert [(c["variant"], c["seed"]) for c in record["cells"]] == [("noise", 0), ("joint", 0)]
+    assert record["planned_cells"] == 2 and [p.parent.name for p in trained] == ["noise-seed0", "joint-seed0"]
+
+    earlier = tmp_path / "earlier.json"  # the full smoke table, written before `rows` and `max_seeds` existed
+    old = {**before, "budget": {k: v for k, v in before["budget"].items() if k not in ("rows", "max_seeds")}}
+    earlier.write_text(json.dumps(old))
+    trained.clear()
+    out2 = tmp_path / "results2"
+    assert (
+        cli_main([*args, *select, "--restore", str(earlier), "--out", str(out2), "--work", str(tmp_path / "w2")]) == 0
+    )
+    after = json.loads((out2 / "results.json").read_text())
+    assert trained == [] and after["planned_cells"] == len(before["cells"])
+    assert sorted((c["variant"], c["seed"]) for c in after["cells"]) == sorted(
+        (c["variant"], c["seed"]) for c in before["cells"]
+    )
+    assert all(c["restored_from"] == str(earlier) for c in after["cells"])
+    assert "outside this budget's rows/seeds" in capsys.readouterr().out
+
+    assert cli_main([*args, "--set", 'rows=["joint", "jiont"]', "--work", str(tmp_path / "w3")]) == 2
+    assert "budget rows ['jiont'] are not variants of the table2 suite" in capsys.readouterr().err
 
 
 def test_bad_budget_and_suite_names(capsys, monkeypatch, tmp_path):

@@ -29,6 +29,7 @@ from detok.bench.suites import (
     Budget,
     TokenizerVariant,
     parse_budget,
+    suite_cells,
 )
 from detok.checkpoint import load_generator, load_tokenizer
 from detok.config import apply_overrides, to_dict
@@ -274,6 +275,26 @@ def _sized_context(ctx: dict, preset: str, budget: Budget) -> dict:
     return ctx["sized"][size]
 
 
+# Budget fields that choose which cells run, not what a cell computes: a restored table may differ in them.
+_SELECTION = ("rows", "max_seeds")
+
+
+def _cell_settings(budget: dict | None) -> dict | None:
+    """A stored budget without its cell selection, with the fields added since it was stored at their defaults (a
+    field added later, at its default, computes what the code computed before it existed)."""
+    if budget is None:
+        return None
+    defaults = as_stored(to_dict(Budget()))
+    return {k: v for k, v in {**defaults, **budget}.items() if k not in _SELECTION}
+
+
+def _budget_difference(earlier: dict, current: Budget | dict) -> str:
+    a, b = _cell_settings(earlier), _cell_settings(as_stored(current))
+    return "; ".join(
+        f"{k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+    )
+
+
 def read_restore(path: str | Path, record: dict) -> dict:
     """The record of an earlier run (`results.json` at `path`) whose finished cells this run keeps, after checking
     that it ran the suite, budget, evaluator and reference set of `record` (the run about to start): a table must
@@ -283,7 +304,13 @@ def read_restore(path: str | Path, record: dict) -> dict:
         raise ValueError(f"--restore {path}: no such file (give the results.json of an earlier run of this suite)")
     earlier = json.loads(path.read_text())
     for key in ("suite", "budget", "evaluator", "reference", "second_evaluator"):
-        if earlier.get(key) != as_stored(record.get(key)):
+        if key == "budget":
+            if _cell_settings(earlier.get(key)) != _cell_settings(as_stored(record.get(key))):
+                raise ValueError(
+                    f"--restore {path} was made with another budget ({_budget_difference(earlier[key], record[key])}); "
+                    "its cells cannot join this table"
+                )
+        elif earlier.get(key) != as_stored(record.get(key)):
             raise ValueError(
                 f"--restore {path} was made with {key} {earlier.get(key)!r}, but this run has {record.get(key)!r}; "
                 "its cells cannot join this table"
@@ -318,8 +345,7 @@ def run_suite(
     from detok.eval.features import build_extractor, dataset_key, reference_set
     from detok.runtime import resolve_device
 
-    if suite not in SUITES:
-        raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
+    cells = suite_cells(suite, budget)
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     device = resolve_device("auto")
     data = apply_overrides(DataConfig(name="fashion-mnist"), list(budget.data))
@@ -338,13 +364,17 @@ def run_suite(
         "reference": ref.source,
         "command": command,
         "environment": environment(),
-        "planned_cells": sum(len(v.seeds) for v in SUITES[suite]),
+        "planned_cells": sum(len(seeds) for _, seeds in cells),
         "second_evaluator": ctx["second"][0].name if "second" in ctx else None,
         "cells": [],
     }
     earlier = {} if restore is None else read_restore(restore, record)
     restored = {(c["variant"], c["seed"]): c for c in earlier.get("cells", [])}
-    to_run = [v for v in SUITES[suite] if any((v.name, s + budget.seed_offset) not in restored for s in v.seeds)]
+    to_run = [v for v, seeds in cells if any((v.name, s) not in restored for s in seeds)]
+    # finished cells of the earlier run outside this budget's rows/seeds (same cell settings): kept, after the others
+    selected = {(v.name, s) for v, seeds in cells for s in seeds}
+    extra = [c for key, c in restored.items() if key not in selected]
+    record["planned_cells"] += len(extra)
     named = [o for v in to_run for o in (*v.overrides, *(x for _, extra in v.stages for x in extra))]
     for key in ("teacher", "text"):  # made once per work folder: kept from the earlier run unless a cell needs it
         if key in earlier:
@@ -355,8 +385,11 @@ def run_suite(
         from detok.bench.t2i import text_steps
 
         record["text"] = text_steps(budget, work_dir, ctx)
-    for variant in SUITES[suite]:
-        for seed in (s + budget.seed_offset for s in variant.seeds):
+    for cell in extra:  # first, so that every table written from here on holds them
+        log(f"↺ {cell['variant']}-seed{cell['seed']} restored from {restore} (outside this budget's rows/seeds)")
+        record["cells"].append({"restored_from": str(restore), **cell})
+    for variant, seeds in cells:
+        for seed in seeds:
             if (variant.name, seed) in restored:
                 log(f"↺ {variant.name}-seed{seed} restored from {restore}")
                 # a cell restored once already keeps naming the file it first came from

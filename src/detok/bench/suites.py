@@ -271,6 +271,8 @@ class Budget:
     final_num: PositiveInt = 10_000
     sample_batch: PositiveInt = 250
     seed_offset: NonNegativeInt = 0  # added to every variant's seeds: a second run with new seeds (seed_offset=2: 2, 3)
+    rows: tuple[str, ...] = ()  # only these variants of the suite, in the suite's order (empty: all of them)
+    max_seeds: NonNegativeInt = 0  # at most this many of each variant's seeds, the first ones (0: all)
     data: tuple[str, ...] = ()  # data config overrides, shared by every step (the smoke test uses an npz)
     train: tuple[str, ...] = ()  # train.* overrides for every training run (e.g. train.progress=false)
     tokenizer_train: tuple[str, ...] = ()  # train.* overrides for the tokenizers only (their schedule)
@@ -307,20 +309,29 @@ BUDGETS = {
         randomar_images=48_000,
         rasterar_images=48_000,
     ),
-    # Provisional (not yet run end to end): the longer recipe of docs/results.md "FMNIST-32 quality". Measured so far
-    # (2026-12-02, 1 thread each, 2 runs sharing the 2 cores): baseline tokenizers reach 33.7 dB / rFID 0.10 at 128k
-    # images (joint: 28.0 dB / 1.12; 30.9 dB / 0.46 after decoder fine-tuning) and SiT reaches gFID 1.40 at CFG 1.5
-    # with 94% class consistency after 480k images (1k samples); MAR's length is still to be chosen by measurement.
+    # The longer recipe of docs/results.md "FMNIST-32 quality" (issue #18), for table2's two ends, one seed each
+    # (`--set rows=...` / `max_seeds=...` add rows and seeds; a restore keeps what ran). Measured in the probe
+    # (2026-12-02, 1 thread each, 2 runs sharing the 2 cores): baseline tokenizers reach 33.7 dB / rFID 0.10 at
+    # 128k images (joint: 28.0 dB / 1.12; 30.9 dB / 0.46 after decoder fine-tuning); SiT reaches gFID 2.45 at
+    # CFG 1.5 with 93% class consistency after 240k images (1k samples; 1.40 and 94% after 480k, not worth its
+    # doubled cost here). MAR's length is not chosen yet: 240k images, with a checkpoint kept every 32k images (and
+    # the tokenizer's every 16k) so that benchmarks/*_curve.py draws each run's metric-vs-length curve afterwards.
+    # Estimated per cell on 2 idle cores (from the `cpu` budget's measured step rates, not a timed run): ~2 h on the
+    # AVX-512 Xeon, ~4.5 h on the AVX2 EPYC (docs/results.md); resumable across sessions (per step and checkpoint).
     "quality": Budget(
         tokenizer_images=128_000,
-        tokenizer_train=("train.warmup_frac=0.02", "train.ema_decay=0.999"),
+        tokenizer_train=("train.warmup_frac=0.02", "train.ema_decay=0.999", "train.ckpt_every=250"),
+        train=("train.keep_checkpoints=100", "train.ckpt_every=500"),
         stats_images=20_000,
         recon_images=10_000,
         cache_images=60_000,
-        sit_images=480_000,
+        sit_images=240_000,
         sit_sampling=("flow.sampler=heun", "flow.sample_steps=25"),
         mar_images=240_000,
         search_num=1_000,
+        no_cfg_num=1_000,
+        rows=("baseline", "joint"),
+        max_seeds=1,
     ),
     # For the test suite: tiny twins, a few dozen images, two samples per class.
     "smoke": Budget(
@@ -374,6 +385,30 @@ BUDGETS = {
         sample_batch=8,
     ),
 }
+
+
+def suite_cells(suite: str, budget: Budget) -> list[tuple[TokenizerVariant, list[int]]]:
+    """The variants of `suite` this budget runs, each with its seeds (offset by `seed_offset`), in the suite's order.
+
+    Raises:
+        ValueError: for an unknown suite, or a `rows` entry that names no variant of the suite.
+    """
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
+    names = [v.name for v in SUITES[suite]]
+    unknown = [r for r in budget.rows if r not in names]
+    if unknown:
+        raise ValueError(
+            f"budget rows {unknown} are not variants of the {suite} suite ({', '.join(names)}); "
+            "--set 'rows=[]' runs all of them"
+        )
+    cells = []
+    for variant in SUITES[suite]:
+        if budget.rows and variant.name not in budget.rows:
+            continue
+        seeds = variant.seeds[: budget.max_seeds] if budget.max_seeds else variant.seeds
+        cells.append((variant, [s + budget.seed_offset for s in seeds]))
+    return cells
 
 
 def parse_budget(name: str, overrides: list[str]) -> Budget:
