@@ -299,7 +299,10 @@ BUDGETS = {
     # as many times), the same evaluation: issue #14's question whether the short regime's rankings hold as training
     # grows. Estimated ~40 min a cell on 2 idle cores (4× the training steps of a ~18-min `cpu` cell, whose
     # evaluation, ~10 min, is unchanged): the baseline-joint suite's 4 cells ~2.7 h, resumable across sessions.
+    # Every checkpoint is kept (one per 16k generator images, 6.4k tokenizer images), so benchmarks/*_curve.py can
+    # score each run against its training length afterwards (#14: does the MAR gap close or flip with training?).
     "cpu-long": Budget(
+        train=("train.keep_checkpoints=100",),
         tokenizer_images=64_000,
         cache_images=32_000,
         sit_images=64_000,
