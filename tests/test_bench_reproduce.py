@@ -1,5 +1,6 @@
 """`detok bench reproduce` at the smoke budget: every cell runs, the table is written, reruns resume."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -493,6 +494,28 @@ def test_the_t2i_suite_trains_one_text_encoder_and_scores_fid_and_alignment(t2i_
     table = (root / "results" / "results.md").read_text()
     assert "| T2I-SiT gFID | T2I-MAR gFID |" in table and "| aligned (seen) | aligned (held-out) |" in table
     assert "4.31" in table and "The test images against their own captions" in table
+
+
+def test_cells_record_the_text_encoder_they_used_and_the_table_flags_a_mix(t2i_run, tmp_path, monkeypatch):
+    """The text encoder is trained once per work folder; a cell restored from a lost folder used that folder's copy.
+    Each cell records its copy's digest; a restore whose cells used another copy than the one retrained now (as on
+    another machine) is named in the table, never mixed silently."""
+    root, args = t2i_run
+    record = json.loads((root / "results" / "results.json").read_text())
+    digest = hashlib.sha256((root / "work" / "text-encoder" / "model.safetensors").read_bytes()).hexdigest()[:16]
+    assert {c["shared_models"]["text_encoder"] for c in record["cells"]} == {digest}
+    assert "copies of the text encoder" not in (root / "results" / "results.md").read_text()
+
+    earlier = tmp_path / "earlier.json"  # the last cell lost; the others made with another copy of the encoder
+    cells = [{**c, "shared_models": {"text_encoder": "0" * 16}} for c in record["cells"][:-1]]
+    earlier.write_text(json.dumps({**record, "cells": cells}))
+    monkeypatch.setenv("DETOK_CACHE", str(root / "cache"))
+    out = tmp_path / "results"
+    assert cli_main([*args, "--restore", str(earlier), "--out", str(out), "--work", str(tmp_path / "work")]) == 0
+    table = (out / "results.md").read_text()
+    last = record["cells"][-1]
+    assert "the cells used 2 copies of the text encoder" in table
+    assert f"`{digest}`: {last['variant']}-seed{last['seed']}" in table and f"`{'0' * 16}`: baseline-seed0" in table
 
 
 def test_sampling_a_t2i_generator_from_a_caption_file(t2i_run, tmp_path, capsys):

@@ -14,6 +14,7 @@ lower bound: the work after that file was lost and is redone), so the recorded t
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,7 @@ from detok.bench.suites import (
     parse_budget,
     suite_cells,
 )
-from detok.checkpoint import load_generator, load_tokenizer
+from detok.checkpoint import WEIGHTS_FILE, load_generator, load_tokenizer
 from detok.config import apply_overrides, to_dict
 from detok.data import DataConfig, build_dataset
 
@@ -288,6 +289,11 @@ def _cell_settings(budget: dict | None) -> dict | None:
     return {k: v for k, v in {**defaults, **budget}.items() if k not in _SELECTION}
 
 
+def _overrides_of(variant: TokenizerVariant) -> list[str]:
+    """Every tokenizer override a variant names, its stages' included."""
+    return [*variant.overrides, *(x for _, extra in variant.stages for x in extra)]
+
+
 def _budget_difference(earlier: dict, current: Budget | dict) -> str:
     a, b = _cell_settings(earlier), _cell_settings(as_stored(current))
     return "; ".join(
@@ -375,7 +381,7 @@ def run_suite(
     selected = {(v.name, s) for v, seeds in cells for s in seeds}
     extra = [c for key, c in restored.items() if key not in selected]
     record["planned_cells"] += len(extra)
-    named = [o for v in to_run for o in (*v.overrides, *(x for _, extra in v.stages for x in extra))]
+    named = [o for v in to_run for o in _overrides_of(v)]
     for key in ("teacher", "text"):  # made once per work folder: kept from the earlier run unless a cell needs it
         if key in earlier:
             record[key] = {**earlier[key], "restored_from": str(restore)}
@@ -385,6 +391,14 @@ def run_suite(
         from detok.bench.t2i import text_steps
 
         record["text"] = text_steps(budget, work_dir, ctx)
+    # The models the suite trains once per work folder, by the digest of their weights: a cell restored from a lost
+    # work folder used the earlier folder's, retrained here with the same settings and seed but not bitwise the same
+    # on another machine; the table says so when a suite's cells differ in them.
+    shared_models = {
+        key: hashlib.sha256((ctx[key] / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
+        for key in ("teacher", "text_encoder")
+        if key in ctx
+    }
     for cell in extra:  # first, so that every table written from here on holds them
         log(f"↺ {cell['variant']}-seed{cell['seed']} restored from {restore} (outside this budget's rows/seeds)")
         record["cells"].append({"restored_from": str(restore), **cell})
@@ -399,6 +413,9 @@ def run_suite(
             cell = work_dir / f"{variant.name}-seed{seed}"
             result = {"variant": variant.name, "seed": seed, "run_dir": str(cell), "paper": variant.paper}
             result["preset"] = budget.tokenizer_for(variant)
+            uses = {"teacher": any("{teacher" in o for o in _overrides_of(variant)),
+                    "text_encoder": any(g in T2I_GENERATORS for g in variant.generators)}  # fmt: skip
+            result["shared_models"] = {k: v for k, v in shared_models.items() if uses[k]}
             cell_ctx = _sized_context(ctx, result["preset"], budget)
             result["tokenizer"] = _tokenizer_steps(variant, seed, budget, cell, cell_ctx)
             shared_from = result["tokenizer"].get("shared_from")

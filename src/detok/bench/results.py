@@ -188,6 +188,7 @@ def _intro(record: dict) -> list[str]:
         "attempt counts up to the last file it wrote)",
         *([f"- **the cells ran on {len(commits)} commits**: {', '.join(sorted(commits))}"] if len(commits) > 1 else []),
         *_restored_note(record),
+        *_shared_models_note(record),
         f"- evaluator: {record['evaluator']} on {record['reference']} (Fashion-MNIST-32 reference classifier "
         "features; not Inception — not comparable with ImageNet FIDs)",
         f"- gFID: CFG searched over {budget['search_cfgs']} on {budget['search_num']} samples, best scale "
@@ -206,6 +207,29 @@ def _intro(record: dict) -> list[str]:
             f"- text-to-image: samples of the test images' captions, CFG searched on {budget['t2i_search_num']} and "
             f"the best scale reported on {budget['t2i_final_num']} fresh samples; FID against the test images"
         )
+    return lines
+
+
+def _shared_models_note(record: dict) -> list[str]:
+    """A warning when the cells used different copies of a model the suite trains once per work folder (the teacher,
+    the text encoder): a restored cell's came from its lost work folder. A cell recorded before these digests were
+    (no `shared_models`) counts as "not recorded" in a suite that has the model."""
+    lines = []
+    for key, record_key, name in (("teacher", "teacher", "teacher"), ("text_encoder", "text", "text encoder")):
+        by_digest: dict[str, list[str]] = {}
+        for cell in record["cells"]:
+            if "shared_models" in cell:
+                digest = cell["shared_models"].get(key)
+            else:
+                digest = "not recorded" if record.get(record_key) else None
+            if digest is not None:
+                by_digest.setdefault(digest, []).append(f"{cell['variant']}-seed{cell['seed']}")
+        if len(by_digest) > 1:
+            lines.append(
+                f"- **the cells used {len(by_digest)} copies of the {name}** (one per work folder; retrained with "
+                "the same settings and seed, but not bitwise the same on another machine): "
+                + "; ".join(f"`{d}`: {', '.join(cells)}" for d, cells in by_digest.items())
+            )
     return lines
 
 
