@@ -377,7 +377,7 @@ def run_suite(
     earlier = {} if restore is None else read_restore(restore, record)
     restored = {(c["variant"], c["seed"]): c for c in earlier.get("cells", [])}
     to_run = [v for v, seeds in cells if any((v.name, s) not in restored for s in seeds)]
-    # finished cells of the earlier run outside this budget's rows/seeds (same cell settings): kept, after the others
+    # finished cells of the earlier run outside this budget's rows/seeds (same cell settings): kept, listed first
     selected = {(v.name, s) for v, seeds in cells for s in seeds}
     extra = [c for key, c in restored.items() if key not in selected]
     record["planned_cells"] += len(extra)
