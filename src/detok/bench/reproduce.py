@@ -294,11 +294,12 @@ def _overrides_of(variant: TokenizerVariant) -> list[str]:
     return [*variant.overrides, *(x for _, extra in variant.stages for x in extra)]
 
 
-def _budget_difference(earlier: dict, current: Budget | dict) -> str:
-    a, b = _cell_settings(earlier), _cell_settings(as_stored(current))
-    return "; ".join(
-        f"{k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
-    )
+def _difference(then: dict | None, now: dict) -> str:
+    """The fields in which two budgets' cell settings differ, e.g. "mar_images: 16 then, 24 now"."""
+    if then is None:
+        return "none recorded then"
+    return "; ".join(f"{k}: {then.get(k)!r} then, {now.get(k)!r} now" for k in sorted({*then, *now})
+                     if then.get(k) != now.get(k))  # fmt: skip
 
 
 def read_restore(path: str | Path, record: dict) -> dict:
@@ -311,9 +312,10 @@ def read_restore(path: str | Path, record: dict) -> dict:
     earlier = json.loads(path.read_text())
     for key in ("suite", "budget", "evaluator", "reference", "second_evaluator"):
         if key == "budget":
-            if _cell_settings(earlier.get(key)) != _cell_settings(as_stored(record.get(key))):
+            then, now = _cell_settings(earlier.get(key)), _cell_settings(as_stored(record[key]))
+            if then != now:
                 raise ValueError(
-                    f"--restore {path} was made with another budget ({_budget_difference(earlier[key], record[key])}); "
+                    f"--restore {path} was made with another budget ({_difference(then, now)}); "
                     "its cells cannot join this table"
                 )
         elif earlier.get(key) != as_stored(record.get(key)):
