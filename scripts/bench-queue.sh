@@ -7,9 +7,12 @@
 # made while it runs do not change it) in one shared --work folder, so cells that several suites share are made once
 # (docs/reproduce.md). Results go straight to docs/results/<suite>/ after every cell; a suite whose results.json
 # there is partial is resumed with --restore, so the cells a lost work folder held are kept. Extra budget overrides:
-# QUEUE_SET="seed_offset=8 final_num=5000". QUEUE_TAG=r4 writes docs/results/<suite>-r4/ instead (a second run of a
-# suite, or another budget, must not resume or overwrite the first one's table). Logs: $QUEUE_DIR/<suite>[-tag].out.
+# QUEUE_SET="seed_offset=8 final_num=5000" (no spaces inside a value: generators=["sit"] runs a cell too long for
+# one session in parts, each later part a restore that adds generators to the cells). QUEUE_TAG=r4 writes
+# docs/results/<suite>-r4/ instead (a second run of a suite, or another budget, must not resume or overwrite the
+# first one's table). Logs: $QUEUE_DIR/<suite>[-tag].out.
 set -uo pipefail
+set -f  # QUEUE_SET values such as generators=["sit"] are not file patterns
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 budget=$1 threads=$2
 shift 2
@@ -25,7 +28,17 @@ for suite in "$@"; do
   out="$repo/docs/results/$name"
   restore=()
   if [ -f "$out/results.json" ]; then
-    if "$repo/.venv/bin/python" -c "import json,sys; r=json.load(open(sys.argv[1])); sys.exit(len(r['cells']) < r['planned_cells'])" "$out/results.json"; then
+    # complete when it holds every cell (and generator) this budget with QUEUE_SET runs, not only what the earlier
+    # run planned (reproduce.unfinished_cells)
+    if PYTHONPATH="$src/src" "$repo/.venv/bin/python" - "$out/results.json" "$suite" "$budget" ${QUEUE_SET:-} <<'PY'
+import json, sys
+from detok.bench.reproduce import unfinished_cells
+from detok.bench.suites import parse_budget
+left = unfinished_cells(sys.argv[2], parse_budget(sys.argv[3], sys.argv[4:]), json.load(open(sys.argv[1]))["cells"])
+print("left to run:", "; ".join(left) if left else "nothing")
+sys.exit(bool(left))
+PY
+    then
       echo "$name: complete in $out, skipped"
       continue
     fi

@@ -96,6 +96,7 @@ def test_table_is_in_the_papers_layout(suite_run):
     assert f"{(a + b) / 2:.2f} ± {abs(a - b) / 2:.2f} (n=2)" in table
     assert "| joint |" in table and "6.97" in table and record["environment"]["commit"]
     assert "Partial" not in table and "commits**" not in table  # one commit ran every step
+    assert "- gFID: CFG searched over" in table and "- text-to-image:" not in table
     assert all(c["tokenizer"]["train"]["commit"] == record["environment"]["commit"] for c in record["cells"])
     assert f"- command: `{record['command']}`" in table and "detok bench reproduce" in record["command"]
     from_python = write_results({**record, "command": ""}, root / "from-python")
@@ -181,6 +182,29 @@ def test_a_lost_work_folder_is_restored_from_its_results_and_only_unfinished_cel
     assert "no such file" in capsys.readouterr().err
 
 
+def test_every_table_written_during_a_restored_run_holds_all_restored_cells(suite_run, tmp_path, monkeypatch):
+    """A session can end in the middle of a restored run: the results.json it leaves must still hold every restored
+    cell (not only those before the cell that was running), and the cells keep the suite's order."""
+    import detok.bench.reproduce as reproduce
+
+    root, args = suite_run
+    before = json.loads((root / "results" / "results.json").read_text())
+    earlier = tmp_path / "earlier.json"  # the first cell lost, the ones after it finished
+    earlier.write_text(json.dumps({**before, "cells": before["cells"][1:]}))
+    written, write = [], reproduce.write_results
+    monkeypatch.setattr(
+        reproduce,
+        "write_results",
+        lambda r, out: (written.append([(c["variant"], c["seed"]) for c in r["cells"]]), write(r, out))[1],
+    )
+    monkeypatch.setenv("DETOK_CACHE", str(root / "cache"))
+    assert (
+        cli_main([*args, "--restore", str(earlier), "--out", str(tmp_path / "out"), "--work", str(tmp_path / "w")]) == 0
+    )
+    order = [(c["variant"], c["seed"]) for c in before["cells"]]
+    assert written == [order[1:], order]  # restored ones at once, then the missing first cell in its place
+
+
 def test_a_budget_runs_only_its_rows_and_seeds_and_a_restore_keeps_the_rest(suite_run, tmp_path, monkeypatch, capsys):
     """`rows` / `max_seeds` choose the cells a budget runs (the quality budget affords two of table2's seven); they
     are not cell settings, so a restore across them keeps every earlier cell, and a budget field added since an
@@ -217,6 +241,57 @@ def test_a_budget_runs_only_its_rows_and_seeds_and_a_restore_keeps_the_rest(suit
 
     assert cli_main([*args, "--set", 'rows=["joint", "jiont"]', "--work", str(tmp_path / "w3")]) == 2
     assert "budget rows ['jiont'] are not variants of the table2 suite" in capsys.readouterr().err
+
+
+def test_a_cell_runs_in_parts_across_sessions_on_a_tokenizer_trained_again(suite_run, tmp_path, monkeypatch, capsys):
+    """`generators` runs a part of a cell (the tokenizer alone, or some of its generators) when the whole does not fit
+    one session; a later run with `--restore` adds the rest, training the tokenizer again where the work folder is
+    gone, and the table says whether the weights came out the same."""
+    import detok.training.tokenizer as tokenizer_training
+    from detok.bench.reproduce import unfinished_cells
+
+    root, args = suite_run
+    trained, train = [], tokenizer_training.train_tokenizer
+    monkeypatch.setattr(tokenizer_training, "train_tokenizer", lambda cfg, run: (trained.append(run), train(cfg, run)))
+    monkeypatch.setenv("DETOK_CACHE", str(root / "cache"))
+    select = ['rows=["baseline"]', "max_seeds=1"]
+    run = [*args, *(x for s in select for x in ("--set", s))]
+
+    def part(n: int, generators: str, restore: str | None, work: str) -> dict:
+        extra = ["--set", f"generators={generators}", "--out", str(tmp_path / f"r{n}"), "--work", str(tmp_path / work)]
+        assert cli_main([*run, *extra, *(["--restore", restore] if restore else [])]) == 0
+        return json.loads((tmp_path / f"r{n}" / "results.json").read_text())
+
+    first = part(1, "[]", None, "w1")  # the tokenizer alone
+    (cell,) = first["cells"]
+    assert (
+        "sit" not in cell and "mar" not in cell and cell["generators"] == ["sit", "mar"] and cell["tokenizer"]["digest"]
+    )
+    assert "baseline-seed0 has not run SiT, MAR yet" in (tmp_path / "r1" / "results.md").read_text()
+    assert unfinished_cells("table2", parse_budget("smoke", select), first["cells"]) == ["baseline-seed0: sit, mar"]
+
+    second = part(2, '["sit"]', str(tmp_path / "r1" / "results.json"), "w2")  # a new session: w1 is gone
+    (cell,) = second["cells"]
+    assert "sit" in cell and "mar" not in cell and [p.parent.name for p in trained] == ["baseline-seed0"] * 2
+    (again,) = cell["tokenizer"]["retrained"]
+    assert again["for"] == ["sit"] and again["digest"] == cell["tokenizer"]["digest"]  # one thread, same seed: alike
+    table = (tmp_path / "r2" / "results.md").read_text()
+    assert "SiT added in a later session on its tokenizer trained again" in table and "the same weights" in table
+    assert "has not run MAR yet" in table
+    assert unfinished_cells("table2", parse_budget("smoke", select), second["cells"]) == ["baseline-seed0: mar"]
+
+    third = part(3, "null", str(tmp_path / "r2" / "results.json"), "w2")  # the same session: w2's tokenizer is kept
+    (cell,) = third["cells"]
+    assert "mar" in cell and len(cell["tokenizer"]["retrained"]) == 1 and len(trained) == 2
+    assert unfinished_cells("table2", parse_budget("smoke", select), third["cells"]) == []
+    assert "yet (a cell run in parts" not in (tmp_path / "r3" / "results.md").read_text()
+
+    other = {**cell, "tokenizer": {**cell["tokenizer"], "digest": "0" * 16}}  # as if another machine's first training
+    table = write_results({**third, "cells": [other]}, tmp_path / "r4")["md"].read_text()
+    assert f"**other weights** than the first training (`{'0' * 16}` then, `{again['digest']}` again)" in table
+
+    assert cli_main([*run, "--set", 'generators=["dit"]', "--work", str(tmp_path / "w5")]) == 2
+    assert "budget generators ['dit'] are not generators of the table2 suite" in capsys.readouterr().err
 
 
 def test_bad_budget_and_suite_names(capsys, monkeypatch, tmp_path):
@@ -494,6 +569,8 @@ def test_the_t2i_suite_trains_one_text_encoder_and_scores_fid_and_alignment(t2i_
     table = (root / "results" / "results.md").read_text()
     assert "| T2I-SiT gFID | T2I-MAR gFID |" in table and "| aligned (seen) | aligned (held-out) |" in table
     assert "4.31" in table and "The test images against their own captions" in table
+    # only the text-to-image protocol line: the class-conditional gFID protocol does not apply to these cells
+    assert "- text-to-image: samples of the test images' captions" in table and "- gFID: CFG searched" not in table
 
 
 def test_cells_record_the_text_encoder_they_used_and_the_table_flags_a_mix(t2i_run, tmp_path, monkeypatch):

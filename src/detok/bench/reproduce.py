@@ -29,6 +29,7 @@ from detok.bench.suites import (
     T2I_GENERATORS,
     Budget,
     TokenizerVariant,
+    cell_generators,
     parse_budget,
     suite_cells,
 )
@@ -142,7 +143,9 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
 
     shared = share_step(cell / "latents", twin, {"done.json": {"images": budget.cache_images}}, log)
     cached = _mark(run_step(cell / "latents" / "done.json", {"images": budget.cache_images}, cache, log), shared, twin)
-    return {**result, "recon": metrics, "cache": cached}
+    # the weights' digest: a cell completed in a later session on a retrained tokenizer says whether it is the same
+    digest = hashlib.sha256((tok_dir / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
+    return {**result, "recon": metrics, "cache": cached, "digest": digest}
 
 
 def _tokenizer_twin(cell: Path, spec: dict, log: Callable[[str], None]) -> Path | None:
@@ -276,8 +279,39 @@ def _sized_context(ctx: dict, preset: str, budget: Budget) -> dict:
     return ctx["sized"][size]
 
 
+def _unfinished(variant: TokenizerVariant, seeds: list[int], budget: Budget, finished: dict) -> set[str]:
+    """The generators `budget` runs for `variant` that a cell of `seeds` lacks in `finished` (keyed by (variant,
+    seed)); a cell not in `finished` lacks them all. An empty set with an unrun cell means a tokenizer-only run:
+    returned as {""} so that the variant still counts as left to run."""
+    wanted = set(cell_generators(variant, budget))
+    left: set[str] = set()
+    for seed in seeds:
+        cell = finished.get((variant.name, seed))
+        if cell is None:
+            left |= wanted or {""}
+        else:
+            left |= {g for g in wanted if g not in cell}
+    return left
+
+
+def unfinished_cells(suite: str, budget: Budget, cells: list[dict]) -> list[str]:
+    """What `budget` has still to run of `suite` beside the finished `cells` of a results.json: "baseline-seed0" for a
+    cell not run, "joint-seed0: mar" for a cell that lacks some of the generators the budget runs (scripts/bench-queue
+    uses it to tell a finished table from one to resume)."""
+    finished = {(c["variant"], c["seed"]): c for c in cells}
+    left = []
+    for variant, seeds in suite_cells(suite, budget):
+        for seed in seeds:
+            cell = finished.get((variant.name, seed))
+            if cell is None:
+                left.append(f"{variant.name}-seed{seed}")
+            elif gens := [g for g in cell_generators(variant, budget) if g not in cell]:
+                left.append(f"{variant.name}-seed{seed}: {', '.join(gens)}")
+    return left
+
+
 # Budget fields that choose which cells run, not what a cell computes: a restored table may differ in them.
-_SELECTION = ("rows", "max_seeds")
+_SELECTION = ("rows", "max_seeds", "generators")
 
 
 def _cell_settings(budget: dict | None) -> dict | None:
@@ -378,18 +412,19 @@ def run_suite(
     }
     earlier = {} if restore is None else read_restore(restore, record)
     restored = {(c["variant"], c["seed"]): c for c in earlier.get("cells", [])}
-    to_run = [v for v, seeds in cells if any((v.name, s) not in restored for s in seeds)]
+    # what is left to run: (variant, the generators of it some seed still lacks) for every variant with such a seed
+    to_run = [(v, gens) for v, seeds in cells if (gens := _unfinished(v, seeds, budget, restored))]
     # finished cells of the earlier run outside this budget's rows/seeds (same cell settings): kept, listed first
     selected = {(v.name, s) for v, seeds in cells for s in seeds}
     extra = [c for key, c in restored.items() if key not in selected]
     record["planned_cells"] += len(extra)
-    named = [o for v in to_run for o in _overrides_of(v)]
+    named = [o for v, _ in to_run for o in _overrides_of(v)]
     for key in ("teacher", "text"):  # made once per work folder: kept from the earlier run unless a cell needs it
         if key in earlier:
             record[key] = {**earlier[key], "restored_from": str(restore)}
     if any("{teacher" in o for o in named):
         record["teacher"] = _teacher_step(budget, work_dir, ctx)
-    if any(g in T2I_GENERATORS for v in to_run for g in v.generators):
+    if any(g in T2I_GENERATORS for _, gens in to_run for g in gens):
         from detok.bench.t2i import text_steps
 
         record["text"] = text_steps(budget, work_dir, ctx)
@@ -401,34 +436,69 @@ def run_suite(
         for key in ("teacher", "text_encoder")
         if key in ctx
     }
-    for cell in extra:  # first, so that every table written from here on holds them
+    # Every table written from here on holds every restored cell (a session that ends mid-run must not leave a
+    # results.json without them): those outside the selection first, the rest in the suite's order with the new ones.
+    for cell in extra:
         log(f"↺ {cell['variant']}-seed{cell['seed']} restored from {restore} (outside this budget's rows/seeds)")
-        record["cells"].append({"restored_from": str(restore), **cell})
+    done = {key: {"restored_from": str(restore), **cell} for key, cell in restored.items() if key in selected}
+    for variant, seed in done:  # a cell restored once already keeps naming the file it first came from (**cell)
+        log(f"↺ {variant}-seed{seed} restored from {restore}")
+    order = [(v.name, s) for v, seeds in cells for s in seeds]
+
+    def write() -> None:
+        record["cells"] = [{"restored_from": str(restore), **c} for c in extra] + [done[k] for k in order if k in done]
+        write_results(record, out_dir)
+
+    if restored:
+        write()
     for variant, seeds in cells:
+        wanted = cell_generators(variant, budget)
         for seed in seeds:
-            if (variant.name, seed) in restored:
-                log(f"↺ {variant.name}-seed{seed} restored from {restore}")
-                # a cell restored once already keeps naming the file it first came from
-                record["cells"].append({"restored_from": str(restore), **restored[variant.name, seed]})
-                write_results(record, out_dir)
+            earlier_cell = done.get((variant.name, seed))
+            missing = [g for g in wanted if earlier_cell is None or g not in earlier_cell]
+            if earlier_cell is not None and not missing:
                 continue
             cell = work_dir / f"{variant.name}-seed{seed}"
-            result = {"variant": variant.name, "seed": seed, "run_dir": str(cell), "paper": variant.paper}
-            result["preset"] = budget.tokenizer_for(variant)
+            preset = budget.tokenizer_for(variant)
+            tokenizer = _tokenizer_steps(variant, seed, budget, cell, _sized_context(ctx, preset, budget))
+            if earlier_cell is None:
+                result = {"variant": variant.name, "seed": seed, "run_dir": str(cell), "paper": variant.paper}
+                result.update(preset=preset, generators=list(variant.generators), tokenizer=tokenizer)
+            else:  # a cell finished in part: the rest runs on its tokenizer (retrained if the work folder is gone)
+                result = {**earlier_cell, "tokenizer": dict(earlier_cell["tokenizer"])}
+                log(f"↻ {variant.name}-seed{seed}: adding {', '.join(missing)}")
             uses = {"teacher": any("{teacher" in o for o in _overrides_of(variant)),
-                    "text_encoder": any(g in T2I_GENERATORS for g in variant.generators)}  # fmt: skip
-            result["shared_models"] = {k: v for k, v in shared_models.items() if uses[k]}
-            cell_ctx = _sized_context(ctx, result["preset"], budget)
-            result["tokenizer"] = _tokenizer_steps(variant, seed, budget, cell, cell_ctx)
-            shared_from = result["tokenizer"].get("shared_from")
+                    "text_encoder": any(g in T2I_GENERATORS for g in missing)}  # fmt: skip
+            used = {k: v for k, v in shared_models.items() if uses[k]}
+            if earlier_cell is None:
+                result["shared_models"] = used
+            elif as_stored(tokenizer["train"]) not in [
+                as_stored(t["train"])
+                for t in (earlier_cell["tokenizer"], *earlier_cell["tokenizer"].get("retrained", []))
+            ]:
+                # trained again (the work folder was gone): its record says what it and the generators added now
+                # were made with, and its digest whether its weights are the first training's
+                result["tokenizer"]["retrained"] = [*earlier_cell["tokenizer"].get("retrained", []),
+                                                    {**tokenizer, "for": missing, "shared_models": used}]  # fmt: skip
+            shared_from = tokenizer.get("shared_from")
             twin = None if shared_from is None else work_dir / shared_from
-            for name in variant.generators:
+            cell_ctx = _sized_context(ctx, preset, budget)
+            for name in missing:
                 base = dict(variant.generator_init).get(name)
                 init = None if base is None else work_dir / f"{variant.finetune_from}-seed{seed}" / base
                 result[name] = _generator_steps(name, budget, cell, cell_ctx, init, twin)
-            record["cells"].append(result)
-            write_results(record, out_dir)
+            done[variant.name, seed] = result
+            write()
     return record
 
 
-__all__ = ["BUDGETS", "SUITES", "Budget", "TokenizerVariant", "parse_budget", "read_restore", "run_suite"]
+__all__ = [
+    "BUDGETS",
+    "SUITES",
+    "Budget",
+    "TokenizerVariant",
+    "parse_budget",
+    "read_restore",
+    "run_suite",
+    "unfinished_cells",
+]

@@ -42,8 +42,9 @@ def commit() -> str:
 def _cell_steps(cell: dict) -> list[dict]:
     """The done records of a cell's steps (a fine-tuned tokenizer's base training, a staged tokenizer's earlier
     stages and the second evaluator's rescoring included)."""
-    tok = cell["tokenizer"]
-    steps = [tok[k] for k in ("base", "train", "recon", "cache") if k in tok] + tok.get("stages", [])[:-1]
+    steps = []
+    for tok in (cell["tokenizer"], *cell["tokenizer"].get("retrained", [])):  # trained again for a later part
+        steps += [tok[k] for k in ("base", "train", "recon", "cache") if k in tok] + tok.get("stages", [])[:-1]
     steps += [cell[g][k] for g in GENERATORS if g in cell for k in ("train", "eval")]
     return steps + [s["second"] for s in steps if isinstance(s.get("second"), dict) and "seconds" in s["second"]]
 
@@ -188,12 +189,17 @@ def _intro(record: dict) -> list[str]:
         "attempt counts up to the last file it wrote)",
         *([f"- **the cells ran on {len(commits)} commits**: {', '.join(sorted(commits))}"] if len(commits) > 1 else []),
         *_restored_note(record),
+        *_parts_note(record),
         *_shared_models_note(record),
         f"- evaluator: {record['evaluator']} on {record['reference']} (Fashion-MNIST-32 reference classifier "
         "features; not Inception — not comparable with ImageNet FIDs)",
-        f"- gFID: CFG searched over {budget['search_cfgs']} on {budget['search_num']} samples, best scale "
-        f"reported on {budget['final_num']} fresh samples",
     ]
+    generators = {g for cell in record["cells"] for g in cell if g in GENERATORS}
+    if generators - {"t2i_sit", "t2i_mar"}:  # class-conditional generators (the t2i ones have their own line)
+        lines.append(
+            f"- gFID: CFG searched over {budget['search_cfgs']} on {budget['search_num']} samples, best scale "
+            f"reported on {budget['final_num']} fresh samples"
+        )
     teacher = record.get("teacher")
     if teacher:
         probe = teacher.get("probe", {}).get("test_accuracy")
@@ -202,7 +208,7 @@ def _intro(record: dict) -> list[str]:
             + (f"linear-probe test accuracy {100 * probe:.2f}%, " if probe is not None else "")
             + f"trained once in {teacher['seconds'] / 60:.1f} min (not in the cells' times)"
         )
-    if any(g.startswith("t2i_") for cell in record["cells"] for g in cell):
+    if generators & {"t2i_sit", "t2i_mar"}:
         lines.append(
             f"- text-to-image: samples of the test images' captions, CFG searched on {budget['t2i_search_num']} and "
             f"the best scale reported on {budget['t2i_final_num']} fresh samples; FID against the test images"
@@ -229,6 +235,31 @@ def _shared_models_note(record: dict) -> list[str]:
                 f"- **the cells used {len(by_digest)} copies of the {name}** (one per work folder; retrained with "
                 "the same settings and seed, but not bitwise the same on another machine): "
                 + "; ".join(f"`{d}`: {', '.join(cells)}" for d, cells in by_digest.items())
+            )
+    return lines
+
+
+def _parts_note(record: dict) -> list[str]:
+    """Lines for cells run in parts (the budget's `generators` selection): the generators a cell still lacks, and
+    for each part added on a tokenizer trained again, whether its weights are those the first part used."""
+    lines = []
+    for cell in record["cells"]:
+        name, tok = f"{cell['variant']}-seed{cell['seed']}", cell["tokenizer"]
+        lacking = [GENERATORS.get(g, g) for g in cell.get("generators", []) if g not in cell]
+        if lacking:
+            lines.append(f"- {name} has not run {', '.join(lacking)} yet (a cell run in parts: `--set generators=...`)")
+        for again in tok.get("retrained", []):
+            added = ", ".join(GENERATORS.get(g, g) for g in again["for"])
+            first, now = tok.get("digest"), again.get("digest")
+            same = (
+                "the same weights as the first training"
+                if first == now
+                else f"**other weights** than the first training (`{first or 'not recorded'}` then, `{now}` again)"
+            )
+            lines.append(
+                f"- {name}: {added} added in a later session on its tokenizer trained again with the same settings "
+                f"and seed — {same}; rFID {tok['recon'].get('rfid', float('nan')):.2f} then, "
+                f"{again['recon'].get('rfid', float('nan')):.2f} again"
             )
     return lines
 

@@ -20,7 +20,7 @@ from detok.checkpoint import write_json
 
 def run_step(marker: Path, spec: dict, fn: Callable[[], dict], log: Callable[[str], None]) -> dict:
     """Run `fn` unless `marker` records it as done with the same `spec` (the settings that decide its outcome);
-    store its result, spec, wall-clock seconds and commit in the marker.
+    store its result, spec, wall-clock seconds, commit and finishing time in the marker.
 
     A finished step made with other settings is an error, never silently reused or redone: a table must not mix
     budgets. The commit matters because a suite may be resumed by a later checkout: the table names every commit.
@@ -42,7 +42,14 @@ def run_step(marker: Path, spec: dict, fn: Callable[[], dict], log: Callable[[st
     start = time.perf_counter()
     result = fn()
     seconds = time.perf_counter() - start + earlier
-    result = {**result, "spec": spec, "seconds": round(seconds, 1), "commit": commit()}
+    # `finished` (Unix time) tells this training from another of the same spec (a cell completed in a later session)
+    result = {
+        **result,
+        "spec": spec,
+        "seconds": round(seconds, 1),
+        "commit": commit(),
+        "finished": round(time.time(), 3),
+    }
     if earlier:
         result["interrupted_seconds"] = round(earlier, 1)
     write_json(marker, result)

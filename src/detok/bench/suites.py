@@ -273,6 +273,9 @@ class Budget:
     seed_offset: NonNegativeInt = 0  # added to every variant's seeds: a second run with new seeds (seed_offset=2: 2, 3)
     rows: tuple[str, ...] = ()  # only these variants of the suite, in the suite's order (empty: all of them)
     max_seeds: NonNegativeInt = 0  # at most this many of each variant's seeds, the first ones (0: all)
+    # Only these of each variant's generators (None: all; []: the tokenizer alone): a cell too long for one session
+    # runs in parts, each a --restore of the last (its tokenizer retrained where the work folder is gone).
+    generators: tuple[str, ...] | None = None
     data: tuple[str, ...] = ()  # data config overrides, shared by every step (the smoke test uses an npz)
     train: tuple[str, ...] = ()  # train.* overrides for every training run (e.g. train.progress=false)
     tokenizer_train: tuple[str, ...] = ()  # train.* overrides for the tokenizers only (their schedule)
@@ -394,7 +397,8 @@ def suite_cells(suite: str, budget: Budget) -> list[tuple[TokenizerVariant, list
     """The variants of `suite` this budget runs, each with its seeds (offset by `seed_offset`), in the suite's order.
 
     Raises:
-        ValueError: for an unknown suite, or a `rows` entry that names no variant of the suite.
+        ValueError: for an unknown suite, a `rows` entry that names no variant of the suite, or a `generators`
+            entry that names none of its generators.
     """
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
@@ -405,6 +409,12 @@ def suite_cells(suite: str, budget: Budget) -> list[tuple[TokenizerVariant, list
             f"budget rows {unknown} are not variants of the {suite} suite ({', '.join(names)}); "
             "--set 'rows=[]' runs all of them"
         )
+    known = {g for v in SUITES[suite] for g in v.generators}
+    if budget.generators is not None and not set(budget.generators) <= known:
+        raise ValueError(
+            f"budget generators {sorted(set(budget.generators) - known)} are not generators of the {suite} suite "
+            f"({', '.join(sorted(known))}); --set generators=null runs all of them"
+        )
     cells = []
     for variant in SUITES[suite]:
         if budget.rows and variant.name not in budget.rows:
@@ -412,6 +422,11 @@ def suite_cells(suite: str, budget: Budget) -> list[tuple[TokenizerVariant, list
         seeds = variant.seeds[: budget.max_seeds] if budget.max_seeds else variant.seeds
         cells.append((variant, [s + budget.seed_offset for s in seeds]))
     return cells
+
+
+def cell_generators(variant: TokenizerVariant, budget: Budget) -> tuple[str, ...]:
+    """The generators of `variant` that `budget` runs (its `generators` selection), in the variant's order."""
+    return tuple(g for g in variant.generators if budget.generators is None or g in budget.generators)
 
 
 def parse_budget(name: str, overrides: list[str]) -> Budget:
