@@ -267,7 +267,9 @@ def test_a_cell_runs_in_parts_across_sessions_on_a_tokenizer_trained_again(suite
     assert (
         "sit" not in cell and "mar" not in cell and cell["generators"] == ["sit", "mar"] and cell["tokenizer"]["digest"]
     )
-    assert "baseline-seed0 has not run SiT, MAR yet" in (tmp_path / "r1" / "results.md").read_text()
+    table = (tmp_path / "r1" / "results.md").read_text()
+    assert "baseline-seed0 has not run SiT, MAR yet" in table and "| baseline |" in table
+    assert "| class consistency |" not in table and "gfid.png" not in table  # no empty generator table or plot
     assert unfinished_cells("table2", parse_budget("smoke", select), first["cells"]) == ["baseline-seed0: sit, mar"]
 
     second = part(2, '["sit"]', str(tmp_path / "r1" / "results.json"), "w2")  # a new session: w1 is gone

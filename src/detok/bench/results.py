@@ -350,7 +350,11 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
     ]  # fmt: skip
     blocks = [
         Table(header, main),
-        Table(["Tokenizer", "generator", "CFG", "IS", "precision", "recall", "class consistency"], details),
+        *(
+            [Table(["Tokenizer", "generator", "CFG", "IS", "precision", "recall", "class consistency"], details)]
+            if details
+            else []
+        ),  # fmt: skip
         *(
             [
                 "Text alignment (eval/t2i.py): the share of final samples whose class and measured attribute levels "
@@ -374,7 +378,7 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
         *cells,
     ]
     paths = {"json": out_dir / "results.json", "md": out_dir / "results.md"}
-    if _plot(rows, gens, out_dir / "gfid.png") is not None:
+    if details and _plot(rows, gens, out_dir / "gfid.png") is not None:  # no plot before a generator has run
         blocks.append(Image("gfid.png", "gFID per tokenizer"))
         paths["png"] = out_dir / "gfid.png"
     doc = Document(f"detok bench reproduce --suite {record['suite']}", _intro(record), [Section("Results", blocks)])
