@@ -40,8 +40,9 @@ def main() -> None:
     data = DataConfig(name="fashion-mnist")
     ref = reference_set(extractor, build_dataset(data, "train"), dataset_key(data, "train"), progress=False)
     rows = []
-    print(f"{'run':<20} {'step':>6} {'images':>8} {'cfg':>4} {'gFID':>7} {'prec':>6} {'rec':>6} {'class':>6} {'s':>5}")
+    print(f"{'run':<32} {'step':>6} {'images':>8} {'cfg':>4} {'gFID':>7} {'prec':>6} {'rec':>6} {'class':>6} {'s':>5}")
     for run in map(Path, args.runs):
+        label = "/".join(run.resolve().parts[-2:])  # a bench cell's runs are all called tokenizer, sit, mar
         model = with_sampling_settings(load_generator(run), args.sampling)
         tokenizer = load_tokenizer(read_model_config(run)[2]["tokenizer"])
         wanted = None if args.steps is None else {int(x) for x in args.steps.split(",")}
@@ -56,10 +57,10 @@ def main() -> None:
                     model, tokenizer, args.num, cfg_scale=scale, batch_size=args.batch_size, progress=False
                 )
                 s = score_images(images, extractor, ref, progress=False, labels=labels)
-                row = {"run": run.name, "step": meta["step"], "images_seen": meta["images_seen"], "cfg": scale, **s}
+                row = {"run": label, "step": meta["step"], "images_seen": meta["images_seen"], "cfg": scale, **s}
                 rows.append(row)
                 print(
-                    f"{run.name:<20} {row['step']:>6} {row['images_seen']:>8} {scale:>4g} {s['fid']:>7.2f} "
+                    f"{label:<32} {row['step']:>6} {row['images_seen']:>8} {scale:>4g} {s['fid']:>7.2f} "
                     f"{s['precision']:>6.3f} {s['recall']:>6.3f} {s['class_consistency']:>6.3f} "
                     f"{time.perf_counter() - start:>5.0f}",
                     flush=True,

@@ -32,8 +32,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     extractor = build_extractor("reference", "cpu", "fashion-mnist")
     rows = []
-    print(f"{'run':<28} {'step':>6} {'images':>8} {'PSNR':>7} {'SSIM':>6} {'rFID':>7} {'s':>5}")
+    print(f"{'run':<32} {'step':>6} {'images':>8} {'PSNR':>7} {'SSIM':>6} {'rFID':>7} {'s':>5}")
     for run in map(Path, args.runs):
+        label = "/".join(run.resolve().parts[-2:])  # a bench cell's runs are all called tokenizer, sit, mar
         tok = load_tokenizer(run)
         test = build_dataset(_data_for(run, tok, []), "test")
         for ckpt in sorted((run / "checkpoints").glob("step-*")):
@@ -42,10 +43,10 @@ def main() -> None:
             meta = read_json(ckpt / "meta.json")
             with torch.no_grad():
                 m = evaluate_reconstruction(tok.eval(), test, 500, args.images, "cpu", False, extractor=extractor)
-            row = {"run": run.name, "step": meta["step"], "images_seen": meta["images_seen"], **m}
+            row = {"run": label, "step": meta["step"], "images_seen": meta["images_seen"], **m}
             rows.append(row)
             print(
-                f"{run.name:<28} {row['step']:>6} {row['images_seen']:>8} {m['psnr']:>7.2f} {m['ssim']:>6.3f} "
+                f"{label:<32} {row['step']:>6} {row['images_seen']:>8} {m['psnr']:>7.2f} {m['ssim']:>6.3f} "
                 f"{m['rfid']:>7.2f} {time.perf_counter() - start:>5.0f}",
                 flush=True,
             )

@@ -279,19 +279,19 @@ def _sized_context(ctx: dict, preset: str, budget: Budget) -> dict:
     return ctx["sized"][size]
 
 
-def _unfinished(variant: TokenizerVariant, seeds: list[int], budget: Budget, finished: dict) -> set[str]:
+def _unfinished(variant: TokenizerVariant, seeds: list[int], budget: Budget, finished: dict) -> set[str] | None:
     """The generators `budget` runs for `variant` that a cell of `seeds` lacks in `finished` (keyed by (variant,
-    seed)); a cell not in `finished` lacks them all. An empty set with an unrun cell means a tokenizer-only run:
-    returned as {""} so that the variant still counts as left to run."""
+    seed)); a cell not in `finished` lacks them all. None when every cell is finished; an empty set when a cell is
+    still to run but the budget runs no generator for it (a tokenizer-only run)."""
     wanted = set(cell_generators(variant, budget))
     left: set[str] = set()
+    pending = False
     for seed in seeds:
         cell = finished.get((variant.name, seed))
-        if cell is None:
-            left |= wanted or {""}
-        else:
-            left |= {g for g in wanted if g not in cell}
-    return left
+        missing = wanted if cell is None else {g for g in wanted if g not in cell}
+        pending |= cell is None or bool(missing)
+        left |= missing
+    return left if pending else None
 
 
 def unfinished_cells(suite: str, budget: Budget, cells: list[dict]) -> list[str]:
@@ -413,7 +413,7 @@ def run_suite(
     earlier = {} if restore is None else read_restore(restore, record)
     restored = {(c["variant"], c["seed"]): c for c in earlier.get("cells", [])}
     # what is left to run: (variant, the generators of it some seed still lacks) for every variant with such a seed
-    to_run = [(v, gens) for v, seeds in cells if (gens := _unfinished(v, seeds, budget, restored))]
+    to_run = [(v, gens) for v, seeds in cells if (gens := _unfinished(v, seeds, budget, restored)) is not None]
     # finished cells of the earlier run outside this budget's rows/seeds (same cell settings): kept, listed first
     selected = {(v.name, s) for v, seeds in cells for s in seeds}
     extra = [c for key, c in restored.items() if key not in selected]

@@ -271,7 +271,7 @@ def _restored_note(record: dict) -> list[str]:
         if "restored_from" in cell:
             by_source.setdefault(cell["restored_from"], []).append(f"{cell['variant']}-seed{cell['seed']}")
     return [
-        f"- restored from `{source}` (an earlier run of the same settings, whose work folder is gone): "
+        f"- restored from `{source}` (an earlier run of the same settings; what it measured is kept as it was): "
         + ", ".join(cells)
         for source, cells in by_source.items()
     ]
