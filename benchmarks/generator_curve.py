@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=2000)
     parser.add_argument("--cfg", default="1.5,3")
     parser.add_argument("--sampling", action="append", default=[], help="e.g. flow.sample_steps=8")
+    parser.add_argument("--temperature", type=float, default=1.0, help="AR generators' sampling temperature")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="write the rows to this JSON file")
@@ -54,10 +55,21 @@ def main() -> None:
             for scale in scales:
                 start = time.perf_counter()
                 images, labels = sample_images(
-                    model, tokenizer, args.num, cfg_scale=scale, batch_size=args.batch_size, progress=False
+                    model,
+                    tokenizer,
+                    args.num,
+                    cfg_scale=scale,
+                    batch_size=args.batch_size,
+                    temperature=args.temperature,
+                    progress=False,
                 )
                 s = score_images(images, extractor, ref, progress=False, labels=labels)
                 row = {"run": label, "step": meta["step"], "images_seen": meta["images_seen"], "cfg": scale, **s}
+                row |= {
+                    "sampling": args.sampling,
+                    "temperature": args.temperature,
+                    "seconds": time.perf_counter() - start,
+                }
                 rows.append(row)
                 print(
                     f"{label:<32} {row['step']:>6} {row['images_seen']:>8} {scale:>4g} {s['fid']:>7.2f} "
