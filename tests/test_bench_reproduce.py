@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from detok.bench.reproduce import BUDGETS, SUITES, parse_budget
-from detok.bench.results import write_results
+from detok.bench.results import _guidance, write_results
 from detok.checkpoint import save_model_folder
 from detok.cli import main as cli_main
 from detok.eval.reference import ReferenceNet, ReferenceNetConfig
@@ -67,7 +67,13 @@ def test_every_cell_is_run_with_the_same_budget(suite_run):
             assert ev["no_cfg"]["num"] == BUDGETS["smoke"].no_cfg_num and ev["no_cfg"]["cfg"] == 1.0
             temperatures = [r["temperature"] for r in ev["no_cfg_rows"]]
             assert temperatures == (list(BUDGETS["smoke"].no_cfg_temperatures) if g == "mar" else [1.0])
-            assert [r["cfg"] for r in ev["rows"]] == list(BUDGETS["smoke"].search_cfgs)
+            # the AR generators search every scale at each temperature, the others at 1.0 only
+            temperatures = BUDGETS["smoke"].ar_search_temperatures if g == "mar" else (1.0,)
+            searched = [(r["temperature"], r["cfg"]) for r in ev["rows"]]
+            assert searched == [(t, c) for t in temperatures for c in BUDGETS["smoke"].search_cfgs]
+            assert cell[g]["eval"]["spec"].get("temperatures") == (list(temperatures) if g == "mar" else None)
+            best = min(ev["rows"], key=lambda r: r["fid"])
+            assert (ev["final"]["temperature"], ev["final"]["cfg"]) == (best["temperature"], best["cfg"])
             assert ev["final"]["num"] == BUDGETS["smoke"].final_num
             npz = root / "work" / f"{cell['variant']}-seed{cell['seed']}" / g / "eval" / ev["final"]["samples"]
             with np.load(npz) as f:
@@ -313,6 +319,12 @@ def test_the_long_budget_is_four_times_the_cpu_training_with_the_same_evaluation
     assert all(getattr(long, f) == getattr(cpu, f) for f in evaluation)
     table2 = {v.name: v for v in SUITES["table2"]}
     assert SUITES["baseline-joint"] == (table2["baseline"], table2["joint"])  # the same cells, so shared with table2
+
+
+def test_the_table_names_a_final_temperature_other_than_one():
+    assert _guidance([3.0, 1.5], [1.0, 1.0]) == "3/1.5"  # the paper's protocol: no temperature shown
+    assert _guidance([3.0, 1.5], [0.4, 1.0]) == "3/1.5 (T 0.4/1)"
+    assert BUDGETS["quality"].ar_search_temperatures and not BUDGETS["cpu"].ar_search_temperatures
 
 
 def test_the_ablation_suites_are_the_papers():

@@ -2,6 +2,7 @@
 
 import json
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -261,6 +262,35 @@ def test_cfg_sweep_picks_the_best_scale_and_resumes(setup, tmp_path, monkeypatch
         evaluate_generation(retrained, tok, ex, ref, tmp_path / "eval", cfg, progress=False)
 
 
+def test_temperature_search_tries_every_scale_at_every_temperature(setup, tmp_path):
+    from detok.checkpoint import load_generator, load_tokenizer
+    from detok.generate import with_sampling_settings
+
+    gen, tok, ex = load_generator(setup / "gen"), load_tokenizer(setup / "tok"), _extractor(setup)
+    ref = reference_set(ex, build_dataset(_data(setup), "train"), "toy", cache=tmp_path, progress=False)
+    cfg = GenerationEvalConfig(cfg_scales=(1.0, 3.0), num=6, final_num=9, batch_size=6, temperatures=(0.5, 1.0))
+    with pytest.raises(ValueError, match="no effect on the deterministic"):  # the ODE sampler has no temperature
+        evaluate_generation(gen, tok, ex, ref, tmp_path / "ode", cfg, progress=False)
+    sde = with_sampling_settings(gen, ["flow.sampler=sde", "flow.sample_steps=3"])
+    record = evaluate_generation(sde, tok, ex, ref, tmp_path / "eval", replace(cfg, no_cfg_num=4), progress=False)
+    pairs = [(r["temperature"], r["cfg"]) for r in record["rows"]]
+    assert pairs == [(0.5, 1.0), (0.5, 3.0), (1.0, 1.0), (1.0, 3.0)]
+    best = min(record["rows"], key=lambda r: r["fid"])
+    assert (record["best_temperature"], record["best_cfg"]) == (best["temperature"], best["cfg"])
+    final = record["final"]
+    assert (final["temperature"], final["cfg"], final["num"], final["seed"]) == (best["temperature"], best["cfg"], 9, 1)
+    assert ("-t0.5" in final["samples"]) == (best["temperature"] == 0.5)
+    assert [r["temperature"] for r in record["no_cfg_rows"]] == [1.0]  # without a no-CFG sweep: 1.0 only
+    # the same seed and scale at two temperatures: the same labels, other images (the temperature reached the sampler)
+    with np.load(tmp_path / "eval" / record["rows"][0]["samples"]) as cold:
+        with np.load(tmp_path / "eval" / record["rows"][2]["samples"]) as warm:
+            assert (cold["labels"] == warm["labels"]).all() and not (cold["images"] == warm["images"]).all()
+    with pytest.raises(ValueError, match="not both"):
+        GenerationEvalConfig(temperature=0.8, temperatures=(0.5, 1.0))
+    with pytest.raises(ValueError, match="repeat"):
+        GenerationEvalConfig(temperatures=(0.5, 0.5))
+
+
 def _steps_key(gen) -> str:
     return "flow.sample_steps" if hasattr(gen.config, "flow") else "diffusion.sample_steps"
 
@@ -302,6 +332,12 @@ def test_cli_eval_generation_and_samples(setup, tmp_path, monkeypatch, capsys):
     assert adm["reference"] == "adm:adm.npz"
     assert cli_main([*args[:3], "--cfg", "1,x", *data]) == 2
     assert "comma-separated" in capsys.readouterr().err
+    searched = [*args, "--temperatures", "0.5,1", "--sampling", "flow.sampler=sde", "--out", str(tmp_path / "t")]
+    assert cli_main([*searched, *data]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads((tmp_path / "t" / "generation.json").read_text())["rows"]
+    assert [(r["temperature"], r["cfg"]) for r in rows] == [(0.5, 1.0), (0.5, 2.0), (1.0, 1.0), (1.0, 2.0)]
+    assert " temp " in printed and f"{rows[0]['fid']:.3f}" in printed
 
 
 def test_cli_tokenizer_eval_notes_what_it_skipped(setup, tmp_path, monkeypatch, capsys):

@@ -234,6 +234,26 @@ def test_plot_fid_vs_cfg_writes_png(tmp_path):
             assert im.format == "PNG" and im.size[0] > 100
 
 
+def test_a_temperature_search_shows_each_rows_temperature_and_the_chosen_pair(tmp_path):
+    rows = [{**r, "temperature": t} for t in (0.4, 1.0) for r in SWEEP]
+    rows[1] = {**rows[1], "fid": 9.5}  # the best pair: cfg 1.5 at temperature 0.4
+    gen = tmp_path / "mar"
+    _json(gen / "config.json", {"kind": "generator", "preset": "mar-tiny"})
+    record = {**GENERATION, "rows": rows[::-1], "best_cfg": 1.5, "best_temperature": 0.4}
+    _json(gen / "eval" / "generation.json", {**record, "final": None})
+    out = write_report([gen], tmp_path / "out")
+    md = out["report.md"].read_text()
+    table = _table(md, "Generation")
+    assert table[0][:3] == ["cfg", "temperature", "images"]
+    plain = [(r[1].strip("*"), r[0].strip("*")) for r in table[1:]]
+    assert plain == [(t, c) for t in ("0.4", "1.0") for c in ("1", "1.5", "2")]
+    assert [(i, r[3]) for i, r in enumerate(table[1:]) if r[3].startswith("**")] == [(1, "**9.50**")]  # chosen pair
+    assert "best cfg 1.5 at temperature 0.4" in md
+    assert "generation-fid-vs-cfg.png" in out  # one line per temperature
+    _json(gen / "eval" / "generation.json", GENERATION)  # a search at temperature 1 only: no temperature column
+    assert _table(write_report([gen], tmp_path / "out1")["report.md"].read_text(), "Generation")[0][1] == "images"
+
+
 def test_bad_inputs_raise(runs, tmp_path):
     tok = runs[0]
     with pytest.raises(ValueError, match="no runs"):

@@ -165,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cfg-interval", default=None, help="guide only at noise levels in [lo,hi]")
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument(
+        "--temperatures",
+        default=None,
+        help="search every CFG scale at each of these temperatures, comma-separated (AR generators, SDE samplers); "
+        "the final at the best pair",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--tokenizer", help="tokenizer to decode with (default: the one the generator was trained on)")
     p.add_argument("--out", help="results folder (default RUN/eval)")

@@ -466,6 +466,7 @@ def eval_generation(args: argparse.Namespace) -> int:
         cfg_interval=None if args.cfg_interval is None else _parse_interval(args.cfg_interval),
         no_cfg_num=args.no_cfg_num,
         no_cfg_temperatures=_parse_floats(args.no_cfg_temperatures or "", "--no-cfg-temperatures"),
+        temperatures=_parse_floats(args.temperatures or "", "--temperatures"),
     )
     model = with_sampling_settings(load_generator(args.run, device), args.sampling or [])
     if is_text_conditioned(model):
@@ -498,12 +499,13 @@ def _fmt(v, spec: str = ".3f") -> str:
 
 def _print_generation_table(record: dict) -> None:
     print(f"evaluator {record['evaluator']}, reference {record['reference']}")
-    print(f"{'cfg':>6} {'num':>7} {'FID':>8} {'IS':>7} {'prec':>6} {'recall':>6} {'class':>6}")
+    print(f"{'cfg':>6} {'temp':>5} {'num':>7} {'FID':>8} {'IS':>7} {'prec':>6} {'recall':>6} {'class':>6}")
     rows = [(r, "") for r in record["rows"]] + ([(record["final"], "  <- final")] if record["final"] else [])
-    rows += [(r, f"  <- without CFG, temperature {r['temperature']:g}") for r in record.get("no_cfg_rows", [])]
+    rows += [(r, "  <- without CFG") for r in record.get("no_cfg_rows", [])]
     for r, tag in rows:
         print(
-            f"{r['cfg']:>6g} {r['num']:>7d} {_fmt(r['fid'], '.3f'):>8} {_fmt(r['is'], '.3f'):>7} "
+            f"{r['cfg']:>6g} {r.get('temperature', 1.0):>5g} {r['num']:>7d} {_fmt(r['fid'], '.3f'):>8} "
+            f"{_fmt(r['is'], '.3f'):>7} "
             f"{_fmt(r['precision'], '.3f'):>6} {_fmt(r['recall'], '.3f'):>6} "
             f"{_fmt(r.get('class_consistency'), '.3f'):>6}{tag}"
         )

@@ -194,6 +194,8 @@ def _generator_steps(
         train_generator(cfg, run)
         return {"overrides": overrides}
 
+    temperatures = budget.ar_search_temperatures if name in AR_GENERATORS else ()
+
     def evaluate() -> dict:
         model = with_sampling_settings(load_generator(run, device), list(sampling))
         cfg = GenerationEvalConfig(
@@ -203,6 +205,7 @@ def _generator_steps(
             batch_size=budget.sample_batch,
             no_cfg_num=budget.no_cfg_num,
             no_cfg_temperatures=budget.no_cfg_temperatures if name in AR_GENERATORS else (),
+            temperatures=temperatures,
         )
         record = evaluate_generation(
             model, load_tokenizer(tok_dir, device), ctx["extractor"], ctx["ref"], run / "eval", cfg, progress=False
@@ -220,6 +223,8 @@ def _generator_steps(
     }
     if budget.no_cfg_num:  # a finished evaluation from before the no-CFG columns keeps its spec (and is reused)
         spec["no_cfg"] = [budget.no_cfg_num, budget.no_cfg_temperatures if name in AR_GENERATORS else ()]
+    if temperatures:  # likewise one from before the temperature search
+        spec["temperatures"] = temperatures
     train_spec = {"preset": preset, "overrides": overrides}
     shared = share_step(run, twin, {"done.json": train_spec, "eval/done.json": spec}, log)
     trained = _mark(run_step(run / "done.json", train_spec, train, log), shared, twin)

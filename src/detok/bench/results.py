@@ -127,6 +127,9 @@ def summarize(record: dict) -> list[dict]:
                 row.setdefault(f"{g}_{key}", [])
                 if g in cell:
                     row[f"{g}_{key}"].append(cell[g]["eval"]["final"].get(key))
+            row.setdefault(f"{g}_temperature", [])  # of the final samples (1.0: a record from before the search)
+            if g in cell:
+                row[f"{g}_temperature"].append(cell[g]["eval"]["final"].get("temperature", 1.0))
             for key in ("alignment_seen", "alignment_held_out"):  # text-conditioned generators (eval/t2i.py)
                 row.setdefault(f"{g}_{key}", [])
                 if g in cell and cell[g]["eval"]["final"].get(key) is not None:
@@ -142,6 +145,14 @@ def summarize(record: dict) -> list[dict]:
         if "second" in recon:
             row.setdefault("rfid_2", []).append(recon["second"].get("rfid"))
     return list(rows.values())
+
+
+def _guidance(scales: list[float], temperatures: list[float]) -> str:
+    """The CFG scale of each seed's final samples, with its temperature where that is not 1: "3/1.5 (T 0.4/1)"."""
+    text = "/".join(f"{c:g}" for c in scales)
+    if any(t != 1.0 for t in temperatures):
+        text += " (T " + "/".join(f"{t:g}" for t in temperatures) + ")"
+    return text
 
 
 def _mean(values: list) -> float | None:
@@ -199,6 +210,12 @@ def _intro(record: dict) -> list[str]:
         lines.append(
             f"- gFID: CFG searched over {budget['search_cfgs']} on {budget['search_num']} samples, best scale "
             f"reported on {budget['final_num']} fresh samples"
+            + (
+                f"; the AR generators search each scale at temperatures {budget['ar_search_temperatures']} (the "
+                "final at the best pair)"
+                if budget.get("ar_search_temperatures")
+                else ""
+            )
         )
     teacher = record.get("teacher")
     if teacher:
@@ -331,7 +348,7 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
         row += [str(r["paper"].get(PAPER_COLUMNS[g], "—")) for g in gens]
         main.append(row)
     details = [
-        [r["variant"], GENERATORS[g], "/".join(f"{c:g}" for c in r[f"{g}_cfg"]), _spread(r[f"{g}_is"], ".2f"),
+        [r["variant"], GENERATORS[g], _guidance(r[f"{g}_cfg"], r[f"{g}_temperature"]), _spread(r[f"{g}_is"], ".2f"),
          _spread(r[f"{g}_precision"], ".3f"), _spread(r[f"{g}_recall"], ".3f"),
          _spread([v for v in r[f"{g}_class_consistency"] if v is not None], ".3f")]
         for r in rows for g in gens if r[f"{g}_fid"]
@@ -351,7 +368,12 @@ def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
     blocks = [
         Table(header, main),
         *(
-            [Table(["Tokenizer", "generator", "CFG", "IS", "precision", "recall", "class consistency"], details)]
+            [
+                Table(
+                    ["Tokenizer", "generator", "CFG (temperature)", "IS", "precision", "recall", "class consistency"],
+                    details,
+                )
+            ]
             if details
             else []
         ),  # fmt: skip

@@ -267,6 +267,9 @@ class Budget:
     search_cfgs: tuple[float, ...] = (1.5, 3.0)
     no_cfg_num: NonNegativeInt = 2_000  # samples scored without guidance (the paper's "w/o CFG" columns); 0: off
     no_cfg_temperatures: tuple[float, ...] = (0.9, 1.0, 1.1)  # swept without guidance for the AR generators only
+    # Temperatures the AR generators' CFG search tries at every scale, the final at the best pair (empty: 1.0 only,
+    # the paper's protocol with guidance, App. A.2, which suits converged models)
+    ar_search_temperatures: tuple[float, ...] = ()
     search_num: PositiveInt = 250
     final_num: PositiveInt = 10_000
     sample_batch: PositiveInt = 250
@@ -336,6 +339,9 @@ BUDGETS = {
         mar_images=240_000,
         search_num=1_000,
         no_cfg_num=1_000,
+        # MAR at 240k images samples best well below temperature 1 with CFG (1k samples at CFG 3: baseline 16.91 /
+        # 11.70 / 9.34 / 8.24 at T 1.0 / 0.8 / 0.6 / 0.4, docs/results/table2-quality/mar-sampling-and-curve.json)
+        ar_search_temperatures=(0.3, 0.4, 0.6, 1.0),
         rows=("baseline", "joint"),
         max_seeds=1,
     ),
@@ -385,6 +391,7 @@ BUDGETS = {
         t2i_final_num=8,
         tiny_twins=True,
         search_cfgs=(1.0, 2.0),
+        ar_search_temperatures=(0.5, 1.0),
         search_num=6,
         final_num=8,
         no_cfg_num=4,

@@ -85,6 +85,10 @@ def class_consistency(probs: np.ndarray | None, labels: np.ndarray | None) -> fl
 class GenerationEvalConfig:
     """A CFG sweep: every scale scored on `num` samples, the best (lowest FID) re-scored on `final_num`.
 
+    `temperatures` (for generators whose sampling is stochastic: MAR's DiffLoss, the SDE samplers) searches every
+    scale at each of these temperatures, and the final re-scores the best (scale, temperature) pair; empty: every
+    scale at `temperature` only. A short-trained AR model can need a lower temperature *with* guidance than the
+    paper's protocol for converged ones (1.0 with CFG) gives it (docs/results.md, "Quality table2, part 3").
     `final_num <= num` reports the best search row itself (no extra samples). `no_cfg_num` > 0 also scores the
     model without guidance (CFG = 1) on that many fresh samples, at each of `no_cfg_temperatures` (the paper sweeps
     the temperature of its AR models when CFG is off, App. A.2; empty: `temperature` only), reporting the best.
@@ -99,9 +103,16 @@ class GenerationEvalConfig:
     cfg_interval: tuple[float, float] | None = None
     no_cfg_num: NonNegativeInt = 0
     no_cfg_temperatures: tuple[PositiveFloat, ...] = ()
+    temperatures: tuple[PositiveFloat, ...] = ()
 
     def __post_init__(self):
         check_fields(self)
+        if self.temperatures and self.temperature != 1.0:
+            raise ValueError(
+                f"give one temperature ({self.temperature:g}) or temperatures to search ({self.temperatures}), not both"
+            )
+        if len(set(self.temperatures)) != len(self.temperatures):
+            raise ValueError(f"temperatures to search repeat a value: {self.temperatures}")
         if not self.cfg_scales or any(s < 0 for s in self.cfg_scales):
             raise ValueError(f"cfg scales must be a non-empty list of numbers >= 0, got {self.cfg_scales}")
         if self.num < 4:  # precision/recall need more than k = 3 samples
@@ -228,9 +239,11 @@ def evaluate_generation(
     cfg: GenerationEvalConfig,
     progress: bool = True,
 ) -> dict:
-    """Run the CFG sweep and the final evaluation; resumable (samples and scores are kept per setting).
+    """Run the CFG (× temperature) search and the final evaluation; resumable (samples and scores are kept per
+    setting).
 
-    Writes `out_dir/generation.json` (rows per scale, best scale, final row) after every step, and the
+    Writes `out_dir/generation.json` (a row per scale and temperature, the best pair, the final row) after every
+    step, and the
     samples of each setting as .npz (uint8 images + labels) + PNG grid, so another evaluator can re-score them.
     Under torchrun the processes share the sampling and the feature extraction of every set (`out_dir` must be on a
     file system they all see); the record equals a single process's.
@@ -243,28 +256,32 @@ def evaluate_generation(
         "settings": asdict(cfg),
         "rows": [],
         "best_cfg": None,
+        "best_temperature": None,
         "final": None,
     }
-    for scale in cfg.cfg_scales:
-        path = _samples_path(out_dir, scale, cfg.num, cfg.seed, cfg)
-        record["rows"].append(
-            _scored_samples(model, tokenizer, extractor, ref, path, scale, cfg.num, cfg.seed, cfg, progress)
-        )
-        _write_record(out_dir, record)
+    for temperature in cfg.temperatures or (cfg.temperature,):
+        at = replace(cfg, temperature=temperature, temperatures=())
+        for scale in cfg.cfg_scales:
+            path = _samples_path(out_dir, scale, cfg.num, cfg.seed, at)
+            row = _scored_samples(model, tokenizer, extractor, ref, path, scale, cfg.num, cfg.seed, at, progress)
+            record["rows"].append({**row, "temperature": temperature})
+            _write_record(out_dir, record)
     best = min(record["rows"], key=lambda r: r["fid"])
-    record["best_cfg"] = best["cfg"]
+    record["best_cfg"], record["best_temperature"] = best["cfg"], best["temperature"]
     if cfg.final_num > cfg.num:
-        path = _samples_path(out_dir, best["cfg"], cfg.final_num, cfg.seed + 1, cfg)
-        record["final"] = _scored_samples(
-            model, tokenizer, extractor, ref, path, best["cfg"], cfg.final_num, cfg.seed + 1, cfg, progress
+        at = replace(cfg, temperature=best["temperature"], temperatures=())
+        path = _samples_path(out_dir, best["cfg"], cfg.final_num, cfg.seed + 1, at)
+        row = _scored_samples(
+            model, tokenizer, extractor, ref, path, best["cfg"], cfg.final_num, cfg.seed + 1, at, progress
         )
+        record["final"] = {**row, "temperature": best["temperature"]}
     else:
         record["final"] = dict(best)
     _write_record(out_dir, record)
     if cfg.no_cfg_num:
         record["no_cfg_rows"] = []
         for temperature in cfg.no_cfg_temperatures or (cfg.temperature,):
-            at = replace(cfg, temperature=temperature)
+            at = replace(cfg, temperature=temperature, temperatures=())
             path = _samples_path(out_dir, 1.0, cfg.no_cfg_num, cfg.seed + 2, at)
             row = _scored_samples(
                 model, tokenizer, extractor, ref, path, 1.0, cfg.no_cfg_num, cfg.seed + 2, at, progress

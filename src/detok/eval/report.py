@@ -150,20 +150,26 @@ def plot_training_curves(logs: dict[str, list[dict]], metrics: list[str], path: 
 
 
 def _sweep_rows(rows: Any) -> list[dict]:
-    return sorted((r for r in rows or [] if isinstance(r, dict) and _is_num(r.get("cfg"))), key=lambda r: r["cfg"])
+    """The rows of a CFG (× temperature) search that name a scale, by temperature, then scale."""
+    rows = [r for r in rows or [] if isinstance(r, dict) and _is_num(r.get("cfg"))]
+    return sorted(rows, key=lambda r: (r["temperature"] if _is_num(r.get("temperature")) else 1.0, r["cfg"]))
 
 
 def plot_sweeps(sweeps: dict[str, list[dict]], path: str | Path) -> Path:
-    """FID (left) and IS (right) against the CFG scale: one line per label and per sample count."""
+    """FID (left) and IS (right) against the CFG scale: one line per label, sample count and temperature."""
     fig = _figure(2)
     for i, key in enumerate(("fid", "is")):
         series = {}
         for label, rows in sweeps.items():
             rows = _sweep_rows(rows)
-            nums = sorted({r.get("num") for r in rows}, key=str)
-            for n in nums:  # FID is biased by the sample count: points of different counts are never joined
-                name = f"{label} (n={n})".strip() if len(nums) > 1 else label
-                series[name] = _points([r for r in rows if r.get("num") == n], "cfg", key)
+            # FID is biased by the sample count: points of different counts (or temperatures) are never joined
+            groups = sorted({(r.get("num"), r.get("temperature", 1.0)) for r in rows}, key=str)
+            nums, temps = {n for n, _ in groups}, {t for _, t in groups}
+            for n, t in groups:
+                tags = ([f"n={n}"] if len(nums) > 1 else []) + ([f"T={_cfg(t)}"] if len(temps) > 1 else [])
+                name = f"{label} ({', '.join(tags)})".strip() if tags else label
+                same = [r for r in rows if r.get("num") == n and r.get("temperature", 1.0) == t]
+                series[name] = _points(same, "cfg", key)
         _draw(fig.add_subplot(1, 2, i + 1), series, "CFG scale", key.upper(), f"{key.upper()} vs CFG")
     return _save(fig, path)
 
@@ -434,7 +440,6 @@ def _latents_section(runs: list[_Run], assets: _Assets) -> Section:
 
 
 def _generation_section(runs: list[_Run], assets: _Assets) -> Section:
-    header = ["cfg", "images", "FID", "IS", "precision", "recall", "class consistency", "samples"]
     sec, sweeps = Section("Generation"), {}
     for run in runs:
         gen = run.generation
@@ -443,25 +448,40 @@ def _generation_section(runs: list[_Run], assets: _Assets) -> Section:
                 sec.blocks.append(_note(run, "eval/generation.json", "generation evaluation"))
             continue
         rows, final, best = _sweep_rows(gen.get("rows")), _sub(gen, "final") or None, gen.get("best_cfg")
+        temp = gen.get("best_temperature")
+        # a temperature column where any row was sampled at another temperature than 1 (an AR search)
+        temps = any(r.get("temperature", 1.0) != 1.0 for r in rows + ([final] if final else []))
+        header = ["cfg", *(["temperature"] if temps else []), "images", "FID", "IS", "precision", "recall"]
+        header += ["class consistency", "samples"]
         sec.blocks.append(
             f"{_code(run.name)}: evaluator {_text(gen.get('evaluator'))}, reference {_text(gen.get('reference'))}, "
             f"seed {_text(gen.get('seed'))}, best cfg {_cfg(best)}"
+            + (f" at temperature {_text(temp)}" if temps and temp is not None else "")
             + ("; the final evaluation in bold." if final else ".")
         )
         cells = []
         for r in rows + ([final] if final else []):
             cfg = _cfg(r.get("cfg")) + (" (final)" if r is final else "")
-            cells.append([cfg, _text(r.get("num")), _num(r.get("fid")), _num(r.get("is"), 2, r.get("is_std"))])
+            cells.append([cfg, *([_text(r.get("temperature", 1.0))] if temps else []), _text(r.get("num"))])
+            cells[-1] += [_num(r.get("fid")), _num(r.get("is"), 2, r.get("is_std"))]
             cells[-1] += [_num(r.get("precision")), _num(r.get("recall")), _pct(r.get("class_consistency"))]
             cells[-1] += [_text(r.get("samples"))]
-        highlight = {len(rows)} if final else {i for i, r in enumerate(rows) if r.get("cfg") == best}
+        chosen = (best, 1.0 if temp is None else temp)
+        highlight = (
+            {len(rows)}
+            if final
+            else {i for i, r in enumerate(rows) if (r.get("cfg"), r.get("temperature", 1.0)) == chosen}
+        )
         sec.blocks.append(Table(header, cells, frozenset(highlight)))
         sweeps[run.name if len(runs) > 1 else ""] = rows
         # Each .npz of samples has its grid beside it (same stem): one grid per evaluated setting, final first.
         shown = [r for r in ([final] if final else []) + rows if r.get("samples")]
         for i, r in enumerate(shown):
             grid = Path(str(r["samples"])).with_suffix(".png")
-            what = f"{'final, ' if r is final else ''}cfg {_cfg(r.get('cfg'))}, {_text(r.get('num'))} samples"
+            what = f"{'final, ' if r is final else ''}cfg {_cfg(r.get('cfg'))}"
+            what += (
+                f", temperature {_text(r.get('temperature', 1.0))}" if temps else ""
+            ) + f", {_text(r.get('num'))} samples"
             if (run.path / grid).is_file():
                 src = assets.copy(run.path / grid, f"generation-samples-{run.slug}-{i}.png")
                 sec.blocks.append(Image(src, f"{_code(run.name)}: {grid.name} ({what}; a row per class)"))
