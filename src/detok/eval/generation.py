@@ -243,8 +243,8 @@ def evaluate_generation(
     setting).
 
     Writes `out_dir/generation.json` (a row per scale and temperature, the best pair, the final row) after every
-    step, and the
-    samples of each setting as .npz (uint8 images + labels) + PNG grid, so another evaluator can re-score them.
+    step, and the samples of each setting as .npz (uint8 images + labels) + PNG grid, so another evaluator can
+    re-score them.
     Under torchrun the processes share the sampling and the feature extraction of every set (`out_dir` must be on a
     file system they all see); the record equals a single process's.
     """
@@ -259,34 +259,29 @@ def evaluate_generation(
         "best_temperature": None,
         "final": None,
     }
-    for temperature in cfg.temperatures or (cfg.temperature,):
+
+    def scored(scale: float, temperature: float, num: int, seed: int) -> dict:
+        """The scores of one setting's samples (made or reused), with the temperature they were drawn at."""
         at = replace(cfg, temperature=temperature, temperatures=())
+        path = _samples_path(out_dir, scale, num, seed, at)
+        row = _scored_samples(model, tokenizer, extractor, ref, path, scale, num, seed, at, progress)
+        return {**row, "temperature": temperature}
+
+    for temperature in cfg.temperatures or (cfg.temperature,):
         for scale in cfg.cfg_scales:
-            path = _samples_path(out_dir, scale, cfg.num, cfg.seed, at)
-            row = _scored_samples(model, tokenizer, extractor, ref, path, scale, cfg.num, cfg.seed, at, progress)
-            record["rows"].append({**row, "temperature": temperature})
+            record["rows"].append(scored(scale, temperature, cfg.num, cfg.seed))
             _write_record(out_dir, record)
     best = min(record["rows"], key=lambda r: r["fid"])
     record["best_cfg"], record["best_temperature"] = best["cfg"], best["temperature"]
     if cfg.final_num > cfg.num:
-        at = replace(cfg, temperature=best["temperature"], temperatures=())
-        path = _samples_path(out_dir, best["cfg"], cfg.final_num, cfg.seed + 1, at)
-        row = _scored_samples(
-            model, tokenizer, extractor, ref, path, best["cfg"], cfg.final_num, cfg.seed + 1, at, progress
-        )
-        record["final"] = {**row, "temperature": best["temperature"]}
+        record["final"] = scored(best["cfg"], best["temperature"], cfg.final_num, cfg.seed + 1)
     else:
         record["final"] = dict(best)
     _write_record(out_dir, record)
     if cfg.no_cfg_num:
         record["no_cfg_rows"] = []
         for temperature in cfg.no_cfg_temperatures or (cfg.temperature,):
-            at = replace(cfg, temperature=temperature, temperatures=())
-            path = _samples_path(out_dir, 1.0, cfg.no_cfg_num, cfg.seed + 2, at)
-            row = _scored_samples(
-                model, tokenizer, extractor, ref, path, 1.0, cfg.no_cfg_num, cfg.seed + 2, at, progress
-            )
-            record["no_cfg_rows"].append({**row, "temperature": temperature})
+            record["no_cfg_rows"].append(scored(1.0, temperature, cfg.no_cfg_num, cfg.seed + 2))
             _write_record(out_dir, record)
         record["no_cfg"] = min(record["no_cfg_rows"], key=lambda r: r["fid"])
         _write_record(out_dir, record)

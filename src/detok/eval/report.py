@@ -149,10 +149,15 @@ def plot_training_curves(logs: dict[str, list[dict]], metrics: list[str], path: 
     return _save(fig, path)
 
 
+def _temperature(row: dict) -> float:
+    """The sampling temperature of a generation row (1.0: a record from before the temperature search)."""
+    return row["temperature"] if _is_num(row.get("temperature")) else 1.0
+
+
 def _sweep_rows(rows: Any) -> list[dict]:
     """The rows of a CFG (× temperature) search that name a scale, by temperature, then scale."""
     rows = [r for r in rows or [] if isinstance(r, dict) and _is_num(r.get("cfg"))]
-    return sorted(rows, key=lambda r: (r["temperature"] if _is_num(r.get("temperature")) else 1.0, r["cfg"]))
+    return sorted(rows, key=lambda r: (_temperature(r), r["cfg"]))
 
 
 def plot_sweeps(sweeps: dict[str, list[dict]], path: str | Path) -> Path:
@@ -163,12 +168,12 @@ def plot_sweeps(sweeps: dict[str, list[dict]], path: str | Path) -> Path:
         for label, rows in sweeps.items():
             rows = _sweep_rows(rows)
             # FID is biased by the sample count: points of different counts (or temperatures) are never joined
-            groups = sorted({(r.get("num"), r.get("temperature", 1.0)) for r in rows}, key=str)
+            groups = sorted({(r.get("num"), _temperature(r)) for r in rows}, key=str)
             nums, temps = {n for n, _ in groups}, {t for _, t in groups}
             for n, t in groups:
-                tags = ([f"n={n}"] if len(nums) > 1 else []) + ([f"T={_cfg(t)}"] if len(temps) > 1 else [])
+                tags = ([f"n={n}"] if len(nums) > 1 else []) + ([f"T={t:g}"] if len(temps) > 1 else [])
                 name = f"{label} ({', '.join(tags)})".strip() if tags else label
-                same = [r for r in rows if r.get("num") == n and r.get("temperature", 1.0) == t]
+                same = [r for r in rows if r.get("num") == n and _temperature(r) == t]
                 series[name] = _points(same, "cfg", key)
         _draw(fig.add_subplot(1, 2, i + 1), series, "CFG scale", key.upper(), f"{key.upper()} vs CFG")
     return _save(fig, path)
@@ -450,7 +455,7 @@ def _generation_section(runs: list[_Run], assets: _Assets) -> Section:
         rows, final, best = _sweep_rows(gen.get("rows")), _sub(gen, "final") or None, gen.get("best_cfg")
         temp = gen.get("best_temperature")
         # a temperature column where any row was sampled at another temperature than 1 (an AR search)
-        temps = any(r.get("temperature", 1.0) != 1.0 for r in rows + ([final] if final else []))
+        temps = any(_temperature(r) != 1.0 for r in rows + ([final] if final else []))
         header = ["cfg", *(["temperature"] if temps else []), "images", "FID", "IS", "precision", "recall"]
         header += ["class consistency", "samples"]
         sec.blocks.append(
@@ -462,15 +467,13 @@ def _generation_section(runs: list[_Run], assets: _Assets) -> Section:
         cells = []
         for r in rows + ([final] if final else []):
             cfg = _cfg(r.get("cfg")) + (" (final)" if r is final else "")
-            cells.append([cfg, *([_text(r.get("temperature", 1.0))] if temps else []), _text(r.get("num"))])
+            cells.append([cfg, *([f"{_temperature(r)}"] if temps else []), _text(r.get("num"))])
             cells[-1] += [_num(r.get("fid")), _num(r.get("is"), 2, r.get("is_std"))]
             cells[-1] += [_num(r.get("precision")), _num(r.get("recall")), _pct(r.get("class_consistency"))]
             cells[-1] += [_text(r.get("samples"))]
         chosen = (best, 1.0 if temp is None else temp)
         highlight = (
-            {len(rows)}
-            if final
-            else {i for i, r in enumerate(rows) if (r.get("cfg"), r.get("temperature", 1.0)) == chosen}
+            {len(rows)} if final else {i for i, r in enumerate(rows) if (r.get("cfg"), _temperature(r)) == chosen}
         )
         sec.blocks.append(Table(header, cells, frozenset(highlight)))
         sweeps[run.name if len(runs) > 1 else ""] = rows
@@ -478,10 +481,8 @@ def _generation_section(runs: list[_Run], assets: _Assets) -> Section:
         shown = [r for r in ([final] if final else []) + rows if r.get("samples")]
         for i, r in enumerate(shown):
             grid = Path(str(r["samples"])).with_suffix(".png")
-            what = f"{'final, ' if r is final else ''}cfg {_cfg(r.get('cfg'))}"
-            what += (
-                f", temperature {_text(r.get('temperature', 1.0))}" if temps else ""
-            ) + f", {_text(r.get('num'))} samples"
+            at = f", temperature {_temperature(r)}" if temps else ""
+            what = f"{'final, ' if r is final else ''}cfg {_cfg(r.get('cfg'))}{at}, {_text(r.get('num'))} samples"
             if (run.path / grid).is_file():
                 src = assets.copy(run.path / grid, f"generation-samples-{run.slug}-{i}.png")
                 sec.blocks.append(Image(src, f"{_code(run.name)}: {grid.name} ({what}; a row per class)"))
