@@ -333,7 +333,9 @@ def test_the_ablation_suites_are_the_papers():
     assert all("model.corruption.mask_max=0" in v.overrides for v in noise)
     gammas = {o for v in noise for o in v.overrides if "noise_gamma" in o}
     assert gammas == {f"model.corruption.noise_gamma={g}" for g in (0, 1, 3, 5)}
-    assert any("noise_form=additive" in o for v in noise for o in v.overrides)
+    additive = next(v for v in noise if "model.corruption.noise_form=additive" in v.overrides)
+    assert "model.corruption.noise_gamma=1" in additive.overrides  # Fig. 2a compares the two forms at γ = 1
+    assert any(v.overrides == additive.overrides[:2] for v in noise)  # … beside interpolative γ = 1
     assert any("tau_dist=logit_normal" in o for v in noise for o in v.overrides)
     assert all("model.corruption.noise_gamma=0" in v.overrides for v in (*mask, *modes))
     assert [v.name for v in mask] == ["m0", "m0.3", "m0.5", "m0.7", "m0.9"]
