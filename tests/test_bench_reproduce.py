@@ -337,6 +337,9 @@ def test_the_ablation_suites_are_the_papers():
     assert "model.corruption.noise_gamma=1" in additive.overrides  # Fig. 2a compares the two forms at γ = 1
     assert any(v.overrides == additive.overrides[:2] for v in noise)  # … beside interpolative γ = 1
     assert any("tau_dist=logit_normal" in o for v in noise for o in v.overrides)
+    paper = {v.name: v.paper for v in noise if v.paper}  # Table 1: baseline, uniform τ, logit-normal(0.8) τ at γ = 3
+    assert paper == {"g0": {"MAR-B": 3.31, "SiT-B": 6.97}, "interp-g3": {"MAR-B": 2.77, "SiT-B": 5.56},
+                     "interp-g3-logitnormal": {"MAR-B": 2.58, "SiT-B": 5.44}}  # fmt: skip
     assert all("model.corruption.noise_gamma=0" in v.overrides for v in (*mask, *modes))
     assert [v.name for v in mask] == ["m0", "m0.3", "m0.5", "m0.7", "m0.9"]
     assert modes[2].finetune_from == "constant-0.7"
