@@ -81,8 +81,7 @@ SUITES: dict[str, tuple[TokenizerVariant, ...]] = {
     # Table 1 / Fig. 2: noise only (no masking): the γ = 0 baseline, a γ sweep, additive vs interpolative at γ = 1
     # (Sec. 5.1.1: "we set the noise standard deviation to γ = 1.0 here"), and the τ distribution at γ = 3 (Table 1's
     # best, logit(τ) ~ N(0.8, 1)). Paper, ImageNet: γ ≈ 3 best; additive worse than interpolative; all τ schedules
-    # beat the γ = 0 baseline.
-    # The paper column: Table 1's numbers (Fig. 2 plots the other rows without printing them).
+    # beat the γ = 0 baseline. The paper column holds Table 1's numbers (Fig. 2 plots the other rows unprinted).
     "noise": (
         TokenizerVariant("g0", _corruption(0, 0), paper={"MAR-B": 3.31, "SiT-B": 6.97}),
         TokenizerVariant("interp-g1", _corruption(1, 0)),
