@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from detok.bench.reproduce import BUDGETS, SUITES, parse_budget
-from detok.bench.results import _guidance, write_results
+from detok.bench.results import _guidance, _seconds, _total_seconds, write_results
 from detok.checkpoint import save_model_folder
 from detok.cli import main as cli_main
 from detok.eval.reference import ReferenceNet, ReferenceNetConfig
@@ -325,6 +325,16 @@ def test_the_table_names_a_final_temperature_other_than_one():
     assert _guidance([3.0, 1.5], [1.0, 1.0]) == "3/1.5"  # the paper's protocol: no temperature shown
     assert _guidance([3.0, 1.5], [0.4, 1.0]) == "3/1.5 (T 0.4/1)"
     assert BUDGETS["quality"].ar_search_temperatures and not BUDGETS["cpu"].ar_search_temperatures
+
+
+def test_a_base_tokenizer_listed_by_its_fine_tuned_cell_counts_once_in_the_runs_time():
+    step = lambda seconds, finished: {"seconds": seconds, "finished": finished}  # noqa: E731
+    base = {"tokenizer": {"train": step(60.0, 1.0), "recon": step(6.0, 2.0)}}
+    tuned = {"tokenizer": {"base": step(60.0, 1.0), "train": step(30.0, 3.0), "recon": step(6.0, 4.0)}}
+    other = {"tokenizer": {"train": step(60.0, 5.0)}}  # the same spec and time, trained again: another step
+    assert _seconds(tuned) == 96.0  # the cell alone needs its base
+    assert _total_seconds({"cells": [base, tuned, other]}) == 66.0 + 36.0 + 60.0
+    assert _total_seconds({"cells": [tuned]}) == 96.0  # a base cell outside the run: its training counts here
 
 
 def test_the_ablation_suites_are_the_papers():

@@ -82,10 +82,20 @@ def environment() -> dict:
 
 
 def _seconds(cell: dict) -> float:
-    """Wall-clock of a cell's steps; a fine-tuned cell also counts its base tokenizer (shared with the base cell
-    when both are in the run, so such a run's total counts it twice). Steps shared with another cell of the work
-    folder (`shared_from`) cost nothing here and are not counted."""
+    """Wall-clock of a cell's steps; a fine-tuned cell also counts its base tokenizer. Steps shared with another
+    cell of the work folder (`shared_from`) cost nothing here and are not counted."""
     return sum(s["seconds"] for s in _cell_steps(cell) if "shared_from" not in s)
+
+
+def _total_seconds(record: dict) -> float:
+    """Wall-clock of a run: each step once, so the base tokenizer that a fine-tuned cell and its base cell both
+    list (the same training, told apart from another of its spec by `finished`) counts once."""
+    steps = {}
+    for cell in record["cells"]:
+        for s in _cell_steps(cell):
+            if "shared_from" not in s:
+                steps[(s["finished"], s["seconds"]) if "finished" in s else id(s)] = s["seconds"]
+    return sum(steps.values())
 
 
 def _shared_note(cell: dict) -> str:
@@ -178,7 +188,7 @@ def rank_agreement(rows: list[dict], first: str, second: str) -> float | None:
 
 def _intro(record: dict) -> list[str]:
     env, budget = record["environment"], record["budget"]
-    total = sum(_seconds(c) for c in record["cells"])
+    total = _total_seconds(record)
     done, planned = len(record["cells"]), record.get("planned_cells", len(record["cells"]))
     commits = {c[:8] for cell in record["cells"] for c in _cell_commits(cell)}
     command = f"`{record['command']}`" if record["command"] else "none (run from Python, `run_suite`)"
