@@ -352,7 +352,8 @@ def test_the_ablation_suites_are_the_papers():
                      "interp-g3-logitnormal": {"MAR-B": 2.58, "SiT-B": 5.44}}  # fmt: skip
     assert all("model.corruption.noise_gamma=0" in v.overrides for v in (*mask, *modes))
     assert [v.name for v in mask] == ["m0", "m0.3", "m0.5", "m0.7", "m0.9"]
-    assert modes[2].finetune_from == "constant-0.7"
+    assert modes[2].finetune_from == "constant-0.7" and modes[2].overrides == modes[1].overrides
+    assert modes[3].finetune_from == "random-0.7" and modes[3].overrides == modes[0].overrides  # the control
     assert all(len(v.generators) == 6 for v in SUITES["generators"])
 
 
