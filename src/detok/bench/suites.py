@@ -311,9 +311,7 @@ BUDGETS = {
     ),
     # 4× the `cpu` training of tokenizers and generators (and 4× the cached latents, so a generator sees its data
     # as many times), the same evaluation: issue #14's question whether the short regime's rankings hold as training
-    # grows. Estimated ~68 min a cell on 2 idle cores (4× the 705-s training of a `cpu` cell plus its unchanged
-    # 1,287-s evaluation, timed 2026-12-03, docs/reproduce.md): the baseline-joint suite's 4 cells ~4.6 h, so run one
-    # seed per session (`--set max_seeds=1`, then the rest as a --restore).
+    # grows. ~68 min a cell on 2 cores, estimated from timed `cpu` steps (docs/reproduce.md): one seed per session.
     # Every checkpoint is kept (one per 16k generator images, 6.4k tokenizer images), so benchmarks/*_curve.py can
     # score each run against its training length afterwards (#14: does the MAR gap close or flip with training?).
     "cpu-long": Budget(
