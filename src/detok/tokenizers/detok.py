@@ -183,8 +183,11 @@ class DeTok(Tokenizer):
         rope = self.enc_rope  # (T, hd/2, 2)
         pos = self.enc_pos  # (1, T, D)
         if ids_keep is not None:
-            patches = torch.gather(patches, 1, ids_keep[..., None].expand(-1, -1, patches.shape[-1]))
-            pos = self.enc_pos[0][ids_keep]  # (N, T_keep, D)
+            idx = ids_keep[..., None]  # (N, T_keep, 1)
+            patches = torch.gather(patches, 1, idx.expand(-1, -1, patches.shape[-1]))
+            # gather, not enc_pos[0][ids_keep]: that indexing's backward (index_put_ with accumulate) adds in thread
+            # order on CPU, so masked training did not reproduce at 2 threads; gather's backward does. (N, T_keep, D)
+            pos = torch.gather(pos.expand(len(ids_keep), -1, -1), 1, idx.expand(-1, -1, pos.shape[-1]))
             rope = rope[ids_keep].unsqueeze(1)  # (N, 1, T_keep, hd/2, 2)
         h = self.patch_embed(patches) + pos  # (N, T_keep, D)
         for block in self.enc_blocks:
