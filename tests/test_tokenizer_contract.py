@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from detok import create_model, list_models
 from detok.checkpoint import load_tokenizer, save_model_folder
@@ -143,6 +144,29 @@ def test_save_load_roundtrip_and_seeded_determinism(name, tmp_path):
     loaded = load_tokenizer(tmp_path)
     assert type(loaded) is type(model) and loaded.config == model.config
     assert torch.equal(model.decode(model.encode(x)), loaded.decode(loaded.encode(x)))
+
+
+@pytest.mark.parametrize("name", ["detok-fmnist32", "detokvq-fmnist32"])
+def test_a_training_step_reproduces_at_two_threads(name):
+    """Gradients are bitwise the same run to run at 2 threads. Indexing a parameter by data (enc_pos[ids_keep] under
+    masking, codebook[indices]) once made them differ: its backward adds in thread order on CPU. Full-size presets:
+    the tiny twins are too small to split across threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = []
+        for _ in range(3):
+            torch.manual_seed(0)
+            model = create_model(name).train()
+            x = _images(model, n=64)
+            out = model(x, mask_ratio=0.5)
+            loss = F.mse_loss(out["recon"], x) + sum(out["aux"].values())
+            loss.backward()
+            grads.append({k: p.grad for k, p in model.named_parameters() if p.grad is not None})
+    finally:
+        torch.set_num_threads(threads)
+    differ = {k for g in grads[1:] for k in g if not torch.equal(g[k], grads[0][k])}
+    assert not differ, differ
 
 
 # ---------------------------------------------------------------------------------------------------------------

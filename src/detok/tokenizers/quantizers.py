@@ -37,7 +37,8 @@ class VectorQuantizer(nn.Module):
         z = F.normalize(z.float(), dim=-1)  # (…, D)
         codes = self.codes()  # (K, D)
         indices = (z.reshape(-1, z.shape[-1]) @ codes.t()).argmax(-1).view(z.shape[:-1])  # nearest on the sphere
-        q = codes[indices]  # (…, D)
+        # embedding, not codes[indices]: that indexing's backward adds in thread order on CPU (not reproducible)
+        q = F.embedding(indices, codes)  # (…, D)
         losses = {"codebook": F.mse_loss(q, z.detach()), "commitment": self.beta * F.mse_loss(z, q.detach())}
         return z + (q - z).detach(), indices, losses
 
