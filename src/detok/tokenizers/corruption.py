@@ -85,6 +85,16 @@ def random_masking(num: int, length: int, ratio: float, device: torch.device) ->
     return ids_keep, mask
 
 
+def keep_tokens(x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
+    """The tokens (N, T_keep, D) of x (N or 1, T, D) at `ids_keep` (N, T_keep), as `random_masking` returns it.
+
+    A gather, not x[..., ids_keep, :]: that indexing's backward (index_put_ with accumulate) adds in thread order on
+    CPU, so training through it does not reproduce bitwise at 2 threads; gather's backward does.
+    """
+    idx = ids_keep[..., None].expand(-1, -1, x.shape[-1])  # (N, T_keep, D)
+    return torch.gather(x.expand(len(ids_keep), -1, -1), 1, idx)
+
+
 def sample_tau(cfg: CorruptionConfig, num: int, device: torch.device) -> torch.Tensor:
     """Per-image noise level τ ∈ (0, 1): (N,)."""
     if cfg.tau_dist == "uniform":

@@ -29,7 +29,13 @@ from detok.layers import (
 from detok.losses.semantic import DistillConfig, Projector, check_teacher_width, cosine_distill_loss, square_side
 from detok.registry import register_with_tiny
 from detok.tokenizers.base import LatentLayout, Tokenizer, check_tokenizer_config, init_vit_weights, posterior_output
-from detok.tokenizers.corruption import CorruptionConfig, corrupt_posterior, random_masking, sample_mask_ratio
+from detok.tokenizers.corruption import (
+    CorruptionConfig,
+    corrupt_posterior,
+    keep_tokens,
+    random_masking,
+    sample_mask_ratio,
+)
 
 
 @dataclass(frozen=True)
@@ -183,11 +189,7 @@ class DeTok(Tokenizer):
         rope = self.enc_rope  # (T, hd/2, 2)
         pos = self.enc_pos  # (1, T, D)
         if ids_keep is not None:
-            idx = ids_keep[..., None]  # (N, T_keep, 1)
-            patches = torch.gather(patches, 1, idx.expand(-1, -1, patches.shape[-1]))
-            # gather, not enc_pos[0][ids_keep]: that indexing's backward (index_put_ with accumulate) adds in thread
-            # order on CPU, so masked training did not reproduce at 2 threads; gather's backward does. (N, T_keep, D)
-            pos = torch.gather(pos.expand(len(ids_keep), -1, -1), 1, idx.expand(-1, -1, pos.shape[-1]))
+            patches, pos = keep_tokens(patches, ids_keep), keep_tokens(pos, ids_keep)  # (N, T_keep, ·)
             rope = rope[ids_keep].unsqueeze(1)  # (N, 1, T_keep, hd/2, 2)
         h = self.patch_embed(patches) + pos  # (N, T_keep, D)
         for block in self.enc_blocks:
@@ -271,7 +273,7 @@ class DeTok(Tokenizer):
         g, side = self.config.grid_size, square_side(feats.shape[1])
         target = pool_to_grid(feats, (side, side), (g, g))  # (N, T, D)
         if ids_keep is not None:
-            target = torch.gather(target, 1, ids_keep[..., None].expand(-1, -1, target.shape[-1]))  # (N, T_keep, D)
+            target = keep_tokens(target, ids_keep)  # (N, T_keep, D)
         return self.config.distill.weight * cosine_distill_loss(self.distill_proj(z), target)
 
     # ----------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ class VectorQuantizer(nn.Module):
         return F.normalize(self.codebook.weight, dim=-1)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """Code vectors (…, D) of integer `indices` (…)."""
+        """Code vectors (…, D) of integer `indices` (…). An embedding, not codes[indices]: that indexing's backward
+        adds in thread order on CPU, so training through it would not reproduce bitwise at 2 threads."""
         return F.embedding(indices.long(), self.codes())
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -37,8 +38,7 @@ class VectorQuantizer(nn.Module):
         z = F.normalize(z.float(), dim=-1)  # (…, D)
         codes = self.codes()  # (K, D)
         indices = (z.reshape(-1, z.shape[-1]) @ codes.t()).argmax(-1).view(z.shape[:-1])  # nearest on the sphere
-        # embedding, not codes[indices]: that indexing's backward adds in thread order on CPU (not reproducible)
-        q = F.embedding(indices, codes)  # (…, D)
+        q = F.embedding(indices, codes)  # (…, D): lookup() on the codes normalised above
         losses = {"codebook": F.mse_loss(q, z.detach()), "commitment": self.beta * F.mse_loss(z, q.detach())}
         return z + (q - z).detach(), indices, losses
 
