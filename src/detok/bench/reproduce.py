@@ -445,7 +445,13 @@ def run_suite(
     # results.json without them): those outside the selection first, the rest in the suite's order with the new ones.
     for cell in extra:
         log(f"↺ {cell['variant']}-seed{cell['seed']} restored from {restore} (outside this budget's rows/seeds)")
-    done = {key: {"restored_from": str(restore), **cell} for key, cell in restored.items() if key in selected}
+    # the paper's numbers are the suite's reference, not a measurement: a restored cell shows the suite's current ones
+    paper = {v.name: v.paper for v, _ in cells}
+    done = {
+        key: {"restored_from": str(restore), **cell, "paper": paper[key[0]]}
+        for key, cell in restored.items()
+        if key in selected
+    }
     for variant, seed in done:  # a cell restored once already keeps naming the file it first came from (**cell)
         log(f"↺ {variant}-seed{seed} restored from {restore}")
     order = [(v.name, s) for v, seeds in cells for s in seeds]

@@ -218,7 +218,7 @@ def _intro(record: dict) -> list[str]:
     generators = {g for cell in record["cells"] for g in cell if g in GENERATORS}
     if generators - {"t2i_sit", "t2i_mar"}:  # class-conditional generators (the t2i ones have their own line)
         lines.append(
-            f"- gFID: CFG searched over {budget['search_cfgs']} on {budget['search_num']} samples, best scale "
+            f"- gFID: CFG searched over {tuple(budget['search_cfgs'])} on {budget['search_num']} samples, best scale "
             f"reported on {budget['final_num']} fresh samples"
             + (
                 f"; the AR generators search each scale at temperatures {budget['ar_search_temperatures']} (the "
