@@ -176,6 +176,26 @@ def test_detoks_offline_mae_teacher_is_a_second_target(tmp_path, capsys):
     assert set(out["aux"]) == {"aux0_hog", "aux1_detok"} and 0 < out["aux"]["aux1_detok"] <= 2
 
 
+def test_the_hog_width_follows_the_image_channels(tmp_path, capsys):
+    """Issue 37 item 8: maetok-fmnist32 on RGB images (model.channels=3) gets RGB HOG's 108-wide head, not the
+    greyscale 36, and starts training; a network teacher's width cannot follow from the config and must be given."""
+    assert create_model("maetok-fmnist32").config.target_dims == (36,)  # 2×2 cells × 1 channel × 9 bins
+    rgb = create_model("maetok-fmnist32", channels=3)
+    assert rgb.config.target_dims == (108,) == tuple(t.feature_dim for t in rgb.build_teachers())
+    assert create_model("maetok-fmnist32-tiny", channels=3).aux_decoders[0].head.out_features == 108
+    npz = tmp_path / "rgb.npz"
+    rng = np.random.default_rng(0)
+    np.savez(npz, images=rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), labels=np.arange(4) % 2)
+    sets = ["model.channels=3", "data.channels=3", "data.name=npz", f"data.root={npz}", "data.hflip=false",
+            "train.images=2", "train.batch_size=2", *QUIET]  # fmt: skip
+    argv = ["tokenizer", "train", "--preset", "maetok-fmnist32", "--out", str(tmp_path / "run")]
+    assert cli_main(argv + [a for kv in sets for a in ("--set", kv)]) == 0, capsys.readouterr().err
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert logged and "aux0_hog" in logged[-1]
+    with pytest.raises(ValueError, match="aux_dims must give every target's width"):
+        create_model("maetok-fmnist32", aux_targets=("hog", "detok:mae-teacher-fmnist32"))
+
+
 def test_paper_teachers_need_their_weights_files():
     pytest.importorskip("detok.teachers.pretrained")
     with torch.device("meta"):

@@ -38,6 +38,11 @@ from detok.tokenizers.detok import Block
 TEACHER_KINDS = ("hog", "detok", "timm")
 
 
+def _feature_dim(spec: str, channels: int, image_size: int, patch_size: int) -> int:
+    """The width of an offline teacher's features (HOG: (p / cell)² · channels · 9), without weights to read."""
+    return build_teacher(spec, channels, image_size, patch_size).feature_dim
+
+
 @dataclass(frozen=True)
 class MAETokConfig:
     """Architecture of a MAETok tokenizer (L latent tokens of H channels), its masking, auxiliary targets and latent
@@ -48,7 +53,9 @@ class MAETokConfig:
         aux_width, aux_depth, aux_heads: each auxiliary decoder's ViT ("Each auxiliary decoder has 3 layers", Sec. 4).
         aux_targets: one teacher spec per auxiliary decoder (`detok.teachers.specs.build_teacher`).
         aux_dims: each target's feature width, aligned with `aux_targets` (the decoders' output widths; checked
-            against the teachers when they are built).
+            against the teachers when they are built). None: each width follows its teacher (`target_dims`), which
+            the config alone gives for offline teachers only — HOG's (p / cell)² · channels · 9, so that the same
+            preset gets 36 on greyscale and 108 on RGB images; a network teacher's width must be given.
         aux_weight: weight of every auxiliary term; 1.0, as the official loss adds each term unweighted.
         mask_mean, mask_std, mask_min, mask_max: the masking ratio of a training batch is drawn from a normal
             (mean, std) truncated to [min, max] (official `truncnorm` with loc 0.6, scale 0.25 on [0.4, 0.6]).
@@ -72,7 +79,7 @@ class MAETokConfig:
     mlp_ratio: PositiveFloat = 4.0
     rope_theta: PositiveFloat = 10.0
     aux_targets: tuple[str, ...] = ("hog",)
-    aux_dims: tuple[int, ...] = (108,)
+    aux_dims: tuple[int, ...] | None = None
     aux_weight: NonNegativeFloat = 1.0
     mask_mean: Fraction = 0.6
     mask_std: PositiveFloat = 0.25
@@ -90,20 +97,34 @@ class MAETokConfig:
             )
         if self.mask_min > self.mask_max:
             raise ConfigError("mask_min", f"must be ≤ mask_max={self.mask_max}, got {self.mask_min}")
-        if len(self.aux_dims) != len(self.aux_targets):
+        for spec in self.aux_targets:
+            if spec.partition(":")[0] not in TEACHER_KINDS:
+                raise ConfigError("aux_targets", f"holds {spec!r}; known teachers: hog[:CELL], detok:FOLDER, timm:…")
+        if self.aux_dims is None:
+            networks = [s for s in self.aux_targets if target_loss(s) != "mse"]
+            if networks:
+                raise ConfigError(
+                    "aux_dims",
+                    f"must give every target's width: only HOG's follows from the config, not {networks[0]!r}'s",
+                )
+        elif len(self.aux_dims) != len(self.aux_targets):
             raise ConfigError(
                 "aux_dims",
                 f"must give one width per aux_targets entry ({len(self.aux_targets)}), got {list(self.aux_dims)}",
             )
-        if any(d < 1 for d in self.aux_dims):
+        if any(d < 1 for d in self.aux_dims or ()):
             raise ConfigError("aux_dims", f"must hold widths ≥ 1, got {list(self.aux_dims)}")
-        for spec in self.aux_targets:
-            if spec.partition(":")[0] not in TEACHER_KINDS:
-                raise ConfigError("aux_targets", f"holds {spec!r}; known teachers: hog[:CELL], detok:FOLDER, timm:…")
 
     @property
     def grid_size(self) -> int:
         return self.image_size // self.patch_size
+
+    @property
+    def target_dims(self) -> tuple[int, ...]:
+        """The auxiliary decoders' output widths: `aux_dims`, or (None) each offline teacher's own width."""
+        if self.aux_dims is not None:
+            return self.aux_dims
+        return tuple(_feature_dim(s, self.channels, self.image_size, self.patch_size) for s in self.aux_targets)
 
 
 def target_loss(spec: str) -> str:
@@ -210,7 +231,7 @@ class MAETok(Tokenizer):
         self.decoder = MaskTokenDecoder(config, config.dec_width, config.dec_depth, config.dec_heads, patch_dim)
         self.aux_decoders = nn.ModuleList(
             MaskTokenDecoder(config, config.aux_width, config.aux_depth, config.aux_heads, dim)
-            for dim in config.aux_dims
+            for dim in config.target_dims
         )
         self.initialize_weights()
 
@@ -241,9 +262,9 @@ class MAETok(Tokenizer):
         return self.decoder.head.weight
 
     def build_teachers(self) -> list[nn.Module]:
-        """One frozen teacher per auxiliary target, its feature width checked against `aux_dims`."""
+        """One frozen teacher per auxiliary target, its feature width checked against `target_dims`."""
         cfg, teachers = self.config, []
-        for j, (spec, dim) in enumerate(zip(cfg.aux_targets, cfg.aux_dims)):
+        for j, (spec, dim) in enumerate(zip(cfg.aux_targets, cfg.target_dims)):
             teacher = build_teacher(spec, cfg.channels, cfg.image_size, cfg.patch_size)
             check_teacher_width(teacher, dim, f"model.aux_dims[{j}]")
             teachers.append(teacher)
@@ -381,11 +402,6 @@ class MAETok(Tokenizer):
 # --------------------------------------------------------------------------------------------------
 
 
-def _feature_dim(spec: str, channels: int, image_size: int, patch_size: int) -> int:
-    """The width of an offline teacher's features (HOG: (p / cell)² · channels · 9), without weights to read."""
-    return build_teacher(spec, channels, image_size, patch_size).feature_dim
-
-
 def _tiny(cfg: MAETokConfig) -> MAETokConfig:
     """Tiny twin for tests: width 32, one block per decoder, 32-px images at most, at most 8 latent tokens, and only
     the offline (HOG) targets: the others need weights files."""
@@ -393,8 +409,7 @@ def _tiny(cfg: MAETokConfig) -> MAETokConfig:
     size = 8 * p if cfg.image_size > 32 else cfg.image_size
     targets = tuple(s for s in cfg.aux_targets if target_loss(s) == "mse")
     width = {"enc_width": 32, "enc_depth": 1, "enc_heads": 2, "dec_width": 32, "dec_depth": 1, "dec_heads": 2}
-    aux = {"aux_width": 32, "aux_depth": 1, "aux_heads": 2, "aux_targets": targets}
-    aux["aux_dims"] = tuple(_feature_dim(s, cfg.channels, size, p) for s in targets)
+    aux = {"aux_width": 32, "aux_depth": 1, "aux_heads": 2, "aux_targets": targets, "aux_dims": None}
     return dataclasses.replace(
         cfg, image_size=size, patch_size=p, latent_tokens=min(cfg.latent_tokens, 8), mlp_ratio=2.0, **width, **aux
     )
@@ -442,7 +457,6 @@ def _fmnist32() -> MAETokConfig:
         aux_depth=3,
         aux_heads=2,
         aux_targets=("hog",),
-        aux_dims=(36,),
     )
 
 
@@ -452,7 +466,8 @@ _register_pair(
     "Fashion-MNIST-32 MAETok: the encoder/decoder of detok-fmnist32 (192×4, 4 heads, p=4: 64 patches) with K=32 "
     "latent tokens of H=16 — 512 numbers like detok-fmnist32's 8×8×8 grid, and K/T = 1/2 like the paper's 128 latents "
     "for 256 patches; one auxiliary decoder of 3 blocks, 48 wide (1/4 of the pixel decoder's, as in maetok-b), for "
-    "HOG (2×2 cells of 2 px × 9 bins = 36) at the masked tokens. To add detok's offline MAE teacher as a second "
+    "HOG (2×2 cells of 2 px × 9 bins × channels: 36 on greyscale, 108 with model.channels=3; the width follows "
+    "the teacher) at the masked tokens. To add detok's offline MAE teacher as a second "
     "target, train it (`detok teacher train --preset mae-teacher-fmnist32`) and pass --set "
     "'model.aux_targets=[\"hog\",\"detok:mae-teacher-fmnist32\"]' --set 'model.aux_dims=[36,192]' (its width).",
 )
