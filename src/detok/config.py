@@ -84,6 +84,8 @@ def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
         raise ConfigError(path.rstrip(".") or cls.__name__, f"must be a mapping of {cls.__name__} fields, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    # Fields added after configs were saved: their absence means the value the saved model was built with.
+    data = {**getattr(cls, "absent_fields_mean", {}), **data}
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"unknown {path or cls.__name__ + '.'}field(s): {', '.join(sorted(unknown))}")

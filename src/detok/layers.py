@@ -31,7 +31,11 @@ class RMSNorm(nn.Module):
 
 
 def swiglu_hidden_dim(dim: int, mlp_ratio: float, multiple_of: int = 8) -> int:
-    """Hidden width that gives a SwiGLU the parameter count of a GELU MLP with `mlp_ratio` (2/3 rule)."""
+    """Hidden width that gives a SwiGLU the parameter count of a GELU MLP with `mlp_ratio` (2/3 rule), rounded up
+    to a multiple of `multiple_of`. `multiple_of=1` is the official l-DeTok's `int(2/3 · dim · mlp_ratio)` (S 1365,
+    B 2048, L 2730), computed in the same order so that float rounding agrees."""
+    if multiple_of == 1:
+        return int(2 / 3 * dim * mlp_ratio)
     hidden = int(2 * dim * mlp_ratio / 3)
     return multiple_of * math.ceil(hidden / multiple_of)
 
@@ -86,11 +90,49 @@ def rope_tables(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) 
     return torch.view_as_real(torch.polar(torch.ones_like(angles), angles)).clone()  # real storage, polar's values
 
 
-def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs of `x` (..., T, head_dim) by a `rope_tables` table broadcastable to (..., T, head_dim/2, 2).
+def rope_tables_unit_grid(
+    grid: tuple[int, int], head_dim: int, max_freq: float = 7.0, min_freq: float = 7e-4
+) -> torch.Tensor:
+    """Per-channel RoPE table of the official l-DeTok (Jiawei-Yang/DeTok `models/detok.py`, `get_rope_tensor`).
 
-    One complex multiply instead of the cos/sin "rotate half" form: about half the memory traffic on CPU.
+    Differs from `rope_tables` in three ways, kept because the released weights were trained with them: coordinates
+    run over [0, 1] on each axis (not integer positions); head_dim/4 frequencies fall geometrically from `max_freq`
+    to `min_freq` and are multiplied by 2π; and each *channel* gets an angle — the frequency list is repeated
+    (`cat([f, f])`) over the first half of the head (row axis) and the second half (column axis), so the two
+    channels of a rotated pair (2i, 2i+1) turn by different angles. The result is therefore not a product of
+    plane rotations and is applied by `apply_rope` in the "rotate half" form.
+
+    Args:
+        grid: (h, w) token grid, row-major.
+        head_dim: per-head channels; divisible by 4.
+
+    Returns:
+        (cos, sin) of each channel's angle, (h·w, head_dim, 2) float32.
     """
+    if head_dim % 4:
+        raise ValueError(f"the unit-grid RoPE needs head_dim divisible by 4, got {head_dim}")
+    freqs = max_freq * (max_freq / min_freq) ** torch.linspace(0, -1, head_dim // 4)  # (hd/4,) as upstream
+    freqs = torch.cat([freqs, freqs])  # (hd/2,)
+    h, w = grid
+    rows = torch.linspace(0, 1, h).repeat_interleave(w)  # (T,)
+    cols = torch.linspace(0, 1, w).repeat(h)  # (T,)
+    freqs = freqs * 2 * torch.pi  # in upstream's order, so that float32 rounding agrees
+    angles = torch.cat([rows[:, None] * freqs, cols[:, None] * freqs], dim=-1)  # (T, hd)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Rotate `x` (..., T, head_dim) by a RoPE table broadcastable to (..., T, K, 2).
+
+    A `rope_tables` table (K = head_dim/2: one angle per channel pair) is applied as one complex multiply — about
+    half the memory traffic of the cos/sin form on CPU. A `rope_tables_unit_grid` table (K = head_dim: one angle
+    per channel) is applied in the "rotate half" form x·cos + rot(x)·sin, rot((a, b)) = (−b, a) over pairs.
+    """
+    if rope.shape[-2] == x.shape[-1]:  # per-channel angles
+        cos, sin = rope.float().unbind(-1)  # (..., T, hd) each
+        pairs = x.float().unflatten(-1, (-1, 2))  # (..., T, hd/2, 2)
+        rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)  # (..., T, hd)
+        return (x.float() * cos + rotated * sin).type_as(x)
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (..., T, hd/2)
     rotation = torch.view_as_complex(rope.float().contiguous())  # (..., T, hd/2), a view for a float32 table
     return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
@@ -123,7 +165,7 @@ class Attention(nn.Module):
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
     ) -> torch.Tensor:
-        """x: (N, T, D); rope: `rope_tables` table broadcastable to (N, heads, T, head_dim/2, 2). Returns (N, T, D)."""
+        """x: (N, T, D); rope: a table broadcastable to (N, heads, T, K, 2) (`apply_rope`). Returns (N, T, D)."""
         n, t, d = x.shape
         qkv = self.qkv(x).view(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, N, h, T, hd)
         q, k, v = qkv.unbind(0)

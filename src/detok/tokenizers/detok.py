@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -23,6 +24,7 @@ from detok.layers import (
     grid_positions,
     patchify,
     rope_tables,
+    rope_tables_unit_grid,
     swiglu_hidden_dim,
     unpatchify,
 )
@@ -45,6 +47,21 @@ class DeTokConfig:
     `latent_mean`/`latent_std` are per-channel statistics of `encode` outputs over the training set,
     filled in by `detok tokenizer stats`; `encode(..., normalize=True)` uses them. `distill` adds App. A.4's
     semantic distillation (a projector on the noised latents, trained towards a teacher's patch features).
+
+    Five fields choose between the two architectures detok knows (`ARCHITECTURES`; docs/checkpoints.md). The
+    defaults are the official l-DeTok — Jiawei-Yang/DeTok `models/detok.py` at 706f7ac, the paper's implementation,
+    whose released weights `detok convert` loads; the paper's text (§3.2, App. A.1) does not fix these details.
+    `ARCHITECTURES["r2"]` is detok's own variant, used for every result up to round 2:
+
+    Attributes:
+        rope: "unit-grid" — the official per-channel RoPE on [0, 1] coordinates (`layers.rope_tables_unit_grid`);
+            "axial" — axial RoPE on integer positions with base `rope_theta` (`layers.rope_tables`).
+        pre_norm: an RMSNorm on the tokens before the first block of the encoder and the decoder (upstream `ln_pre`).
+        conv_out: a 3×3 convolution over the decoded image after the per-patch projection (upstream `conv_out`).
+        swiglu_multiple: round the SwiGLU width int(2/3 · mlp_ratio · width) up to a multiple of this (1: none, as
+            upstream: S 1365, B 2048, L 2730; 8 gives 1368, 2048, 2736).
+        init: "official" — truncated N(0, 0.02²) linear/conv weights and N(0, 1/width) position embeddings and
+            [MASK] token (upstream `_init_weights`); "xavier" — `init_vit_weights`.
     """
 
     image_size: PositiveInt = 256
@@ -60,10 +77,18 @@ class DeTokConfig:
     mlp_ratio: PositiveFloat = 4.0
     variational: bool = True
     rope_theta: PositiveFloat = 100.0
+    rope: Literal["unit-grid", "axial"] = "unit-grid"
+    pre_norm: bool = True
+    conv_out: bool = True
+    swiglu_multiple: PositiveInt = 1
+    init: Literal["official", "xavier"] = "official"
     corruption: CorruptionConfig = field(default_factory=CorruptionConfig)
     distill: DistillConfig | None = None
     latent_mean: tuple[float, ...] | None = None
     latent_std: tuple[float, ...] | None = None
+
+    # A config.json written before these fields existed describes the round-2 architecture (`config.from_dict`).
+    absent_fields_mean: ClassVar[dict] = {}  # filled in below, once ARCHITECTURES exists
 
     def __post_init__(self):
         check_tokenizer_config(self, self.patch_size, head_multiple=4)  # 2-D RoPE splits each head in 4
@@ -72,16 +97,31 @@ class DeTokConfig:
     def grid_size(self) -> int:
         return self.image_size // self.patch_size
 
+    @property
+    def architecture(self) -> str:
+        """The name of this config's architecture in `ARCHITECTURES`, or "custom" for another mix of the fields."""
+        mine = {k: getattr(self, k) for k in ARCH_FIELDS}
+        return next((name for name, arch in ARCHITECTURES.items() if arch == mine), "custom")
+
+
+# The fields that tell the official l-DeTok from detok's round-2 variant, and the two settings of them.
+ARCH_FIELDS = ("rope", "pre_norm", "conv_out", "swiglu_multiple", "init")
+ARCHITECTURES: dict[str, dict] = {
+    "official": {"rope": "unit-grid", "pre_norm": True, "conv_out": True, "swiglu_multiple": 1, "init": "official"},
+    "r2": {"rope": "axial", "pre_norm": False, "conv_out": False, "swiglu_multiple": 8, "init": "xavier"},
+}
+DeTokConfig.absent_fields_mean = ARCHITECTURES["r2"]
+
 
 class Block(nn.Module):
     """Pre-norm transformer block: RMSNorm → attention with 2-D RoPE, RMSNorm → SwiGLU."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, swiglu_multiple: int = 8):
         super().__init__()
         self.norm1 = RMSNorm(dim)
         self.attn = Attention(dim, num_heads)
         self.norm2 = RMSNorm(dim)
-        self.mlp = SwiGLU(dim, swiglu_hidden_dim(dim, mlp_ratio))
+        self.mlp = SwiGLU(dim, swiglu_hidden_dim(dim, mlp_ratio, swiglu_multiple))
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), rope)  # (N, T, D)
@@ -103,8 +143,10 @@ class DeTok(Tokenizer):
         # Encoder
         self.patch_embed = nn.Linear(patch_dim, config.enc_width)
         self.enc_pos = nn.Parameter(torch.zeros(1, num_tokens, config.enc_width))
+        self.enc_ln_pre = RMSNorm(config.enc_width) if config.pre_norm else None
         self.enc_blocks = nn.ModuleList(
-            Block(config.enc_width, config.enc_heads, config.mlp_ratio) for _ in range(config.enc_depth)
+            Block(config.enc_width, config.enc_heads, config.mlp_ratio, config.swiglu_multiple)
+            for _ in range(config.enc_depth)
         )
         self.enc_norm = RMSNorm(config.enc_width)
         self.enc_head = nn.Linear(config.enc_width, 2 * c if config.variational else c)
@@ -113,11 +155,14 @@ class DeTok(Tokenizer):
         self.dec_embed = nn.Linear(c, config.dec_width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.dec_width))
         self.dec_pos = nn.Parameter(torch.zeros(1, num_tokens, config.dec_width))
+        self.dec_ln_pre = RMSNorm(config.dec_width) if config.pre_norm else None
         self.dec_blocks = nn.ModuleList(
-            Block(config.dec_width, config.dec_heads, config.mlp_ratio) for _ in range(config.dec_depth)
+            Block(config.dec_width, config.dec_heads, config.mlp_ratio, config.swiglu_multiple)
+            for _ in range(config.dec_depth)
         )
         self.dec_norm = RMSNorm(config.dec_width)
         self.dec_head = nn.Linear(config.dec_width, patch_dim)
+        self.dec_conv_out = nn.Conv2d(config.channels, config.channels, 3, padding=1) if config.conv_out else None
 
         # App. A.4: the distillation projector (training only; unused by encode/decode)
         self.distill_proj = None
@@ -129,12 +174,25 @@ class DeTok(Tokenizer):
             ("enc", config.enc_width, config.enc_heads),
             ("dec", config.dec_width, config.dec_heads),
         ):
-            rope = rope_tables(positions, width // heads, config.rope_theta)  # (T, hd/2, 2)
+            if config.rope == "axial":
+                rope = rope_tables(positions, width // heads, config.rope_theta)  # (T, hd/2, 2)
+            else:
+                rope = rope_tables_unit_grid((g, g), width // heads)  # (T, hd, 2)
             self.register_buffer(f"{name}_rope", rope, persistent=False)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        init_vit_weights(self, (self.enc_pos, self.dec_pos, self.mask_token))
+        if self.config.init == "xavier":
+            init_vit_weights(self, (self.enc_pos, self.dec_pos, self.mask_token))
+            return
+        for m in self.modules():  # upstream `DeTok._init_weights`
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for param, width in ((self.enc_pos, self.config.enc_width), (self.dec_pos, self.config.dec_width)):
+            nn.init.normal_(param, std=width**-0.5)  # upstream: width^-0.5 · randn
+        nn.init.normal_(self.mask_token, std=self.config.dec_width**-0.5)
 
     # ----------------------------------------------------------------------------------------------
     # Layout
@@ -155,7 +213,7 @@ class DeTok(Tokenizer):
         return {"enc_pos": (0, (g, g)), "dec_pos": (0, (g, g))}
 
     def decoder_finetune_frozen(self) -> list[nn.Parameter]:
-        parts = [self.patch_embed, self.enc_blocks, self.enc_norm, self.enc_head, self.distill_proj]
+        parts = [self.patch_embed, self.enc_ln_pre, self.enc_blocks, self.enc_norm, self.enc_head, self.distill_proj]
         return [self.enc_pos] + [p for m in parts if m is not None for p in m.parameters()]
 
     def build_teachers(self) -> list[nn.Module]:
@@ -170,7 +228,7 @@ class DeTok(Tokenizer):
         return [teacher]
 
     def last_decoder_layer(self) -> torch.Tensor:
-        return self.dec_head.weight
+        return self.dec_head.weight if self.dec_conv_out is None else self.dec_conv_out.weight
 
     # ----------------------------------------------------------------------------------------------
     # Stages
@@ -186,12 +244,14 @@ class DeTok(Tokenizer):
             Posterior moments (N, T_keep, 2C) as [mean, logvar], or latents (N, T_keep, C) for a plain AE.
         """
         patches = patchify(x, self.config.patch_size)  # (N, T, p·p·C_img)
-        rope = self.enc_rope  # (T, hd/2, 2)
+        rope = self.enc_rope  # (T, K, 2): K = hd/2 (axial) or hd (unit-grid)
         pos = self.enc_pos  # (1, T, D)
         if ids_keep is not None:
             patches, pos = keep_tokens(patches, ids_keep), keep_tokens(pos, ids_keep)  # (N, T_keep, ·)
-            rope = rope[ids_keep].unsqueeze(1)  # (N, 1, T_keep, hd/2, 2)
+            rope = rope[ids_keep].unsqueeze(1)  # (N, 1, T_keep, K, 2)
         h = self.patch_embed(patches) + pos  # (N, T_keep, D)
+        if self.enc_ln_pre is not None:
+            h = self.enc_ln_pre(h)  # (N, T_keep, D)
         for block in self.enc_blocks:
             h = block(h, rope)  # (N, T_keep, D)
         return self.enc_head(self.enc_norm(h))  # (N, T_keep, 2C or C)
@@ -205,10 +265,13 @@ class DeTok(Tokenizer):
             full = self.mask_token.to(h.dtype).expand(n, t, -1).clone()  # (N, T, D)
             h = full.scatter(1, ids_keep[..., None].expand(-1, -1, h.shape[-1]), h)  # (N, T, D)
         h = h + self.dec_pos  # (N, T, D)
+        if self.dec_ln_pre is not None:
+            h = self.dec_ln_pre(h)  # (N, T, D)
         for block in self.dec_blocks:
             h = block(h, self.dec_rope)  # (N, T, D)
         patches = self.dec_head(self.dec_norm(h))  # (N, T, p·p·C_img)
-        return unpatchify(patches, cfg.patch_size, cfg.channels, (cfg.grid_size, cfg.grid_size))
+        images = unpatchify(patches, cfg.patch_size, cfg.channels, (cfg.grid_size, cfg.grid_size))  # (N, C_img, H, W)
+        return images if self.dec_conv_out is None else self.dec_conv_out(images)  # (N, C_img, H, W)
 
     def split_moments(self, moments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(mean, logvar) of the diagonal Gaussian posterior; logvar is None for a plain autoencoder."""
@@ -304,10 +367,11 @@ class DeTok(Tokenizer):
 _SIZES = {"s": (512, 8, 8), "b": (768, 12, 12), "l": (1024, 24, 16)}
 
 
-def _paper(enc: str, dec: str) -> DeTokConfig:
+def _paper(enc: str, dec: str, arch: str = "official") -> DeTokConfig:
     ew, ed, eh = _SIZES[enc]
     dw, dd, dh = _SIZES[dec]
     return DeTokConfig(
+        **ARCHITECTURES[arch],
         image_size=256,
         channels=3,
         patch_size=16,
@@ -340,13 +404,21 @@ for _enc, _dec in (("s", "s"), ("s", "b"), ("b", "b"), ("l", "l")):
         f"detok-{_enc}{_dec}",
         lambda e=_enc, d=_dec: _paper(e, d),
         f"Paper size {_enc.upper()}{_dec.upper()} (encoder {_SIZES[_enc]}, decoder {_SIZES[_dec]} as "
-        "width×depth×heads), 256 px, p=16, C=16, γ=3, M=0.7.",
+        "width×depth×heads), 256 px, p=16, C=16, γ=3, M=0.7; the official architecture (Jiawei-Yang/DeTok "
+        "models/detok.py @706f7ac: unit-grid RoPE, ln_pre, 3×3 conv_out, SwiGLU int(2/3·4d)), which `detok convert` "
+        "fills with the released weights.",
+    )
+    _register_pair(
+        f"detok-{_enc}{_dec}-r2",
+        lambda e=_enc, d=_dec: _paper(e, d, "r2"),
+        f"detok-{_enc}{_dec} in detok's round-2 architecture (axial RoPE θ=100 on integer positions, no ln_pre, "
+        "per-patch linear head, SwiGLU width rounded up to a multiple of 8), kept for the results made with it.",
     )
 
 
 # App. A.4: DINOv2-B's patch features (768-d). timm's name; its weights are read from a local file only, so the run
 # fails with a message naming this path until it holds them (or model.distill.teacher names another file).
-DINOV2_B_TEACHER = "timm:vit_base_patch14_dinov2.lvd142m:weights/dinov2-vitb14.safetensors"
+DINOV2_B_TEACHER = "timm:vit_base_patch14_dinov2.lvd142m@224:weights/dinov2-vitb14.safetensors"  # 224/14: 16×16
 
 _register_pair(
     "detok-bb-distill",
@@ -354,12 +426,14 @@ _register_pair(
     "detok-bb with App. A.4's semantic distillation: projector Linear(16, 2048) → SiLU → Linear(2048, 2048) → SiLU → "
     "Linear(2048, 768) on the noised latents, 1 − cos to DINOv2-B's patch features at the visible positions, weight "
     "1.0; trained with the '+Extended' recipe (200 epochs, GAN from epoch 100). The teacher is read from "
-    f"{DINOV2_B_TEACHER.split(':')[-1]} (set model.distill.teacher=timm:MODEL:PATH).",
+    f"{DINOV2_B_TEACHER.split(':')[-1]}, fed 224-px inputs: a 16×16 grid, the tokenizer's (set "
+    "model.distill.teacher=timm:MODEL@SIZE:PATH).",
 )
 
 
-def _fmnist32() -> DeTokConfig:
+def _fmnist32(arch: str = "r2") -> DeTokConfig:
     return DeTokConfig(
+        **ARCHITECTURES[arch],
         image_size=32,
         channels=1,
         patch_size=4,
@@ -381,7 +455,14 @@ _register_pair(
     "outlines), C=8 (512 latent numbers for 1,024 pixels; C=16 made the latent no smaller than the image), "
     "width 192 with 4+4 blocks and 4 heads: 74–102 img/s on 2 CPU cores (measured 2026-11-22/24), so the "
     "default 40,000 training images take 7–9 minutes and reach 23.6 dB test PSNR; the README demo trains "
-    "32,000 (22.9 dB) to leave room for its generator (docs/results.md); γ=3, M=0.7 as in the paper.",
+    "32,000 (22.9 dB) to leave room for its generator (docs/results.md); γ=3, M=0.7 as in the paper. detok's "
+    "round-2 architecture (docs/checkpoints.md); detok-fmnist32-official is the official one at the same size.",
+)
+_register_pair(
+    "detok-fmnist32-official",
+    lambda: _fmnist32("official"),
+    "detok-fmnist32 in the official l-DeTok architecture (unit-grid RoPE, ln_pre, 3×3 conv_out, SwiGLU "
+    "int(2/3·4d) = 512, upstream initialisation); everything else as detok-fmnist32.",
 )
 
 

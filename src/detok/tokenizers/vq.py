@@ -21,7 +21,7 @@ from detok.config import ConfigError, NonNegativeFloat, PositiveInt
 from detok.registry import register_with_tiny
 from detok.tokenizers.base import LatentLayout
 from detok.tokenizers.corruption import CorruptionConfig, random_masking, sample_mask_ratio
-from detok.tokenizers.detok import DeTok, DeTokConfig, _paper, _tiny
+from detok.tokenizers.detok import ARCHITECTURES, DeTok, DeTokConfig, _paper, _tiny
 from detok.tokenizers.quantizers import VectorQuantizer
 
 INDEX_DTYPES = {"int16": torch.int16, "int32": torch.int32, "int64": torch.int64}
@@ -177,6 +177,7 @@ _register_pair(
 _register_pair(
     "detokvq-fmnist32",
     lambda: DeTokVQConfig(
+        **ARCHITECTURES["r2"],  # as detok-fmnist32 (docs/checkpoints.md)
         image_size=32,
         channels=1,
         patch_size=4,
