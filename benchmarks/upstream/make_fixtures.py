@@ -1,0 +1,202 @@
+"""Write the upstream-parity fixtures: the official code, run from its own checkout, at tiny size with seeded weights.
+
+    python benchmarks/upstream/make_fixtures.py --detok-repo ../upstream/DeTok   # a local clone of Jiawei-Yang/DeTok
+
+The upstream code is the oracle, never a source: this script imports the upstream classes from the checkout given on
+the command line (nothing of it is copied into detok), builds each model at a tiny size with seeded random weights,
+runs deterministic forwards on fixed inputs and writes, per model, under tests/fixtures/upstream/<name>/:
+
+- `checkpoint.pth` — the state dicts in the layout the upstream's own training saves ({"model", "model_ema"}),
+- `io.safetensors` — the fixed inputs and the upstream outputs,
+- `meta.json` — the upstream repository, commit and dirty state, the constructor arguments, and every run-time
+  adaptation this script made to import the upstream code on a CPU machine (each listed with its reason).
+
+tests/test_convert_*.py convert each checkpoint with `detok convert` and compare detok's outputs with these, in fp32.
+Each upstream runs in a subprocess of its own (the repositories all call their package `models`).
+
+Run-time adaptations, all recorded in meta.json: the package `models` is entered without executing its
+`__init__.py` (which imports every model family and diffusers); `utils.loader` imports torchvision for an image
+loader no model here calls, and `models.autoencoder` imports diffusers for the SD-VAE backbone no model here builds:
+those two imports get empty stand-ins when the packages are missing; the tiny sizes are added to the upstream's
+SIZE_DICT in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import pickle
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = ROOT / "tests" / "fixtures" / "upstream"
+
+
+# --------------------------------------------------------------------------------------------------
+# Importing an upstream checkout
+# --------------------------------------------------------------------------------------------------
+
+
+def git_state(repo: Path) -> dict:
+    """The checkout's commit and whether its work tree differs from it (a dirty oracle is recorded as such)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+    try:
+        return {"commit": git("rev-parse", "HEAD").strip(), "dirty": bool(git("status", "--porcelain").strip())}
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return {"commit": None, "dirty": None}
+
+
+def enter_package(repo: Path, name: str, adaptations: list[str]) -> None:
+    """Make `import name.x` load repo/name/x.py without running repo/name/__init__.py."""
+    pkg = types.ModuleType(name)
+    pkg.__path__ = [str(repo / name)]
+    sys.modules[name] = pkg
+    adaptations.append(f"package `{name}` entered without running its __init__.py (it imports every model family)")
+
+
+def stand_in(module: str, attrs: dict, reason: str, adaptations: list[str]) -> None:
+    """An empty stand-in for a third-party module that is not installed and whose contents the oracle never calls."""
+    if importlib.util.find_spec(module.split(".")[0]) is not None:
+        return
+    parts = module.split(".")
+    for i in range(1, len(parts) + 1):
+        name = ".".join(parts[:i])
+        mod = sys.modules.setdefault(name, types.ModuleType(name))
+        mod.__path__ = []
+    for key, value in attrs.items():
+        setattr(sys.modules[module], key, value)
+    adaptations.append(f"`{module}` stood in by an empty module ({reason})")
+
+
+def perturb_(model: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
+    """Move every parameter off its initial value (norm gains off 1, biases off 0) so every weight's mapping shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+def write(out: Path, name: str, checkpoint: dict, tensors: dict, meta: dict, extra_files: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, folder / "checkpoint.pth")
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(folder / "io.safetensors"))
+    for fname, data in (extra_files or {}).items():
+        (folder / fname).write_bytes(data)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    print(f"wrote {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder} ({size / 1e3:.0f} kB)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Jiawei-Yang/DeTok: the l-DeTok tokenizer
+# --------------------------------------------------------------------------------------------------
+
+DETOK_TINY = {"tiny-enc": {"width": 32, "layers": 2, "heads": 2}, "tiny-dec": {"width": 48, "layers": 2, "heads": 4}}
+DETOK_ARGS = {"img_size": 32, "patch_size": 8, "token_channels": 4, "mask_ratio": 0.7, "gamma": 3.0}
+
+
+def detok_tokenizer(repo: Path, out: Path) -> None:
+    adaptations: list[str] = []
+    sys.path.insert(0, str(repo))
+    enter_package(repo, "models", adaptations)
+    stand_in("torchvision.datasets.folder", {"default_loader": None}, "utils.loader's image loader", adaptations)
+    stand_in("diffusers.models", {"AutoencoderKL": object}, "the SD-VAE backbone class", adaptations)
+    model_utils = importlib.import_module("models.model_utils")
+    model_utils.SIZE_DICT.update(DETOK_TINY)
+    adaptations.append(f"SIZE_DICT gains the tiny sizes {DETOK_TINY}")
+    upstream = importlib.import_module("models.detok")
+
+    torch.manual_seed(0)
+    model = upstream.DeTok(vit_enc_model_size="tiny-enc", vit_dec_model_size="tiny-dec", **DETOK_ARGS)
+    perturb_(model, seed=1)
+    ema = upstream.DeTok(vit_enc_model_size="tiny-enc", vit_dec_model_size="tiny-dec", **DETOK_ARGS)
+    ema.load_state_dict(model.state_dict())
+    perturb_(ema, seed=2, scale=0.01)  # the EMA weights differ from the raw ones, so a test sees which were taken
+    model.eval(), ema.eval()
+
+    g = torch.Generator().manual_seed(3)
+    n, c, t = 2, DETOK_ARGS["token_channels"], (DETOK_ARGS["img_size"] // DETOK_ARGS["patch_size"]) ** 2
+    x = torch.rand(n, 3, 32, 32, generator=g) * 2 - 1  # images in [-1, 1], as upstream trains on them
+    z = torch.randn(n, t, c, generator=g)
+    mean = torch.randn(2 * c, generator=g)  # the channel stats upstream caches: 2C values, the first C used
+    std = torch.rand(2 * c, generator=g) + 0.5
+    stats = {"tiny-tokenizer": {"single": (mean[:c].mean(), std[:c].mean()), "channel": (mean, std)}}
+
+    outputs = {}
+    with torch.no_grad():
+        for tag, net in (("ema", ema), ("raw", model)):
+            moments = net.encoder(x, mask_ratio=0.0)[0]  # (N, T, 2C)
+            outputs[f"{tag}.moments"] = moments
+            outputs[f"{tag}.encode_mean"] = net.encode(x, sampling=False, mask_ratio=0.0)[0]  # posterior mean
+            outputs[f"{tag}.decode"] = net.decoder(z)  # (N, 3, H, W), unclamped
+            outputs[f"{tag}.forward"] = net.decoder(net.encode(x, mask_ratio=0.0)[0])  # corruption off
+        # a fixed mask: the encoder's own draw, seeded; its ids_restore is recorded for detok to replay
+        torch.manual_seed(4)
+        visible, ids_restore = ema.encoder(x, mask_ratio=0.5)
+        outputs["ema.masked_moments"] = visible  # (N, T_keep, 2C) in upstream's keep order
+        outputs["ema.masked_ids_restore"] = ids_restore
+        outputs["ema.masked_decode"] = ema.decoder(visible[..., :c], ids_restore=ids_restore)
+        ema.reset_stats(mean[:c], std[:c])
+        outputs["ema.tokenize"] = ema.tokenize(x)  # normalised latents (N, C, h, w)
+        outputs["ema.detokenize"] = ema.detokenize(outputs["ema.tokenize"])  # images in [0, 1]
+    meta = {
+        "upstream": "Jiawei-Yang/DeTok",
+        **git_state(repo),
+        "class": "models.detok.DeTok",
+        "args": {"vit_enc_model_size": "tiny-enc", "vit_dec_model_size": "tiny-dec", **DETOK_ARGS},
+        "sizes": DETOK_TINY,
+        "adaptations": adaptations,
+        "stats_key": "tiny-tokenizer",
+        "torch": torch.__version__,
+    }
+    ckpt = {"model": model.state_dict(), "model_ema": ema.state_dict(), "epoch": 0}
+    tensors = {"x": x, "z": z, **outputs}
+    write(out, "detok_tokenizer", ckpt, tensors, meta, {"stats.pkl": pickle.dumps(stats)})
+
+
+# --------------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------------
+
+JOBS = {"detok_tokenizer": ("detok_repo", detok_tokenizer)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--detok-repo", type=Path, help="local checkout of Jiawei-Yang/DeTok")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--only", choices=sorted(JOBS), help=argparse.SUPPRESS)  # one job, in this process
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.only:
+        repo_arg, job = JOBS[args.only]
+        job(getattr(args, repo_arg).resolve(), args.out)
+        return
+    ran = 0
+    for name, (repo_arg, _) in JOBS.items():
+        repo = getattr(args, repo_arg)
+        if repo is None:
+            print(f"skipped {name}: no --{repo_arg.replace('_', '-')}")
+            continue
+        cmd = [sys.executable, __file__, "--only", name, f"--{repo_arg.replace('_', '-')}", str(repo)]
+        subprocess.run([*cmd, "--out", str(args.out)], check=True)
+        ran += 1
+    if not ran:
+        parser.error("give at least one upstream checkout")
+
+
+if __name__ == "__main__":
+    main()

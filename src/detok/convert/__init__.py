@@ -1,0 +1,145 @@
+"""`detok convert`: released upstream checkpoints ⇄ detok model folders, checked against the upstream code.
+
+One module per upstream format (`detok_official.py`, …), each with its key map as a data table that import and
+export both read (`keymap.py`), and one safe loader for every file from outside (`safe_load.py`). What each format
+covers, and against which upstream commit it was verified, is listed in docs/checkpoints.md; the fixtures the tests
+compare with are written by benchmarks/upstream/make_fixtures.py from the upstream checkouts themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from detok.checkpoint import CheckpointError, load_model_folder, save_model_folder
+from detok.convert import detok_official
+from detok.convert.safe_load import load_checkpoint
+
+# Signature keys of the checkpoints detok knows of, to say what a file holds when it is not what was asked for.
+_SIGNATURES = [
+    ("a DeTok (l-DeTok) tokenizer", lambda s: detok_official.matches(s)),
+    ("a MAR generator", lambda s: any(k.startswith("diffloss.") for k in s) and any("encoder_blocks." in k for k in s)),
+    ("a LightningDiT / DiT / SiT generator", lambda s: {"x_embedder.proj.weight", "t_embedder.mlp.0.weight"} <= set(s)),
+    ("a CNN autoencoder (VA-VAE / KL-16 / SD-VAE)", lambda s: any(k.startswith("encoder.conv_in.") for k in s)),
+]
+
+FORMATS = {detok_official.NAME: detok_official}
+
+
+def describe(state: dict[str, Any]) -> str:
+    """What a state dict holds, in words, by the signature keys of the known formats."""
+    for what, test in _SIGNATURES:
+        if test(state):
+            return what
+    sample = ", ".join(list(state)[:4])
+    return f"no model detok converts (first keys: {sample})" if state else "no weights"
+
+
+def select_weights(data: dict[str, Any], path: Path, ema: bool) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict to convert from a loaded checkpoint, and which entry it was: EMA by default, raw on request.
+
+    Training checkpoints hold {"model", "model_ema"} (DeTok, LTH14/mar) or {"model", "ema"} (DiT/SiT training);
+    released files may be a bare state dict (DiT-XL/2, SiT-XL/2: the EMA weights) or {"state_dict"}.
+    """
+    ema_keys, raw_keys = ("model_ema", "ema"), ("model", "state_dict")
+    wanted = ema_keys if ema else raw_keys
+    for key in wanted:
+        if isinstance(data.get(key), dict):
+            return data[key], key
+    if all(isinstance(v, torch.Tensor) for v in data.values()):
+        return data, "the file's state dict (no EMA/raw distinction in it)"
+    holds = [k for k in (*ema_keys, *raw_keys) if isinstance(data.get(k), dict)]
+    if holds:
+        flag = "without --raw" if not ema else "with --raw"
+        raise CheckpointError(
+            f"{path} has no {'EMA' if ema else 'raw'} weights ({' or '.join(map(repr, wanted))}); it holds "
+            f"{', '.join(map(repr, holds))}: convert {flag}"
+        )
+    raise CheckpointError(f"{path} holds no state dict (top-level keys: {', '.join(map(str, list(data)[:8]))})")
+
+
+def _as_format(fmt: str | None, state: dict, path: Path):
+    if fmt is None:
+        for module in FORMATS.values():
+            if module.matches(state):
+                return module
+        raise CheckpointError(f"{path} holds {describe(state)}; detok converts: {', '.join(FORMATS)}")
+    if fmt not in FORMATS:
+        raise CheckpointError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    module = FORMATS[fmt]
+    if not module.matches(state):
+        raise CheckpointError(f"{path} holds {describe(state)}, not {fmt}")
+    return module
+
+
+def convert_checkpoint(
+    path: str | Path,
+    out: str | Path,
+    fmt: str | None = None,
+    ema: bool = True,
+    stats: str | Path | None = None,
+    stats_key: str | None = None,
+    overrides: list[str] | None = None,
+) -> Path:
+    """Convert an upstream checkpoint file into a detok model folder (config.json + model.safetensors).
+
+    Args:
+        fmt: the upstream format (`FORMATS`); None recognises it from the weights.
+        ema: take the EMA weights (the default, as the upstream's evaluation does); False takes the raw ones.
+        stats: the upstream's latent statistics file (DeTok's `stats.pkl`), stored as the folder's
+            latent_mean/latent_std; without it, compute them with `detok tokenizer stats`.
+        overrides: `model.KEY=VALUE` settings the weights cannot tell (e.g. `model.enc_heads=12`).
+    """
+    path, out = Path(path), Path(out)
+    data = load_checkpoint(path)
+    state, entry = select_weights(data, path, ema)
+    module = _as_format(fmt, state, path)
+    heads = {}
+    for item in overrides or []:
+        key, _, value = item.partition("=")
+        if key in ("model.enc_heads", "model.dec_heads") and value.isdigit():
+            heads[key.split(".")[1][:3]] = int(value)
+        else:
+            raise CheckpointError(f"--set {item}: only model.enc_heads / model.dec_heads can be given to a conversion")
+    model = module.to_detok(state, path.name, heads)
+    extra: dict[str, Any] = {
+        "converted_from": {
+            "file": path.name,
+            "format": module.NAME,
+            "upstream": module.UPSTREAM,
+            "verified_commit": module.VERIFIED_COMMIT,
+            "weights": entry,
+        }
+    }
+    if stats is not None:
+        mean, std, key = module.read_stats(stats, stats_key, model.config.latent_channels)
+        model.config = dataclasses.replace(model.config, latent_mean=mean, latent_std=std)
+        extra["converted_from"]["stats"] = {"file": Path(stats).name, "key": key}
+    save_model_folder(out, model, extra)
+    return out
+
+
+def export_checkpoint(folder: str | Path, out: str | Path, stats_key: str | None = None) -> list[Path]:
+    """Write a detok model folder in its upstream's layout: `out` ({"model", "model_ema"}, both the folder's weights)
+    and, when the folder has latent statistics and `stats_key` is given, a `stats.pkl` beside it."""
+    model = load_model_folder(folder)
+    module = next((m for m in FORMATS.values() if isinstance(model, m.MODEL_CLS)), None)
+    if module is None:
+        raise ValueError(f"{folder} holds a {type(model).__name__}, which has no upstream layout to export to")
+    state = module.to_upstream(model)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state, "model_ema": state}, out)  # one set of tensors, stored once, under both names
+    written = [out]
+    if stats_key is not None:
+        stats_path = out.with_name("stats.pkl")
+        stats_path.write_bytes(pickle.dumps(module.stats_cache(model, stats_key)))
+        written.append(stats_path)
+    return written
+
+
+__all__ = ["FORMATS", "convert_checkpoint", "describe", "export_checkpoint", "select_weights"]

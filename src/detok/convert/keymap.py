@@ -1,0 +1,95 @@
+"""Key maps between an upstream state dict and a detok one, as data: import and export read the same table.
+
+A `KeyMap` is a list of rules `(upstream name, detok name, transform)`. Names may hold `{i}` (a block index) and
+`{w}` (weight or bias, etc.: any one name part); a transform is a pair of functions, upstream → detok and back,
+that rearrange one tensor exactly (a permutation or a reshape: no arithmetic, so a round trip is bit-exact).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from detok.checkpoint import CheckpointError
+
+
+@dataclass(frozen=True)
+class Transform:
+    """How one tensor is laid out upstream vs in detok; both directions exact."""
+
+    name: str
+    to_detok: Callable[[torch.Tensor], torch.Tensor]
+    to_upstream: Callable[[torch.Tensor], torch.Tensor]
+
+
+SAME = Transform("same", lambda t: t, lambda t: t)
+# A Conv2d(C, D, p, stride=p) patch embedding (D, C, p, p) as a Linear over `layers.patchify`'s (p, p, C) patches.
+PATCH_CONV = Transform(
+    "patch-conv→linear",
+    lambda t: t.permute(0, 2, 3, 1).reshape(t.shape[0], -1),
+    lambda t: t,  # replaced per tensor by `KeyMap.to_upstream`, which knows the upstream shape
+)
+# A 1×1 Conv2d (D_out, D_in, 1, 1) as a Linear (D_out, D_in).
+CONV1X1 = Transform("conv1x1→linear", lambda t: t[:, :, 0, 0], lambda t: t[:, :, None, None])
+
+
+def _regex(pattern: str) -> re.Pattern:
+    parts = re.split(r"(\{i\}|\{w\})", pattern)
+    body = "".join({"{i}": r"(?P<i>\d+)", "{w}": r"(?P<w>[A-Za-z_]+)"}.get(p, re.escape(p)) for p in parts)
+    return re.compile(f"^{body}$")
+
+
+class KeyMap:
+    """A table of (upstream name, detok name, transform) rules; see the module docstring."""
+
+    def __init__(self, rules: list[tuple[str, str, Transform]]):
+        self.rules = rules
+        self._up = [(_regex(u), d, t) for u, d, t in rules]
+        self._down = [(_regex(d), u, t) for u, d, t in rules]
+
+    def to_detok(self, state: dict[str, torch.Tensor], what: str) -> tuple[dict[str, torch.Tensor], dict[str, tuple]]:
+        """Rename and rearrange an upstream state dict; every key must match a rule (none is silently dropped).
+
+        Returns:
+            (detok state dict, {detok name: upstream shape}) — the shapes let `to_upstream` invert reshapes.
+        """
+        out, shapes, unmatched = {}, {}, []
+        for key, tensor in state.items():
+            for regex, target, transform in self._up:
+                m = regex.match(key)
+                if m:
+                    name = target.format(**m.groupdict())
+                    out[name] = transform.to_detok(tensor).contiguous()
+                    shapes[name] = tuple(tensor.shape)
+                    break
+            else:
+                unmatched.append(key)
+        if unmatched:
+            shown = ", ".join(unmatched[:6]) + (" …" if len(unmatched) > 6 else "")
+            raise CheckpointError(f"{what}: {len(unmatched)} weight(s) this converter does not know: {shown}")
+        return out, shapes
+
+    def to_upstream(self, state: dict[str, torch.Tensor], upstream_shape: Callable[[str, torch.Tensor], tuple]):
+        """The inverse of `to_detok`: detok names → upstream names, tensors laid out as upstream has them.
+
+        Args:
+            upstream_shape: (upstream name, detok tensor) → the upstream tensor's shape, for reshapes to invert.
+        """
+        out = {}
+        for key, tensor in state.items():
+            for regex, target, transform in self._down:
+                m = regex.match(key)
+                if m:
+                    name = target.format(**m.groupdict())
+                    if transform is PATCH_CONV:
+                        d, c, p, _ = upstream_shape(name, tensor)
+                        out[name] = tensor.reshape(d, p, p, c).permute(0, 3, 1, 2).contiguous()
+                    else:
+                        out[name] = transform.to_upstream(tensor).contiguous()
+                    break
+            else:
+                raise ValueError(f"detok weight {key!r} has no upstream counterpart in this key map")
+        return out
