@@ -69,11 +69,26 @@ def test_one_dimensional_tokenizer_layout_and_paper_corruption():
 
 
 def test_one_dimensional_decoder_sees_only_the_k_latents():
+    """The image reaches the decoder through the K latents and nothing else: no state left by encoding another
+    image, no patch token beside them in the training forward; each image's reconstruction reads its own K
+    latents, every one of them."""
     torch.manual_seed(0)
     model = create_model("detok1d-fmnist32-k8-tiny").eval()
     x = _images(model)
-    z = model.encode(x)
-    assert torch.equal(model.decode(z), model.decode(z.clone()))  # a function of the latents alone
+    z = model.encode(x)  # (N, K, C)
+    recon = model.decode(z)
+    other = _images(model, seed=1)
+    model.encode(other)
+    assert torch.equal(model.decode(z), recon)  # encoding other images in between changes nothing
+    out = model(x, corrupt=False, sample_posterior=False)  # the training path, without noise
+    assert torch.allclose(out["recon"], model.decode_latents(out["mean"]), atol=1e-6)
+    z_other = model.encode(other)
+    mixed = torch.cat([z[:1], z_other[1:]])
+    assert torch.allclose(model.decode(mixed)[:1], recon[:1], atol=1e-6)  # image 0 reads only its own latents
+    for k in range(z.shape[1]):  # and every one of its K latents
+        bumped = z.clone()
+        bumped[:, k] += 1.0
+        assert not torch.allclose(model.decode(bumped), recon), k
     x2 = x.clone()
     x2[:, :, :4, :4] = 1.0
     assert not torch.allclose(model.encode(x2), z)  # and the latents do see the image
@@ -171,6 +186,21 @@ def test_vq_tokenizer_returns_compact_code_indices_and_trains_its_codebook():
         model.decode(z.float())
     with pytest.raises(ValueError, match=r"\[0, 64\)"):
         model.decode(z + 64)
+
+
+@pytest.mark.parametrize("name", ["detokvq-sb", "detokvq-fmnist32"])
+def test_vq_masking_ratio_095_is_the_maximum_of_the_random_draw(name):
+    """App. A.7's "masking ratio of 0.95" read as Eq. 5's M (vq.py `_masking_only` gives the reasons): a fresh
+    ratio m = max(0, U(−0.1, 0.95)) per batch, so about 1 batch in 10.5 is unmasked and none exceeds 0.95."""
+    from detok.registry import get_preset
+    from detok.tokenizers.corruption import sample_mask_ratio
+
+    c = create_model(f"{name}-tiny").config.corruption
+    assert c == CorruptionConfig(mask_max=0.95, mask_min=-0.1, mask_mode="random", noise_gamma=0.0)
+    assert "max(0, U(−0.1, 0.95))" in get_preset(name).doc
+    g = torch.Generator().manual_seed(0)
+    m = torch.tensor([sample_mask_ratio(c, g) for _ in range(4000)])
+    assert m.max() <= 0.95 and m.max() > 0.94 and (m == 0).float().mean() == pytest.approx(0.1 / 1.05, abs=0.02)
 
 
 def test_vq_paper_setting_and_bad_settings(capsys):
