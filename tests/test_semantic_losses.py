@@ -71,8 +71,34 @@ def test_distillation_uses_the_noised_latents_at_visible_positions_only():
     assert model(x, mask_ratio=0.5, teacher_features=[changed])["aux"]["distill"].item() != pytest.approx(
         out["aux"]["distill"].item(), abs=1e-4
     )
-    # the projector reads the noised latents (Alg. 1's z_noised): with τ forced to 1 they are pure noise
-    assert model.distill_proj is not None and model(x, teacher_features=[feats])["aux"]["distill"].requires_grad
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.0])
+def test_the_projector_reads_the_noised_latents(tau, monkeypatch):
+    """Alg. 1 distils from z_noised = (1 − τ)·z + τ·ε. With τ forced to 1 the projector reads pure noise γ·ε: the
+    term is the same for any image and sends no gradient to the encoder. With τ forced to 0 it reads the image's
+    latents: the term depends on the image and trains the encoder."""
+    from detok.tokenizers import corruption
+
+    monkeypatch.setattr(corruption, "sample_tau", lambda cfg, n, device: torch.full((n,), tau, device=device))
+    torch.manual_seed(0)
+    model = create_model("detok-bb-distill-tiny").train()
+    feats = model.build_teachers()[0](torch.rand(2, 3, 32, 32) * 2 - 1)  # fixed targets for both images
+
+    def distill(seed: int) -> tuple[float, torch.Tensor]:
+        images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+        model.zero_grad(set_to_none=False)
+        torch.manual_seed(3)  # the same posterior sample and noise ε for every image
+        out = model(images, mask_ratio=0.0, teacher_features=[feats])
+        assert torch.equal(out["tau"], torch.full((2,), tau))
+        out["aux"]["distill"].backward()
+        return out["aux"]["distill"].item(), model.patch_embed.weight.grad.abs().sum().item()
+
+    (a, grad_a), (b, _) = distill(1), distill(2)
+    if tau == 1.0:
+        assert a == pytest.approx(b, abs=1e-6) and grad_a == 0.0
+    else:
+        assert a != pytest.approx(b, abs=1e-4) and grad_a > 0.0
 
 
 def test_a_teacher_of_the_wrong_width_is_refused():
