@@ -168,10 +168,69 @@ def detok_tokenizer(repo: Path, out: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# Jiawei-Yang/DeTok: the generators' sampling schedules (LightningDiT's shifted time grid, MAR's CFG schedule)
+# --------------------------------------------------------------------------------------------------
+
+MAR_TINY = {"tiny": {"width": 32, "layers": 1, "heads": 2}}
+MAR_CASES = [(32, 8, 8), (256, 16, 64)]  # (img_size, tokenizer_patch_size, num_iter): 16 tokens / the paper's 256, 64
+
+
+def detok_sampling(repo: Path, out: Path) -> None:
+    adaptations: list[str] = []
+    sys.path.insert(0, str(repo))
+    enter_package(repo, "models", adaptations)
+    transport = importlib.import_module("transport")
+    tensors = {}
+    for steps in (250, 50):  # the grid models/lightningdit.py builds: sample_ode(euler, num_steps, timestep_shift=0.3)
+        sampler = transport.Sampler(transport.create_transport(use_cosine_loss=True, use_lognorm=True))
+        sample = sampler.sample_ode(sampling_method="euler", num_steps=steps, timestep_shift=0.3)
+        tensors[f"lightningdit.grid{steps}"] = sample.__self__.t.to(torch.float64)
+
+    # MAR.sample_tokens calls .cuda() on fresh tensors; on a CPU machine it becomes a no-op, and DiffLoss.sample is
+    # replaced by a recorder of the per-step guidance scale (the schedule is what is checked, not the samples).
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    adaptations.append("torch.Tensor.cuda made a no-op (MAR.sample_tokens moves fresh tensors to the GPU)")
+    adaptations.append("MAR.diffloss.sample replaced by a recorder of (cfg_iter, tokens predicted) returning zeros")
+    mar_mod = importlib.import_module("models.mar")
+    mar_mod.MAR_SIZE_DICT.update(MAR_TINY)
+    adaptations.append(f"MAR_SIZE_DICT gains {MAR_TINY}")
+    for img, tok_p, num_iter in MAR_CASES:
+        torch.manual_seed(0)
+        model = mar_mod.MAR(img_size=img, tokenizer_patch_size=tok_p, model_size="tiny", token_channels=4,
+                            diffloss_d=1, diffloss_w=32, num_sampling_steps="10").eval()  # fmt: skip
+        record = []
+
+        def recorder(z, temperature, cfg, record=record, dim=model.token_embed_dim):
+            record.append((float(cfg), z.shape[0]))
+            return torch.zeros(z.shape[0], dim)
+
+        model.diffloss.sample = recorder
+        with torch.no_grad():
+            model.sample_tokens(2, num_iter=num_iter, cfg=3.0, cfg_schedule="linear", labels=torch.tensor([1, 2]))
+        rows = torch.tensor(record, dtype=torch.float64)  # (num_iter, 2): scale, rows (2 × 2 samples × tokens)
+        tensors[f"mar.L{model.seq_len}.K{num_iter}.cfg3"] = rows
+    meta = {
+        "upstream": "Jiawei-Yang/DeTok",
+        **git_state(repo),
+        "what": {
+            "lightningdit.gridN": "transport.Sampler(create_transport(use_cosine_loss=True, use_lognorm=True))"
+            ".sample_ode(sampling_method='euler', num_steps=N, timestep_shift=0.3): the ODE's time points, t = 0 "
+            "noise, t = 1 data (models/lightningdit.py's sampler)",
+            "mar.L{L}.K{K}.cfg3": "models.mar.MAR.sample_tokens(cfg=3.0, cfg_schedule='linear', num_iter=K) on L "
+            "tokens: per step, the guidance scale handed to DiffLoss.sample and the number of rows (2 samples, "
+            "doubled for CFG, × tokens predicted)",
+        },
+        "adaptations": adaptations,
+        "torch": torch.__version__,
+    }
+    write(out, "detok_sampling", {}, tensors, meta)
+
+
+# --------------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------------
 
-JOBS = {"detok_tokenizer": ("detok_repo", detok_tokenizer)}
+JOBS = {"detok_tokenizer": ("detok_repo", detok_tokenizer), "detok_sampling": ("detok_repo", detok_sampling)}
 
 
 def main() -> None:

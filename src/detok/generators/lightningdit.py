@@ -189,12 +189,16 @@ class LightningDiT(BackboneGenerator):
 
 # width, depth, heads (the DiT sizes, which LightningDiT keeps)
 _SIZES = {"b": (768, 12, 12), "l": (1024, 24, 16), "xl": (1152, 28, 16)}
-# Released sampling settings: guidance off for the first 12.5% of the trajectory (t < 0.125 in the paper's
-# noise→data time, i.e. noise level above 0.875) and a timestep shift of 0.3. The release maps its grid as
-# t' = t / (t + 0.3·(1 − t)), which is flow.py's SD3-form shift on noise levels with the same 0.3: more of the
-# 250 steps are spent near the data.
-_PAPER_INTERVAL = (0.0, 0.875)
-_PAPER_SHIFT = 0.3
+# The official sampling settings of l-DeTok's LightningDiT (Jiawei-Yang/DeTok `models/lightningdit.py` @706f7ac;
+# fixtures in tests/fixtures/upstream/detok_sampling): `sample_ode(euler, num_steps=250, timestep_shift=0.3)` and
+# `cfg_interval_start=0.10`. Upstream's "250 steps" are 250 time points, i.e. 249 Euler steps. Its shift maps the
+# noise→data time t to 0.3·t / (1 − 0.7·t) (transport/integrators.py), which puts more steps near the *noise*; on
+# noise levels s = 1 − t that is flow.py's SD3 form with shift 1/0.3 (1 − f_k(1 − t) = f_1/k(t)). Before round 3
+# detok used shift 0.3 on noise levels — the mirror image, crowding the steps near the data. Guidance is off while
+# t < 0.10, i.e. on for noise levels in [0, 0.9]. (hustvl/LightningDiT's own VA-VAE config uses 0.11.)
+_PAPER_INTERVAL = (0.0, 0.9)
+_PAPER_SHIFT = 1 / 0.3
+_PAPER_STEPS = 249
 
 
 def _paper(size: str) -> LightningDiTConfig:
@@ -208,7 +212,7 @@ def _paper(size: str) -> LightningDiTConfig:
         depth=depth,
         heads=heads,
         cfg_interval=_PAPER_INTERVAL,
-        flow=dataclasses.replace(_default_flow(), shift=_PAPER_SHIFT),
+        flow=dataclasses.replace(_default_flow(), shift=_PAPER_SHIFT, sample_steps=_PAPER_STEPS),
     )
 
 
@@ -234,7 +238,8 @@ for _size, (_w, _d, _h) in _SIZES.items():
         f"lightningdit-{_size}",
         lambda s=_size: _paper(s),
         f"LightningDiT-{_size.upper()} ({_w}×{_d}, {_h} heads) on l-DeTok's 256-px latents: 16×16×16, p=1, "
-        f"1000 classes; 250 Euler steps, shift {_PAPER_SHIFT}, guidance at noise levels in {_PAPER_INTERVAL}.",
+        f"1000 classes; sampled as the official code does: 249 Euler steps (upstream's 250 time points), timestep "
+        f"shift 0.3 on the noise→data time (1/0.3 on noise levels), guidance at noise levels in {_PAPER_INTERVAL}.",
     )
 
 

@@ -51,7 +51,11 @@ class MARBackboneConfig:
             gets a gradient in the contract test).
         num_iter: sampling steps; the number of tokens still masked follows a cosine schedule (64 in MAR).
         cfg_schedule: "linear" raises the guidance scale from 1 with the fraction of generated tokens (MAR's
-            default, `guidance.linear_cfg_scale`); "constant" uses the full scale at every step.
+            default, `guidance.linear_cfg_scale`) as the official code does (LTH14/mar and Jiawei-Yang/DeTok
+            `models/mar.py` `sample_tokens`: the count is the tokens masked after the step, at least one, so the
+            last step guides with 1 + (s − 1)(L − 1)/L, not s); "linear-full" is the same ramp reaching s on the
+            last step (detok's schedule up to round 2; MAR's paper, §3.5, says only "linear"); "constant" uses the
+            full scale at every step.
     """
 
     latent_channels: PositiveInt = 16
@@ -70,7 +74,7 @@ class MARBackboneConfig:
     mask_ratio_max: Fraction = 1.0
     mask_ratio_std: PositiveFloat = 0.25
     num_iter: PositiveInt = 64
-    cfg_schedule: Literal["linear", "constant"] = "linear"
+    cfg_schedule: Literal["linear", "linear-full", "constant"] = "linear"
     diffloss: DiffLossConfig = field(default_factory=lambda: DiffLossConfig(width=1024, depth=6))
 
     def __post_init__(self):
@@ -345,7 +349,8 @@ class MAR(nn.Module):
         Each sample unmasks its tokens in a random order drawn from `generator`, `num_iter` steps on the cosine
         schedule; the tokens unmasked at a step are drawn by the DiffLoss head with `temperature`. Guidance runs a
         doubled [class; null] batch whenever cfg_scale != 1, with the per-step scale of `cfg_schedule` (linear:
-        1 + (s − 1)·generated/T, counting the tokens generated once the step is done, as in MAR). `cfg_interval`
+        1 + (s − 1)·generated/T, counting the tokens generated once the step is done but leaving one ungenerated
+        on the last step, as the official MAR does). `cfg_interval`
         must be the whole range (0, 1): MAR's steps have no noise level to restrict guidance to.
         """
         if check_interval(cfg_interval) != (0.0, 1.0):
@@ -369,7 +374,9 @@ class MAR(nn.Module):
             x_in, m_in = (torch.cat([tokens, tokens]), torch.cat([mask, mask])) if guided else (tokens, mask)
             cond = self.forward_decoder(self.forward_encoder(x_in, m_in, buffer), m_in)  # (N or 2N, T, Dd)
             scale = cfg_scale
-            if cfg.cfg_schedule == "linear":
+            if cfg.cfg_schedule == "linear":  # the official count: masked after this step, at least one
+                scale = linear_cfg_scale(cfg_scale, t - max(remaining, 1), t)
+            elif cfg.cfg_schedule == "linear-full":
                 scale = linear_cfg_scale(cfg_scale, t - remaining, t)
             if guided and scale != 1.0:
                 cond_rows = torch.cat([cond[:n][to_pred], cond[n:][to_pred]])  # (2M, Dd): [class; null]
