@@ -341,8 +341,9 @@ _register_pair(
 )
 
 # VA-VAE: DINOv2-L's patch features (1024-d, timm's name; weights read from a local file only — the run fails with a
-# message naming this path until it holds them, or model.vf.teacher names another file).
-DINOV2_L_TEACHER = "timm:vit_large_patch14_dinov2.lvd142m:weights/dinov2-vitl14.safetensors"
+# message naming this path until it holds them, or model.vf.teacher names another file). Fed 224-px images: /14 gives
+# the tokenizer's 16×16 grid (timm's default 518 px would give 37×37, which no pooling maps onto 16×16).
+DINOV2_L_TEACHER = "timm:vit_large_patch14_dinov2.lvd142m@224:weights/dinov2-vitl14.safetensors"
 
 _register_pair(
     "vavae-f16d32",
