@@ -161,7 +161,7 @@ def test_evaluation_batches_refuse_randomly_flipped_datasets(tmp_path):
 def test_adm_center_crop_is_guided_diffusions_preprocessing(tmp_path):
     """Box-halve while the short side is >= 2x the target, bicubic to the target, centre crop; in image folders and
     in-memory sets alike."""
-    from detok.data import adm_center_crop
+    from detok.images import adm_center_crop
 
     rng = np.random.default_rng(0)
     big = Image.fromarray(rng.integers(0, 256, (300, 500, 3), dtype=np.uint8))  # (H, W) = (300, 500)

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detok.data import (
+from detok.images import (
     DataConfig,
     DatasetNotFoundError,
     TensorImageDataset,
-    _fit,
-    _to_unit_range,
     adm_center_crop,
+    fit_images,
+    to_unit_range,
     warn_no_test_split,
 )
 
@@ -134,7 +134,7 @@ class ImageFolderDataset(TensorImageDataset):
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
             raise UnreadableImageError(path, str(e)) from e
         x = torch.from_numpy(arr.copy()).view(1, *arr.shape[:2], -1).permute(0, 3, 1, 2)  # (1, C, H, W)
-        return _fit(x, self.cfg.image_size, self.cfg.resize, self.cfg.pad_to)[0]
+        return fit_images(x, self.cfg.image_size, self.cfg.resize, self.cfg.pad_to)[0]
 
     def load_batch(
         self, indices: torch.Tensor, generator: torch.Generator | None = None
@@ -162,7 +162,7 @@ class ImageFolderDataset(TensorImageDataset):
                 )
             labels.append(int(self.labels[j]))
         x = torch.stack(images)  # (B, C, H, W) uint8
-        if self.hflip:  # the draw of `_to_unit_range`, so both give the same flips
+        if self.hflip:  # the draw of `to_unit_range`, so both give the same flips
             flip = torch.rand(len(x), generator=generator) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         return x, torch.tensor(labels, dtype=torch.int64), skipped
@@ -173,7 +173,7 @@ class ImageFolderDataset(TensorImageDataset):
         x, y, skipped = self.load_batch(indices, generator)
         for path, reason in skipped:
             warnings.warn(f"skipped unreadable image {path} ({reason}): data.skip_bad_files=true", stacklevel=2)
-        return _to_unit_range(x, False, None), y
+        return to_unit_range(x, False, None), y
 
 
 def load_image_folder(cfg: DataConfig, split: str) -> ImageFolderDataset:
