@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from detok.checkpoint import load_tokenizer, read_json, read_weights
-from detok.commands import _data_for
+from detok.commands._common import data_for
 from detok.data import build_dataset
 from detok.eval.features import build_extractor
 from detok.eval.recon import evaluate_reconstruction
@@ -36,7 +36,7 @@ def main() -> None:
     for run in map(Path, args.runs):
         label = "/".join(run.resolve().parts[-2:])  # a bench cell's runs are all called tokenizer, sit, mar
         tok = load_tokenizer(run)
-        test = build_dataset(_data_for(run, tok, []), "test")
+        test = build_dataset(data_for(run, tok, []), "test")
         for ckpt in sorted((run / "checkpoints").glob("step-*")):
             start = time.perf_counter()
             tok.load_state_dict(read_weights(ckpt / "ema.safetensors"))

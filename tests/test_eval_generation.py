@@ -357,7 +357,7 @@ def test_cli_tokenizer_eval_notes_what_it_skipped(setup, tmp_path, monkeypatch, 
 
 def test_the_shipped_evaluator_is_the_default_everywhere(monkeypatch, tmp_path):
     """A fresh install scores Fashion-MNIST with the evaluator shipped in the package, whatever the cache holds."""
-    from detok.commands import _reconstruction_evaluator
+    from detok.commands.tokenizer import _reconstruction_evaluator
     from detok.eval.features import SHIPPED_REFERENCE, build_extractor, file_digest
 
     monkeypatch.setenv("DETOK_CACHE", str(tmp_path))  # an empty cache: nothing trained on this machine

@@ -1,0 +1,91 @@
+"""Helpers shared by several command groups: the training wrapper, the evaluation data, devices and processes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from detok.config import apply_overrides, to_dict
+
+
+def run_training(cfg, out: Path, train, what: str, dry_run: bool) -> int:
+    """Print the resolved config (`--dry-run`) or train, then leave the process group.
+
+    A run that fails removes the run folder it created if it wrote nothing there but its resolved config.
+    """
+    if dry_run:
+        print(json.dumps({"out": str(out), **to_dict(cfg)}, indent=2))
+        return 0
+    from detok import dist
+
+    created = not out.exists()
+    try:
+        train(cfg, out)
+        dist.print0(f"trained {what} written to {out}")
+    except BaseException:
+        if created and dist.is_main():
+            _remove_if_unused(out)
+        raise
+    finally:
+        dist.cleanup()
+    return 0
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Delete `run_dir` if it holds no file other than run_config.json (empty sub-folders aside)."""
+    if not run_dir.is_dir():
+        return
+    files = [p for p in run_dir.rglob("*") if not p.is_dir()]
+    if all(p == run_dir / "run_config.json" for p in files):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def data_for(run: str | Path, tok, overrides: list[str] | None):
+    """The evaluation dataset: the run's training data config (if known), unflipped, with CLI replacements."""
+    from detok.config import from_dict
+    from detok.data import DataConfig
+
+    run_cfg = Path(run) / "run_config.json"
+    if run_cfg.is_file():
+        data = from_dict(DataConfig, json.loads(run_cfg.read_text())["run"]["data"])
+        data = apply_overrides(data, ["hflip=false"])
+    else:
+        data = DataConfig(image_size=tok.config.image_size, channels=tok.config.channels)
+    return apply_overrides(data, overrides or [])
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """--threads and --device, read by `device_for` and `start_processes`."""
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def device_for(args: argparse.Namespace):
+    """The device of a single-process command, after setting its CPU threads."""
+    from detok.runtime import resolve_device, set_threads
+
+    set_threads(args.threads, for_process=True)
+    return resolve_device(args.device)
+
+
+def start_processes(args: argparse.Namespace):
+    """The device of this process, after joining the process group if launched by torchrun (left at exit)."""
+    import atexit
+
+    from detok import dist
+
+    device = device_for(args)
+    dist.init(device)
+    if dist.is_distributed():
+        atexit.register(dist.cleanup)
+    return device
+
+
+def parse_interval(text: str) -> tuple[float, float]:
+    """--cfg-interval 'lo,hi' as two noise levels."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"--cfg-interval takes two numbers 'lo,hi' (noise level, 0 = data, 1 = noise), got {text!r}")
+    return float(parts[0]), float(parts[1])
