@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 set -euo pipefail
-D=/work/main/.venv/bin/detok
-cd /work/qruns
+REPO=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)  # the run folders lie beside the checkout
+D=$REPO/.venv/bin/detok
+cd $REPO/../qruns
 $D tokenizer stats tok-joint128k-ft --max-images 20000 --threads 1
 $D latents cache --tokenizer tok-joint128k-ft --out lat-joint128k-ft --threads 1
 $D generator train --preset sit-fmnist32 --tokenizer tok-joint128k-ft --latents lat-joint128k-ft --out sit-joint \

@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from detok.bench.results import environment, write_results
+from detok.bench.results import environment, repo_relative, repository_of, write_results
 from detok.bench.steps import as_stored, find_twin, run_step, share_step
 from detok.bench.suites import (
     AR_GENERATORS,
@@ -455,6 +455,7 @@ def run_suite(
     for variant, seed in done:  # a cell restored once already keeps naming the file it first came from (**cell)
         log(f"↺ {variant}-seed{seed} restored from {restore}")
     order = [(v.name, s) for v, seeds in cells for s in seeds]
+    root = repository_of(out_dir)
 
     def write() -> None:
         record["cells"] = [{"restored_from": str(restore), **c} for c in extra] + [done[k] for k in order if k in done]
@@ -483,8 +484,8 @@ def run_suite(
             used = {k: v for k, v in shared_models.items() if uses[k]}
             if earlier_cell is None:
                 result["shared_models"] = used
-            elif as_stored(tokenizer["train"]) not in [
-                as_stored(t["train"])
+            elif repo_relative(as_stored(tokenizer["train"]), root) not in [
+                repo_relative(as_stored(t["train"]), root)  # results.json names paths relative to the checkout
                 for t in (earlier_cell["tokenizer"], *earlier_cell["tokenizer"].get("retrained", []))
             ]:
                 # trained again (the work folder was gone): its record says what it and the generators added now

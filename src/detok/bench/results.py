@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -334,12 +335,38 @@ def _second_evaluator_blocks(record: dict, rows: list[dict], gens: list[str]) ->
     ]
 
 
+def repository_of(path: str | Path) -> Path | None:
+    """The git checkout that holds `path` (the nearest folder at or above it with a `.git`), if any."""
+    path = Path(path).resolve()
+    return next((p for p in (path, *path.parents) if (p / ".git").exists()), None)
+
+
+def repo_relative(obj, root: Path | None):
+    """`obj` (a JSON-like record) with every absolute path inside `root` written relative to it (`runs/x`), and
+    every one beside it as `../other/x`, so that committed results name no folder of the machine that ran them."""
+    if root is None:
+        return obj
+    if isinstance(obj, dict):
+        return {k: repo_relative(v, root) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [repo_relative(v, root) for v in obj]
+    if not isinstance(obj, str):
+        return obj
+    begins = r"(?<![\w./~-])"  # where a path may begin: at the start, or after a space, quote, `=` or `:`
+    text = re.sub(begins + re.escape(str(root)) + r"(/|(?=$|[\s\"'`,;)\]]))", lambda m: "" if m[1] else ".", obj)
+    if root.parent != root.parent.parent:  # a folder beside the checkout (never `/` itself)
+        text = re.sub(begins + re.escape(str(root.parent)) + r"/(?=[\w.-])", "../", text)
+    return text
+
+
 def write_results(record: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Write results.json, results.md (paper layout) and gfid.png (if matplotlib is installed) into `out_dir`."""
+    """Write results.json, results.md (paper layout) and gfid.png (if matplotlib is installed) into `out_dir`; paths
+    are written relative to the checkout that holds `out_dir` (`repo_relative`)."""
     from detok.eval.document import Document, Image, Section, Table, render_markdown
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    record = repo_relative(record, repository_of(out_dir))
     write_json(out_dir / "results.json", record)
     rows, gens = summarize(record), _generators(record)
     presets = len({r["preset"] for r in rows}) > 1
