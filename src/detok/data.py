@@ -275,7 +275,7 @@ def iter_batches(dataset, batch_size: int, max_images: int | None = None, desc: 
     A dataset with random flips is refused: its `get_batch` would flip from the unseeded global stream, and
     evaluation (reference statistics, reconstructions, latent caches) must see the images as they are.
     """
-    from tqdm import tqdm
+    from detok.progress import tqdm
 
     if getattr(dataset, "hflip", False):
         raise ValueError("evaluation reads images unflipped: build the dataset with hflip=False")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from detok import dist
 from detok.checkpoint import weights_digest
 from detok.objectives.guidance import balanced_labels, check_interval
+from detok.progress import tqdm
 from detok.runlog import save_grid, to_uint8
 
 # Config fields that change how a trained generator samples, not what it was trained to do.

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from detok import dist
 from detok.checkpoint import (
@@ -25,6 +24,7 @@ from detok.checkpoint import (
 from detok.config import to_dict
 from detok.data import iter_batches
 from detok.loader import BatchPlan, image_batches
+from detok.progress import tqdm
 
 
 @torch.no_grad()

@@ -21,9 +21,9 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from detok.eval.metrics import feature_stats
+from detok.progress import tqdm
 
 ENV_CACHE = "DETOK_CACHE"
 ENV_INCEPTION_WEIGHTS = "DETOK_INCEPTION_WEIGHTS"

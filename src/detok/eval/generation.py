@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from detok import dist
 from detok.checkpoint import write_json
 from detok.config import NonNegativeInt, PositiveFloat, PositiveInt, check_fields
 from detok.eval.features import FeatureExtractor, ReferenceSet, extract
 from detok.eval.metrics import feature_stats, frechet_distance, inception_score, precision_recall
+from detok.progress import tqdm
 
 
 def score_images(

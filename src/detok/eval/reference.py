@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from detok.checkpoint import load_model_folder, save_model_folder
 from detok.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_fields, to_dict
 from detok.data import DataConfig, build_dataset, iter_batches
+from detok.progress import tqdm
 from detok.registry import register_preset
 from detok.runtime import DivergenceGuard, batch_indices, set_threads
 

@@ -26,13 +26,13 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from detok.config import FractionBelowOne, PositiveFloat, PositiveInt, check_fields
 from detok.generators.mar import random_orders
 from detok.layers import LabelEmbedder, check_token_layout, latents_to_tokens, tokens_to_latents
 from detok.objectives.diffloss import DiffLoss, DiffLossConfig
 from detok.objectives.guidance import check_interval, linear_cfg_scale
+from detok.progress import tqdm
 from detok.registry import register_with_tiny
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per block: keys and values (N, heads, S, head_dim)

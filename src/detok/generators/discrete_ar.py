@@ -22,12 +22,12 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from detok.config import FractionBelowOne, NonNegativeInt, PositiveFloat, PositiveInt, check_fields
 from detok.generators.ar import Block, CausalAR
 from detok.layers import LabelEmbedder, check_token_layout
 from detok.objectives.guidance import check_interval, linear_cfg_scale
+from detok.progress import tqdm
 from detok.registry import register_with_tiny
 
 

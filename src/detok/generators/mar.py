@@ -22,12 +22,12 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from detok.config import Fraction, FractionBelowOne, PositiveFloat, PositiveInt, check_fields
 from detok.layers import Attention, LabelEmbedder, check_token_layout, latents_to_tokens, tokens_to_latents
 from detok.objectives.diffloss import DiffLoss, DiffLossConfig
 from detok.objectives.guidance import check_interval, linear_cfg_scale
+from detok.progress import tqdm
 from detok.registry import register_with_tiny
 
 # --------------------------------------------------------------------------------------------------

@@ -342,7 +342,7 @@ class GaussianDiffusion:
         n = x.shape[0]
         order = range(len(chain.timesteps) - 1, -1, -1)
         if progress:
-            from tqdm.auto import tqdm
+            from detok.progress import tqdm
 
             order = tqdm(order, desc="ddpm")
         for i in order:

@@ -151,7 +151,7 @@ class FlowMatching:
 
         order = range(len(grid) - 1)
         if progress:
-            from tqdm.auto import tqdm
+            from detok.progress import tqdm
 
             order = tqdm(order, desc=f"flow-{cfg.sampler}")
         for i in order:

@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
 from detok import dist
 from detok.checkpoint import (
@@ -32,6 +31,7 @@ from detok.generate import batch_generator
 from detok.latents import LatentDataset
 from detok.objectives.guidance import balanced_labels
 from detok.optim import EMA, lr_at, param_groups
+from detok.progress import tqdm
 from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
 from detok.runtime import DivergenceGuard, augment_seed, autocast, batch_indices, compile_blocks, shard_seed

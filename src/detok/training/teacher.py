@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
 from detok import dist
 from detok.checkpoint import write_json
@@ -25,6 +24,7 @@ from detok.config import PositiveInt, check_fields, to_dict
 from detok.data import DataConfig, build_dataset, iter_batches
 from detok.eval.latent_analysis import linear_probe
 from detok.optim import EMA, lr_at, param_groups
+from detok.progress import tqdm
 from detok.registry import get_preset
 from detok.runlog import RunLog
 from detok.runtime import DivergenceGuard, augment_seed, autocast, batch_indices, compile_blocks, shard_seed

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from detok.checkpoint import save_model_folder, save_training_state, write_json
 from detok.config import PositiveInt, check_fields, from_dict, to_dict
 from detok.data import DataConfig, build_dataset
 from detok.optim import EMA, lr_at, param_groups
+from detok.progress import tqdm
 from detok.registry import get_preset
 from detok.runlog import RunLog
 from detok.runtime import DivergenceGuard, augment_seed, batch_indices, shard_seed

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
 from detok import dist
 from detok.checkpoint import (
@@ -30,6 +29,7 @@ from detok.data import DataConfig, build_dataset
 from detok.loader import image_batches, training_plans
 from detok.losses.tokenizer import LossConfig, TokenizerLoss
 from detok.optim import EMA, lr_at, param_groups
+from detok.progress import tqdm
 from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
 from detok.runtime import DivergenceGuard, autocast, compile_blocks, shard_seed
