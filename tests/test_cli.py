@@ -7,9 +7,11 @@ import argparse
 import ast
 from pathlib import Path
 
+import pytest
+
 import detok
 from detok.bench.results import repo_relative, repository_of
-from detok.cli import GROUPS, build_parser
+from detok.cli import GROUPS, build_parser, main
 
 SRC = Path(detok.__file__).parent
 
@@ -101,3 +103,13 @@ def test_results_name_folders_relative_to_the_checkout(tmp_path):
     }
     assert repo_relative(str(root), root) == "." and repo_relative(f"{root}2/x", root) == f"../{root.name}2/x"
     assert repo_relative(record, None) is record  # outside a checkout nothing is rewritten
+
+
+def test_version_is_written_once_and_printed(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"detok {detok.__version__}\n"
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "detok.__version__"}

@@ -7,7 +7,7 @@ import detok.text  # noqa: F401  (registers the offline text encoder's presets)
 import detok.tokenizers  # noqa: F401  (registers the tokenizer presets)
 from detok.registry import create_model, list_models
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one source: pyproject.toml reads it, `detok --version` prints it
 __all__ = ["create_model", "list_models", "load_generator", "load_tokenizer", "__version__"]
 
 

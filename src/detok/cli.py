@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from detok import __version__
 from detok.commands import bench, generator, latents, presets, report, teacher, text, tokenizer
 from detok.commands import eval as eval_  # the `detok eval` group; the name `eval` stays the builtin's
 
@@ -15,6 +16,7 @@ GROUPS = (presets, tokenizer, teacher, text, latents, eval_, generator, bench, r
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detok", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"detok {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.add_parser(sub)
