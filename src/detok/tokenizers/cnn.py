@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from detok.config import FractionBelowOne, PositiveInt
+from detok.config import ConfigError, FractionBelowOne, PositiveInt
 from detok.losses.semantic import VFConfig, check_teacher_width, square_side, vf_losses
 from detok.registry import register_with_tiny
 from detok.tokenizers.base import LatentLayout, NoiseOnlyTokenizer, check_tokenizer_config
@@ -43,6 +43,11 @@ class CNNTokenizerConfig:
         channel_mults: one entry per resolution stage; every stage but the last halves the resolution, so the
             latent grid is image_size / 2^(len(channel_mults) − 1).
         res_blocks: ResNet blocks per encoder stage (the decoder has one more per stage, as in LDM).
+        enc_attn_resolutions, dec_attn_resolutions: LDM's `attn_resolutions`: feature-map sides (in pixels of the
+            stage, 256 … 16 for a 256-px f16) whose every ResNet block is followed by a self-attention block, in the
+            encoder and the decoder; the mid-block's attention is `mid_attention`. MAR's KL-16 (LTH14/mar
+            `models/vae.py`): encoder (16,), decoder (); VA-VAE f16d32 (hustvl/LightningDiT `tokenizer/vavae.py`):
+            (16,) in both; SD-VAE (KL-8): none.
         vf: VA-VAE's vision-foundation loss on the latents (None: off).
     """
 
@@ -52,6 +57,8 @@ class CNNTokenizerConfig:
     base_channels: PositiveInt = 128
     channel_mults: tuple[PositiveInt, ...] = (1, 1, 2, 2, 4)
     res_blocks: PositiveInt = 2
+    enc_attn_resolutions: tuple[PositiveInt, ...] = ()
+    dec_attn_resolutions: tuple[PositiveInt, ...] = ()
     mid_attention: bool = True
     dropout: FractionBelowOne = 0.0
     variational: bool = True
@@ -67,6 +74,16 @@ class CNNTokenizerConfig:
         if self.image_size % self.downsampling:
             raise ValueError(f"image_size {self.image_size} is not divisible by the down-sampling {self.downsampling}")
         self.corruption.check_unmasked(NO_MASKING)
+        sides = self.stage_resolutions
+        for name in ("enc_attn_resolutions", "dec_attn_resolutions"):
+            wrong = [r for r in getattr(self, name) if r not in sides]
+            if wrong:
+                raise ConfigError(name, f"{wrong} are no stage's resolution; the stages are {list(sides)} px")
+
+    @property
+    def stage_resolutions(self) -> tuple[int, ...]:
+        """The feature-map side of each encoder stage (the decoder's in reverse): image_size, /2, …, grid_size."""
+        return tuple(self.image_size // 2**i for i in range(len(self.channel_mults)))
 
     @property
     def downsampling(self) -> int:
@@ -173,6 +190,8 @@ class CNNTokenizer(NoiseOnlyTokenizer):
             for _ in range(cfg.res_blocks):
                 blocks.append(ResnetBlock(c, width, cfg.dropout))
                 c = width
+                if cfg.stage_resolutions[i] in cfg.enc_attn_resolutions:
+                    blocks.append(AttnBlock(c))
             if i < len(widths) - 1:
                 blocks.append(Downsample(c))
             stages.append(nn.Sequential(*blocks))
@@ -183,7 +202,7 @@ class CNNTokenizer(NoiseOnlyTokenizer):
 
         self.decoder = CNNDecoder(
             cfg.latent_channels, cfg.channels, cfg.base_channels, cfg.channel_mults, cfg.res_blocks,
-            cfg.mid_attention, cfg.dropout,
+            cfg.mid_attention, cfg.dropout, attn_at=[r in cfg.dec_attn_resolutions for r in cfg.stage_resolutions],
         )  # fmt: skip
 
         # VA-VAE: the 1×1 projection of the latent to the teacher's width (training only)
@@ -274,9 +293,12 @@ class CNNDecoder(nn.Module):
         res_blocks: int,
         mid_attention: bool,
         dropout: float = 0.0,
+        attn_at: list[bool] | None = None,
     ):
+        """`attn_at[i]`: stage i (in encoder order, 0 = full resolution) follows each ResNet block by attention."""
         super().__init__()
         widths = [base_channels * m for m in channel_mults]
+        attn_at = attn_at or [False] * len(widths)
         c = widths[-1]
         self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1)
         self.dec_in = nn.Conv2d(latent_channels, c, 3, padding=1)
@@ -287,6 +309,8 @@ class CNNDecoder(nn.Module):
             for _ in range(res_blocks + 1):
                 blocks.append(ResnetBlock(c, width, dropout))
                 c = width
+                if attn_at[i]:
+                    blocks.append(AttnBlock(c))
             if i > 0:
                 blocks.append(Upsample(c))
             stages.append(nn.Sequential(*blocks))
@@ -311,19 +335,25 @@ def _tiny(cfg: CNNTokenizerConfig) -> CNNTokenizerConfig:
     """Tiny twin for tests: width 8, two stages of one block, at most 32-px images; a VF teacher becomes HOG on the
     twin's 2-px latent cells (1-px HOG cells: 2×2 cells × channels × 9 bins)."""
     vf = None if cfg.vf is None else dataclasses.replace(cfg.vf, teacher="hog", teacher_dim=4 * cfg.channels * 9)
+    size = min(cfg.image_size, 32)
+    last = lambda attn: (size // 2,) if cfg.grid_size in attn else ()  # noqa: E731  attention at the last stage stays
     return dataclasses.replace(
-        cfg, image_size=min(cfg.image_size, 32), base_channels=8, channel_mults=(1, 2), res_blocks=1, vf=vf
-    )
+        cfg, image_size=size, base_channels=8, channel_mults=(1, 2), res_blocks=1, vf=vf,
+        enc_attn_resolutions=last(cfg.enc_attn_resolutions), dec_attn_resolutions=last(cfg.dec_attn_resolutions),
+    )  # fmt: skip
 
 
 _register_pair = functools.partial(register_with_tiny, kind="tokenizer", model_cls=CNNTokenizer, tiny=_tiny)
 
 _register_pair(
     "cnn-f16c16",
-    lambda: CNNTokenizerConfig(corruption=CorruptionConfig(mask_max=0.0, mask_min=0.0, noise_gamma=3.0)),
-    "MAR-VAE's KL-16 architecture (l-DeTok App. A.5): 256 px → 16×16×16 latents, ch 128 × (1, 1, 2, 2, 4), 2 ResNet "
-    "blocks per stage, mid-block attention; l-DeTok noise γ = 3, no masking (γ = 0 is the paper's baseline). The "
-    "default run recipe turns the GAN on after 20% of training (epoch 10 of 50 in the paper).",
+    lambda: CNNTokenizerConfig(
+        enc_attn_resolutions=(16,), corruption=CorruptionConfig(mask_max=0.0, mask_min=0.0, noise_gamma=3.0)
+    ),
+    "MAR-VAE's KL-16 architecture (l-DeTok App. A.5; LTH14/mar models/vae.py): 256 px → 16×16×16 latents, ch 128 × "
+    "(1, 1, 2, 2, 4), 2 ResNet blocks per stage, attention after each encoder block at 16×16 and in the mid-blocks "
+    "(none in the decoder's stages); l-DeTok noise γ = 3, no masking (γ = 0 is the paper's baseline). The default "
+    "run recipe turns the GAN on after 20% of training (epoch 10 of 50 in the paper).",
 )
 _register_pair(
     "cnn-fmnist32",
@@ -349,12 +379,27 @@ _register_pair(
     "vavae-f16d32",
     lambda: CNNTokenizerConfig(
         latent_channels=32,
+        enc_attn_resolutions=(16,),
+        dec_attn_resolutions=(16,),
         corruption=CorruptionConfig(mask_max=0.0, mask_min=0.0, noise_gamma=0.0),
         vf=VFConfig(teacher=DINOV2_L_TEACHER, teacher_dim=1024),
     ),
-    "VA-VAE (arXiv:2501.01423): LDM's KL-16 architecture with 32 latent channels (256 px → 16×16×32), the VF loss "
+    "VA-VAE (arXiv:2501.01423): LDM's KL-16 architecture with 32 latent channels (256 px → 16×16×32) and attention "
+    "after every ResNet block at 16×16 in encoder and decoder (hustvl/LightningDiT tokenizer/vavae.py), the VF loss "
     "to DINOv2-L (1×1 projection, margins m1 = 0.5, m2 = 0.25, adaptive weight 0.1·‖∇nll‖ / (‖∇vf‖ + 1e-4) at the "
     "encoder's last layer), no latent noise. The run recipe is the CNN family's (GAN after 20% of training).",
+)
+_register_pair(
+    "sd-vae-f8c4",
+    lambda: CNNTokenizerConfig(
+        latent_channels=4,
+        channel_mults=(1, 2, 4, 4),
+        corruption=CorruptionConfig(mask_max=0.0, mask_min=0.0, noise_gamma=0.0),
+    ),
+    "Stable Diffusion's KL-8 VAE (LDM kl-f8; the `sd-vae-ft-ema/mse` weights DiT and SiT were trained on): 256 px → "
+    "32×32×4 latents, ch 128 × (1, 2, 4, 4), 2 ResNet blocks per stage, attention only in the mid-blocks, no latent "
+    "noise. Its users scale latents by 0.18215; in detok that constant is the tokenizer's latent statistics "
+    "(mean 0, std 1/0.18215), not a number in a training loop.",
 )
 _register_pair(
     "vavae-fmnist32",
