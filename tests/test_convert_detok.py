@@ -23,6 +23,7 @@ from detok.tokenizers.detok import ARCH_FIELDS, ARCHITECTURES, DeTok
 
 FIXTURE = Path(__file__).parent / "fixtures" / "upstream" / "detok_tokenizer"
 HEADS = ["model.enc_heads=2", "model.dec_heads=4"]  # tiny widths are not upstream sizes: heads given, as a user would
+HEADS_ARGS = [x for h in HEADS for x in ("--set", h)]
 RTOL = 1e-5
 
 
@@ -168,8 +169,10 @@ def test_wrong_kind_is_named(tmp_path):
     torch.save({"model_ema": mar_like}, tmp_path / "mar.pth")
     with pytest.raises(CheckpointError, match="holds a MAR generator, not detok-tokenizer"):
         convert_checkpoint(tmp_path / "mar.pth", tmp_path / "out", fmt="detok-tokenizer")
-    with pytest.raises(CheckpointError, match="holds a MAR generator; detok converts"):
-        convert_checkpoint(tmp_path / "mar.pth", tmp_path / "out")
+    dit_like = {"x_embedder.proj.weight": torch.zeros(2, 2), "t_embedder.mlp.0.weight": torch.zeros(2, 2)}
+    torch.save(dit_like, tmp_path / "dit.pt")  # a bare state dict, as DiT's release
+    with pytest.raises(CheckpointError, match="holds a LightningDiT / DiT / SiT generator; detok converts"):
+        convert_checkpoint(tmp_path / "dit.pt", tmp_path / "out")
 
 
 def test_missing_ema_names_the_flag(tmp_path):
@@ -210,3 +213,43 @@ def test_a_config_saved_before_the_architecture_fields_is_round_2(tmp_path):
         raw["model"].pop(field)
     (tmp_path / "old" / "config.json").write_text(json.dumps(raw))
     assert load_tokenizer(tmp_path / "old").config.architecture == "r2"
+
+
+def test_cli_converts_and_exports(tmp_path, capsys):
+    from detok.cli import main
+
+    folder, exported = tmp_path / "tok", tmp_path / "up" / "detok.pth"
+    args = ["convert", str(FIXTURE / "checkpoint.pth"), "--out", str(folder), "--stats", str(FIXTURE / "stats.pkl")]
+    assert main([*args, *(x for h in HEADS for x in ("--set", h))]) == 0
+    assert "architecture official; latent statistics from stats.pkl['tiny-tokenizer']" in capsys.readouterr().out
+    assert main(["convert", str(folder), "--out", str(exported), "--stats-key", "k"]) == 0
+    assert sorted(p.name for p in exported.parent.iterdir()) == ["detok.pth", "stats.pkl"]
+    assert load_raw_pickle(exported.parent / "stats.pkl")["k"]["channel"][0][:4].tolist() == pytest.approx(
+        load_tokenizer(folder).config.latent_mean
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "number of attention heads is not stored in the weights: give it with --set model.enc_heads=N"),
+        (["--stats-key", "x", *HEADS_ARGS], "--stats-key names an entry of --stats"),
+        (["--set", "model.enc_width=8"], "--set model.enc_width=8: only model.enc_heads / model.dec_heads"),
+    ],
+)
+def test_cli_refusals_are_one_line_and_write_nothing(tmp_path, capsys, extra, message):
+    from detok.cli import main
+
+    assert main(["convert", str(FIXTURE / "checkpoint.pth"), "--out", str(tmp_path / "tok"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("detok: error:") and message in " ".join(err.split())
+    assert not (tmp_path / "tok").exists()
+
+
+def test_cli_never_overwrites(tmp_path, capsys):
+    from detok.cli import main
+
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "config.json").write_text("{}")
+    assert main(["convert", str(FIXTURE / "checkpoint.pth"), "--out", str(tmp_path / "tok"), *HEADS_ARGS]) == 2
+    assert "exists" in capsys.readouterr().err and (tmp_path / "tok" / "config.json").read_text() == "{}"
