@@ -227,10 +227,127 @@ def detok_sampling(repo: Path, out: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# Jiawei-Yang/DeTok: the MAR generator (models/mar.py, models/diffloss.py)
+# --------------------------------------------------------------------------------------------------
+
+MAR_FIXTURE_SIZE = {"tiny-mar": {"width": 32, "layers": 2, "heads": 4}}
+MAR_ARGS = {
+    "img_size": 32, "tokenizer_patch_size": 8, "patch_size": 1, "token_channels": 4, "num_classes": 10,
+    "buffer_size": 4, "diffloss_d": 2, "diffloss_w": 48, "num_sampling_steps": "100", "no_dropout_in_mlp": True,
+}  # fmt: skip
+MAR_STEPS = (99, 40, 0)  # respaced chain steps at which p(x_{t-1} | x_t) is recorded
+MAR_CFG = 2.5
+
+
+def detok_mar(repo: Path, out: Path) -> None:
+    adaptations: list[str] = []
+    sys.path.insert(0, str(repo))
+    enter_package(repo, "models", adaptations)
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    adaptations.append("torch.Tensor.cuda made a no-op (DiffLoss.sample moves its fresh noise to the GPU)")
+    mar_mod = importlib.import_module("models.mar")
+    mar_mod.MAR_SIZE_DICT.update(MAR_FIXTURE_SIZE)
+    adaptations.append(f"MAR_SIZE_DICT gains {MAR_FIXTURE_SIZE}")
+
+    def build():
+        return mar_mod.MAR(model_size="tiny-mar", **MAR_ARGS)
+
+    torch.manual_seed(0)
+    model = build()
+    perturb_(model, seed=1)
+    ema = build()
+    ema.load_state_dict(model.state_dict())
+    perturb_(ema, seed=2, scale=0.01)  # the EMA weights differ from the raw ones, so a test sees which were taken
+    model.eval(), ema.eval()  # attention and projection dropout (0.1) off
+
+    g = torch.Generator().manual_seed(3)
+    n, c, side = 2, MAR_ARGS["token_channels"], MAR_ARGS["img_size"] // MAR_ARGS["tokenizer_patch_size"]
+    t = side * side
+    latents = torch.randn(n, c, side, side, generator=g)  # (N, C, h, w); p = 1, so a token is one latent pixel
+    tokens = ema.patchify(latents)  # (N, T, C)
+    order = torch.rand(n, t, generator=g).argsort(dim=1)
+    mask = torch.zeros(n, t).scatter(1, order[:, :10], 1.0)  # 10 of 16 tokens masked in each row, 1 = masked
+    labels = torch.tensor([3, 7])
+    m = 6  # DiffLoss rows
+    x = torch.randn(m, c, generator=g)  # noisy tokens
+    steps = torch.tensor([0, 1, 250, 500, 999, 37])  # training timesteps
+    cond = torch.randn(m, MAR_FIXTURE_SIZE["tiny-mar"]["width"], generator=g)  # decoder outputs z
+    target = torch.randn(m, c, generator=g)  # clean tokens for the training loss
+
+    outputs = {}
+    with torch.no_grad():
+        for tag, net in (("ema", ema), ("raw", model)):
+            h = net.forward_mae_encoder(tokens, mask, net.class_emb(labels))  # (N, B+T_keep, D)
+            outputs[f"{tag}.encoder"] = h
+            outputs[f"{tag}.decoder"] = net.forward_mae_decoder(h, mask)  # (N, T, D)
+            outputs[f"{tag}.diffloss_net"] = net.diffloss.net(x, steps, cond)  # (M, 2C)
+        null = ema.fake_latent.repeat(n, 1)  # the unconditional branch of guidance
+        h = ema.forward_mae_encoder(tokens, mask, null)
+        outputs["ema.null_encoder"] = h
+        outputs["ema.null_decoder"] = ema.forward_mae_decoder(h, mask)
+        full = torch.ones(n, t)  # the first sampling step: every token masked
+        outputs["ema.full_mask_decoder"] = ema.forward_mae_decoder(
+            ema.forward_mae_encoder(tokens, full, ema.class_emb(labels)), full
+        )
+
+        gen = ema.diffloss.gen_diffusion  # the respaced sampling chain (num_sampling_steps of the cosine schedule)
+        uncond = cond.flip(0)  # stand-in null-class conditions for the guided rows
+        for i in MAR_STEPS:
+            step = torch.full((m,), i, dtype=torch.long)
+            o = gen.p_mean_variance(ema.diffloss.net, x, step, model_kwargs={"c": cond})
+            outputs[f"ema.step{i}.mean"], outputs[f"ema.step{i}.log_variance"] = o["mean"], o["log_variance"]
+            outputs[f"ema.step{i}.pred_xstart"] = o["pred_xstart"]
+            kwargs = {"c": torch.cat([cond, uncond]), "cfg_scale": MAR_CFG}
+            o = gen.p_mean_variance(
+                ema.diffloss.net.forward_with_cfg, torch.cat([x, x]), step.repeat(2), model_kwargs=kwargs
+            )
+            outputs[f"ema.step{i}.cfg.mean"], outputs[f"ema.step{i}.cfg.log_variance"] = (
+                o["mean"][:m],
+                o["log_variance"][:m],
+            )
+        torch.manual_seed(5)  # DiffLoss.sample draws its start noise, then one draw per step, from the global RNG
+        outputs["ema.sample_t0.95"] = ema.diffloss.sample(cond, temperature=0.95, cfg=1.0)
+        torch.manual_seed(6)  # timesteps, then noise, from the global RNG; MAR.forward_loss repeats the rows
+        mul = ema.diffusion_batch_mul
+        outputs["ema.diffloss_loss"] = ema.diffloss(target.repeat(mul, 1), cond.repeat(mul, 1)).reshape(1)
+    meta = {
+        "upstream": "Jiawei-Yang/DeTok",
+        **git_state(repo),
+        "class": "models.mar.MAR",
+        "args": {"model_size": "tiny-mar", **MAR_ARGS},
+        "sizes": MAR_FIXTURE_SIZE,
+        "diffusion_batch_mul": ema.diffusion_batch_mul,
+        "respaced_steps": list(MAR_STEPS),
+        "cfg": MAR_CFG,
+        "what": {
+            "TAG.encoder / TAG.decoder": "forward_mae_encoder(patchify(latents), mask, class_emb(labels)) and "
+            "forward_mae_decoder of it (eval mode)",
+            "ema.null_*": "the same with fake_latent in place of the class embedding (guidance's null branch)",
+            "ema.full_mask_decoder": "every token masked (the first sampling step)",
+            "TAG.diffloss_net": "diffloss.net(x, steps, cond): SimpleMLPAdaLN's [eps, v]",
+            "ema.stepI.*": "diffloss.gen_diffusion.p_mean_variance at respaced step I of num_sampling_steps; "
+            ".cfg: through net.forward_with_cfg on [cond; cond.flip(0)] at scale cfg, first half",
+            "ema.sample_t0.95": "torch.manual_seed(5); diffloss.sample(cond, temperature=0.95, cfg=1.0)",
+            "ema.diffloss_loss": "torch.manual_seed(6); diffloss(target.repeat(mul, 1), cond.repeat(mul, 1))",
+        },
+        "adaptations": adaptations,
+        "torch": torch.__version__,
+    }
+    ckpt = {"model": model.state_dict(), "model_ema": ema.state_dict(), "epoch": 0}
+    tensors = {"latents": latents, "tokens": tokens, "mask": mask, "labels": labels, "x": x, "steps": steps,
+               "cond": cond, "target": target, **outputs}  # fmt: skip
+    write(out, "detok_mar", ckpt, tensors, meta)
+
+
+# --------------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------------
 
-JOBS = {"detok_tokenizer": ("detok_repo", detok_tokenizer), "detok_sampling": ("detok_repo", detok_sampling)}
+JOBS = {
+    "detok_tokenizer": ("detok_repo", detok_tokenizer),
+    "detok_sampling": ("detok_repo", detok_sampling),
+    "detok_mar": ("detok_repo", detok_mar),
+}
 
 
 def main() -> None:
