@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from detok.checkpoint import CheckpointError, load_model_folder, save_model_folder
-from detok.convert import detok_official
+from detok.convert import detok_official, mar_official
 from detok.convert.safe_load import load_checkpoint
 
 # Signature keys of the checkpoints detok knows of, to say what a file holds when it is not what was asked for.
@@ -27,7 +27,7 @@ _SIGNATURES = [
     ("a CNN autoencoder (VA-VAE / KL-16 / SD-VAE)", lambda s: any(k.startswith("encoder.conv_in.") for k in s)),
 ]
 
-FORMATS = {detok_official.NAME: detok_official}
+FORMATS = {detok_official.NAME: detok_official, mar_official.NAME: mar_official}
 
 
 def describe(state: dict[str, Any]) -> str:
@@ -115,6 +115,8 @@ def convert_checkpoint(
             "weights": entry,
         }
     }
+    if hasattr(module, "upstream_sampling"):  # the upstream's settings that are sampling arguments, not config
+        extra["converted_from"]["upstream_sampling"] = module.upstream_sampling(model)
     if stats is not None:
         mean, std, key = module.read_stats(stats, stats_key, model.config.latent_channels)
         model.config = dataclasses.replace(model.config, latent_mean=mean, latent_std=std)

@@ -93,3 +93,62 @@ class KeyMap:
             else:
                 raise ValueError(f"detok weight {key!r} has no upstream counterpart in this key map")
         return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Joined tensors: several upstream weights held as one detok weight
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Join:
+    """Upstream tensors concatenated along dim 0 into one, under the name `name`, which a `KeyMap` rule then maps
+    (MAR's class table and its separate null-class row `fake_latent` → detok's one table, null class last).
+
+    `rows` holds each part's row count, None for the one part whose count follows from the joined tensor.
+    """
+
+    parts: tuple[str, ...]
+    rows: tuple[int | None, ...]
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.parts)
+
+
+def join_tensors(state: dict[str, torch.Tensor], joins: list[Join], what: str) -> dict[str, torch.Tensor]:
+    """`state` with each join's parts replaced by their concatenation (at the first part's place); exact."""
+    out = dict(state)
+    for join in joins:
+        present = [p for p in join.parts if p in state]
+        if not present:
+            continue
+        if len(present) < len(join.parts):
+            missing = ", ".join(p for p in join.parts if p not in state)
+            raise CheckpointError(f"{what}: {', '.join(present)} without {missing}")
+        for part, rows in zip(join.parts, join.rows):
+            if rows is not None and state[part].shape[0] != rows:
+                raise CheckpointError(f"{what}: {part} has {state[part].shape[0]} rows, expected {rows}")
+        joined = torch.cat([state[p] for p in join.parts])
+        current, out = out, {}
+        for key, tensor in current.items():
+            if key == join.parts[0]:
+                out[join.name] = joined
+            elif key not in join.parts:
+                out[key] = tensor
+    return out
+
+
+def split_tensors(state: dict[str, torch.Tensor], joins: list[Join]) -> dict[str, torch.Tensor]:
+    """The inverse of `join_tensors`: each joined tensor split back into its parts, in place; exact."""
+    out = {}
+    for key, tensor in state.items():
+        join = next((j for j in joins if j.name == key), None)
+        if join is None:
+            out[key] = tensor
+            continue
+        known = sum(r for r in join.rows if r is not None)
+        sizes = [tensor.shape[0] - known if r is None else r for r in join.rows]
+        for part, piece in zip(join.parts, tensor.split(sizes)):
+            out[part] = piece.contiguous()
+    return out
