@@ -396,3 +396,111 @@ def test_a_download_that_does_not_match_the_published_checksum_is_deleted(capsys
 def test_the_published_checksums_are_those_of_the_four_files():
     assert set(data_mod.FMNIST_MD5) == {n for pair in data_mod.FMNIST_FILES.values() for n in pair}
     assert all(re.fullmatch(r"[0-9a-f]{32}", v) for v in data_mod.FMNIST_MD5.values())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 11. A run folder belongs to one run of one kind, and to one writer at a time (issue 39)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*")
+            if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tok_with_stats(tmp_path_factory):
+    """A tiny (untrained) tokenizer model folder with latent statistics, and the data set it is cached from."""
+    from detok.latents import store_latent_stats
+
+    root = tmp_path_factory.mktemp("tokstats")
+    torch.manual_seed(0)
+    tok = create_model(TINY)
+    save_model_folder(root / "tok", tok)
+    store_latent_stats(root / "tok", [0.0] * tok.config.latent_channels, [1.0] * tok.config.latent_channels)
+    rng = np.random.default_rng(0)
+    np.savez(root / "d.npz", images=rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), labels=np.arange(8) % 4)
+    return root
+
+
+def _gen_args(tok, out, *sets):
+    sets = ["train.images=8", "train.batch_size=4", *QUIET, *sets]
+    return ["generator", "train", "--preset", "sit-fmnist32-tiny", "--tokenizer", tok, "--out", out] + [
+        a for s in sets for a in ("--set", s)
+    ]
+
+
+def test_a_generator_out_onto_its_tokenizer_changes_nothing(capsys, tmp_path, tok_with_stats):
+    tok = _copy_folder(tok_with_stats / "tok", tmp_path / "tok")
+    data = {"name": "npz", "root": str(tok_with_stats / "d.npz"), "resize": "pad"}
+    (tok / "run_config.json").write_text(json.dumps({"run": {"preset": TINY, "data": data}}))  # a tokenizer *run*
+    before = _checksums(tok)
+    rc, line = run(capsys, *_gen_args(tok, tok))
+    assert rc == 2 and "holds a tokenizer model" in line and str(tok / "config.json") in line, line
+    assert _checksums(tok) == before
+
+
+def test_a_run_of_another_kind_or_a_bare_model_folder_is_not_trained_into(capsys, tmp_path, tok_with_stats, npz):
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    (gen / "run_config.json").write_text(json.dumps({"run": {"preset": "sit-fmnist32-tiny"}}))  # a generator run
+    rc, line = run(capsys, *train_args(gen, data=npz))
+    assert rc == 2 and "holds a generator run" in line and str(gen / "run_config.json") in line, line
+    model = _copy_folder(tok_with_stats / "tok", tmp_path / "model")  # a tokenizer model folder, not a run
+    before = _checksums(model)
+    rc, line = run(capsys, *train_args(model, data=npz))
+    assert rc == 2 and "not a run" in line and str(model) in line, line
+    assert _checksums(model) == before
+
+
+def _finished_run(capsys, out, npz):
+    argv = train_args(out, "train.images=16", "train.batch_size=8", data=npz)
+    assert run(capsys, *argv)[0] == 0
+    return argv
+
+
+def test_a_second_writer_into_a_live_run_folder_is_refused(capsys, tmp_path, npz):
+    out = tmp_path / "run"
+    argv = _finished_run(capsys, out, npz)
+    argv[argv.index("train.images=16")] = "train.images=32"  # would train on: a real change if it ran
+    argv += ["--set", "train.images=32"]
+    owner = subprocess.Popen(["sleep", "60"])  # a live process on this host holds the lock
+    try:
+        (out / "run.lock").write_text(json.dumps({"pid": owner.pid, "host": os.uname().nodename, "kind": "tokenizer"}))
+        before = _checksums(out)
+        rc, line = run(capsys, *argv)
+        assert rc == 2 and "in use by a tokenizer run" in line and f"process {owner.pid}" in line, line
+        assert str(out / "run.lock") in line and _checksums(out) == before
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_a_lock_from_another_host_is_refused_and_a_stale_one_taken_over(capsys, tmp_path, npz):
+    out = tmp_path / "run"
+    argv = _finished_run(capsys, out, npz)
+    (out / "run.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere.invalid", "kind": "tokenizer"}))
+    rc, line = run(capsys, *argv)
+    assert rc == 2 and "elsewhere.invalid" in line and f"delete {out / 'run.lock'}" in line, line
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is no longer a process
+    (out / "run.lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename, "kind": "tokenizer"}))
+    rc = cli_main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 0 and f"took over the stale lock {out / 'run.lock'}" in err and "Traceback" not in err
+    assert not (out / "run.lock").exists()  # given back at the end
+
+
+def test_two_writers_started_at_once_leave_one_log(tmp_path, npz):
+    out = tmp_path / "run"
+    procs = [_spawn(out, npz) for _ in range(2)]
+    errs = [p.communicate(timeout=300)[1].decode() for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], errs
+    refused = next(e for p, e in zip(procs, errs) if p.returncode == 2)
+    assert "in use by a tokenizer run" in refused and "Traceback" not in refused
+    steps = [r["step"] for r in strict_records(out / "log.jsonl")]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))
+

@@ -13,22 +13,26 @@ from detok.config import apply_overrides, to_dict
 def run_training(cfg, out: Path, train, what: str, dry_run: bool) -> int:
     """Print the resolved config (`--dry-run`) or train, then leave the process group.
 
-    A run that fails removes the run folder it created if it wrote nothing there but its resolved config.
+    A run that fails removes the run folder it created if it wrote nothing there but its resolved config. The run
+    folder's lock (`detok.runfolder`) is given back either way.
     """
     if dry_run:
         print(json.dumps({"out": str(out), **to_dict(cfg)}, indent=2))
         return 0
     from detok import dist
+    from detok.runfolder import release_run_folder
 
     created = not out.exists()
     try:
         train(cfg, out)
         dist.print0(f"trained {what} written to {out}")
     except BaseException:
+        release_run_folder(out)
         if created and dist.is_main():
             _remove_if_unused(out)
         raise
     finally:
+        release_run_folder(out)
         dist.cleanup()
     return 0
 

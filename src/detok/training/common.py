@@ -29,6 +29,7 @@ from detok.config import (
     check_fields,
 )
 from detok.optim import EMA
+from detok.runfolder import check_run_kind, claim_run_folder
 from detok.runtime import TrainingDivergedError, resolve_device, set_threads
 
 
@@ -84,8 +85,9 @@ class TrainConfig:
         return self.lr if self.lr is not None else self.blr * self.batch_size / 256
 
 
-def start_run(tc: TrainConfig, run_dir: Path) -> tuple[torch.device, int]:
-    """Pick the device, join the process group, set threads and create `run_dir`.
+def start_run(tc: TrainConfig, run_dir: Path, kind: str) -> tuple[torch.device, int]:
+    """Pick the device, join the process group, set threads and claim `run_dir` for a run of `kind` (created if new,
+    refused if it holds another kind of run or model, or another live process writes there: `detok.runfolder`).
 
     Returns:
         the device and the number of data shards per step (processes × accumulation steps).
@@ -97,7 +99,9 @@ def start_run(tc: TrainConfig, run_dir: Path) -> tuple[torch.device, int]:
     if tc.batch_size % shards:
         raise ValueError(f"batch_size {tc.batch_size} is not divisible by processes × grad_accum = {shards}")
     if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
+        claim_run_folder(run_dir, kind)
+    else:
+        check_run_kind(run_dir, kind)
     dist.barrier()
     return device, shards
 

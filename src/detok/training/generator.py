@@ -269,7 +269,7 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
     """Train (or resume) a generator in `run_dir`; returns the run directory, which then holds the EMA model."""
     tc = cfg.train
     run_dir = Path(run_dir)
-    device, shards = start_run(tc, run_dir)
+    device, shards = start_run(tc, run_dir, "generator")
     world, rank = dist.world_size(), dist.rank()
 
     tokenizer = load_tokenizer(cfg.tokenizer, device)

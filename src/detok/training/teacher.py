@@ -121,7 +121,7 @@ def train_teacher(cfg: TeacherRunConfig, run_dir: str | Path) -> Path:
     EMA model (config.json records `trained_with_labels: false`) and `probe.json`."""
     tc = cfg.train
     run_dir = Path(run_dir)
-    device, shards = start_run(tc, run_dir)
+    device, shards = start_run(tc, run_dir, "teacher")
     world, rank = dist.world_size(), dist.rank()
 
     dataset = build_dataset(cfg.data, "train")

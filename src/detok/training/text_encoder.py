@@ -87,7 +87,7 @@ def train_text_encoder(cfg: TextEncoderRunConfig, run_dir: str | Path) -> Path:
     EMA model (config.json: `finished`, `trained_with_labels: false`, the probe) and `probe.json`."""
     tc = cfg.train
     run_dir = Path(run_dir)
-    device, shards = start_run(tc, run_dir)
+    device, shards = start_run(tc, run_dir, "text-encoder")
     if shards != 1:
         raise ValueError("the contrastive loss compares every pair of a batch: train in one process, grad_accum=1")
     captions = CaptionSet.load(cfg.captions)

@@ -182,7 +182,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     """Train (or resume) a tokenizer in `run_dir`; returns the run directory, which then holds the EMA model."""
     tc, lc = cfg.train, cfg.loss
     run_dir = Path(run_dir)
-    device, shards = start_run(tc, run_dir)
+    device, shards = start_run(tc, run_dir, "tokenizer")
     world, rank = dist.world_size(), dist.rank()
 
     dataset = build_dataset(cfg.data, "train")
