@@ -504,3 +504,58 @@ def test_two_writers_started_at_once_leave_one_log(tmp_path, npz):
     steps = [r["step"] for r in strict_records(out / "log.jsonl")]
     assert steps == sorted(steps) and len(steps) == len(set(steps))
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# 12. Labels are checked by value and dtype; a latent cache is bound to the tokenizer weights that made it
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "labels, words",
+    [
+        (np.array([0, 1, 2**63 + 7, 1], np.uint64), "label 9223372036854775815 is beyond"),
+        (np.array([0, 1, 1e20, 1]), "beyond the limit of 1,000,000 classes"),
+        (np.array([0, 1, 9e12, 1], np.int64), "label 9000000000000 is beyond"),
+        (np.array([0, 1, np.inf, 1]), "beyond"),
+        (np.array([0, 1, np.nan, 1]), "must be integers"),
+        (np.array([True, False, True, True]), "must be integers"),
+    ],
+)
+def test_labels_are_checked_by_value_and_dtype(capsys, tmp_path, labels, words):
+    path = _npz(tmp_path, images=np.zeros((4, 28, 28), np.uint8), labels=labels)
+    rc, line = run(capsys, *train_args(tmp_path / "run", data=path))
+    assert rc == 2 and words in line and str(path) in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def _latent_cache(capsys, root: Path, tok: Path, out: Path) -> Path:
+    argv = ["latents", "cache", "--tokenizer", tok, "--out", out, "--shard-size", "4", "--threads", "1",
+            "--set", "name=npz", "--set", f"root={root / 'd.npz'}"]  # fmt: skip
+    assert run(capsys, *argv)[0] == 0
+    return out
+
+
+def test_a_latent_shard_label_beyond_the_class_count_is_refused(capsys, tmp_path, tok_with_stats):
+    cache = _latent_cache(capsys, tok_with_stats, tok_with_stats / "tok", tmp_path / "cache")
+    shard = cache / "shard-00001.safetensors"
+    from safetensors.torch import save_file
+
+    tensors = load_file(str(shard))
+    tensors["labels"][2] = 57  # the cache has 4 classes
+    save_file(tensors, str(shard))
+    rc, line = run(capsys, *_gen_args(tok_with_stats / "tok", tmp_path / "gen"), "--latents", cache)
+    assert rc == 2 and "label 57 is beyond the 4 classes" in line and str(shard) in line, line
+
+
+def test_a_latent_cache_of_other_tokenizer_weights_is_refused(capsys, tmp_path, tok_with_stats):
+    other = _copy_folder(tok_with_stats / "tok", tmp_path / "other")  # same statistics, other weights
+    weights = load_file(str(other / "model.safetensors"))
+    from safetensors.torch import save_file
+
+    save_file(
+        {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}, str(other / "model.safetensors")
+    )
+    cache = _latent_cache(capsys, tok_with_stats, other, tmp_path / "cache")
+    rc, line = run(capsys, *_gen_args(tok_with_stats / "tok", tmp_path / "gen"), "--latents", cache)
+    assert rc == 2 and "other tokenizer weights" in line and str(cache) in line, line
+    assert not (tmp_path / "gen").exists()

@@ -71,15 +71,31 @@ def _read_idx(path: Path, expect_magic: int) -> np.ndarray:
     return arr.reshape(dims)
 
 
-def _check_labels(labels: np.ndarray, num_images: int, source: str) -> np.ndarray:
-    """Labels as int64, after checking there is one non-negative integer per image."""
+# Labels index class tables (names, a generator's embedding rows): a label's value sizes them. ImageNet-21k has
+# 21,841 classes; a million is far beyond any data set detok trains on, and its tables stay small (a name per
+# class, a 1024-wide embedding row per class: 4 GB at most), so a larger label is refused as a damaged file.
+MAX_CLASSES = 1_000_000
+
+
+def check_labels(labels: np.ndarray, num_images: int, source: str, num_classes: int | None = None) -> np.ndarray:
+    """Labels as int64, after checking there is one integer class index per image, by dtype and by value: in
+    [0, `num_classes`) when the number of classes is known, else in [0, MAX_CLASSES) (checked before the cast, so
+    that a uint64 or float label beyond int64 cannot wrap round)."""
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != num_images:
         raise ValueError(f"{source}: {num_images} images but labels of shape {labels.shape}; need one label per image")
-    if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
+    if labels.dtype.kind not in "iuf" or (labels.dtype.kind == "f" and not np.all(labels == np.round(labels))):
         raise ValueError(f"{source}: labels must be integers, got dtype {labels.dtype}")
-    if len(labels) and labels.min() < 0:
+    if not len(labels):
+        return labels.astype(np.int64)
+    if labels.min() < 0:
         raise ValueError(f"{source}: labels must be non-negative class indices, found {labels.min()}")
+    limit = MAX_CLASSES if num_classes is None else num_classes
+    if labels.max() >= limit:
+        within = f"the {num_classes} classes" if num_classes is not None else f"the limit of {MAX_CLASSES:,} classes"
+        raise ValueError(
+            f"{source}: label {labels.max()} is beyond {within} (labels are class indices 0 … {limit - 1})"
+        )
     return labels.astype(np.int64)
 
 
@@ -140,7 +156,7 @@ def _load_fmnist(cfg: DataConfig, split: str) -> TensorImageDataset:
     folder = _find_fmnist(cfg, split)
     img_name, lbl_name = FMNIST_FILES[split]
     images = torch.from_numpy(_read_idx(folder / img_name, 0x803).copy()).unsqueeze(1)  # (N, 1, 28, 28)
-    labels = torch.from_numpy(_check_labels(_read_idx(folder / lbl_name, 0x801), len(images), str(folder / lbl_name)))
+    labels = torch.from_numpy(check_labels(_read_idx(folder / lbl_name, 0x801), len(images), str(folder / lbl_name)))
     images = to_channels(fit_images(images, cfg.image_size, cfg.resize, cfg.pad_to), cfg.channels)
     return TensorImageDataset(images.contiguous(), labels, FMNIST_CLASSES, cfg.hflip)
 
@@ -205,7 +221,7 @@ def _load_cifar10(cfg: DataConfig, split: str) -> TensorImageDataset:
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise ValueError(f"{root / n}: data must be uint8 rows of 3072 values, got {data.dtype} {data.shape}")
         xs.append(data.reshape(-1, 3, 32, 32))
-        ys.append(_check_labels(np.asarray(batch[b"labels"]), len(data), str(root / n)))
+        ys.append(check_labels(np.asarray(batch[b"labels"]), len(data), str(root / n)))
     meta = _read_cifar_batch(root / "batches.meta")
     classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(b"label_names", [])]
     if not classes or max(int(y.max()) for y in ys if len(y)) >= len(classes):
@@ -237,7 +253,7 @@ def _load_npz(cfg: DataConfig, split: str) -> TensorImageDataset:
         except ValueError as e:  # an object array (it would need pickle) or a damaged member
             raise ValueError(f"{cfg.root}: cannot read its arrays ({e})") from None
     _check_images(len(images), f"{cfg.root} ({key!r})")
-    labels = _check_labels(labels, len(images), f"{cfg.root} ({lkey!r})")
+    labels = check_labels(labels, len(images), f"{cfg.root} ({lkey!r})")
     if images.dtype != np.uint8:
         raise ValueError(f"{cfg.root}: images must be uint8, got {images.dtype}")
     if images.ndim == 3:

@@ -22,7 +22,7 @@ from detok.checkpoint import (
     write_json,
 )
 from detok.config import to_dict
-from detok.data import iter_batches
+from detok.data import MAX_CLASSES, check_labels, iter_batches
 from detok.loader import BatchPlan, image_batches
 from detok.progress import tqdm
 
@@ -205,7 +205,9 @@ class LatentDataset:
             self.latents = _MappedRows(paths, "latents")
             self.latents_flip = _MappedRows(paths, "latents_flip")
         labels = [s["labels"] for s in shards] if in_memory else [_read_key(p, "labels") for p in paths]
-        self.labels = torch.cat(labels)  # (N,): small, always in memory
+        for path, part in zip(paths, labels):  # by value and dtype: a label beyond the classes would index past them
+            check_labels(part.numpy(), len(part), f"{path} ('labels')", self.num_classes)
+        self.labels = torch.cat(labels).long()  # (N,): small, always in memory
         self.mean = self.std = None
         if normalize:
             if self.meta["latent_mean"] is None:
@@ -232,7 +234,20 @@ class LatentDataset:
             raise FileNotFoundError(
                 f"{cache_dir} is not a latent cache ({CACHE_META} missing; run `detok latents cache`)"
             )
-        return read_json(meta_path)
+        meta = read_json(meta_path)
+        if not isinstance(meta, dict):
+            raise ValueError(f"{meta_path} is not a JSON object: not a latent cache")
+        classes = meta.get("num_classes")
+        if isinstance(classes, bool) or not isinstance(classes, int) or not 1 <= classes <= MAX_CLASSES:
+            raise ValueError(f"{meta_path}: num_classes must be an integer in [1, {MAX_CLASSES:,}], got {classes!r}")
+        return meta
+
+    @staticmethod
+    def tokenizer_digest(cache_dir: str | Path) -> str | None:
+        """The digest of the tokenizer weights that made the cache (`weights_digest`; None for older caches)."""
+        spec = Path(cache_dir) / CACHE_SPEC
+        made = read_json(spec) if spec.is_file() else {}
+        return made.get("tokenizer_weights") if isinstance(made, dict) else None
 
     def __len__(self) -> int:
         return len(self.latents)

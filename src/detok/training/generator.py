@@ -23,6 +23,7 @@ from detok import dist
 from detok.checkpoint import (
     load_model_folder,
     load_tokenizer,
+    weights_digest,
     write_json,
 )
 from detok.config import ConfigError, NonNegativeFloat, apply_overrides, check_fields, from_dict, to_dict
@@ -286,6 +287,13 @@ def train_generator(cfg: GeneratorRunConfig, run_dir: str | Path) -> Path:
             raise ValueError(
                 f"latent cache {cfg.latents} was normalised with other statistics than tokenizer {cfg.tokenizer} "
                 "has now (stats recomputed after caching?): re-run `detok latents cache`"
+            )
+        made_by, digest = LatentDataset.tokenizer_digest(cfg.latents), weights_digest(tokenizer)
+        if made_by is not None and made_by != digest:
+            raise ValueError(
+                f"latent cache {cfg.latents} was made by other tokenizer weights than {cfg.tokenizer}'s (digest "
+                f"{made_by}, the tokenizer's {digest}): cache the latents of this tokenizer, or "
+                "train with the tokenizer that made the cache"
             )
     else:
         dataset = _OnTheFlyLatents(cfg.data, tokenizer, device, normalize)
