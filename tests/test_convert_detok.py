@@ -234,7 +234,10 @@ def test_cli_converts_and_exports(tmp_path, capsys):
     [
         ([], "number of attention heads is not stored in the weights: give it with --set model.enc_heads=N"),
         (["--stats-key", "x", *HEADS_ARGS], "--stats-key names an entry of --stats"),
-        (["--set", "model.enc_width=8"], "--set model.enc_width=8: only model.enc_heads / model.dec_heads"),
+        (
+            ["--set", "model.enc_width=8"],
+            "--set model.enc_width=8: a detok-tokenizer conversion takes only model.enc_heads",
+        ),
     ],
 )
 def test_cli_refusals_are_one_line_and_write_nothing(tmp_path, capsys, extra, message):

@@ -340,6 +340,64 @@ def detok_mar(repo: Path, out: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# LDM's KL autoencoder as LTH14/mar (KL-16) and hustvl/LightningDiT (VA-VAE) release it
+# --------------------------------------------------------------------------------------------------
+
+# Tiny LDM autoencoders through the upstream's own Encoder/Decoder: width 32 (GroupNorm's 32 groups), two levels,
+# 16-px images (an 8×8 latent grid), attention where each upstream puts it (at the lowest level). KL-16's levels are
+# 64 then 32 wide (the wider level first keeps the mid-blocks narrow, and its 1×1 skips appear); VA-VAE's 32 and 32.
+LDM_TINY = {"ch": 32, "num_res_blocks": 1, "resolution": 16, "z_channels": 4, "dropout": 0.0}
+LDM_JOBS = {  # name: (package, module, ch_mult, attn at the lowest level in encoder, decoder)
+    "mar_kl16": ("models", "models.vae", (2, 1), (8,), ()),
+    "vavae": ("tokenizer", "tokenizer.autoencoder", (1, 1), (8,), (8,)),  # 1×1 skips are the KL-16 fixture's
+}
+
+
+def _ldm(repo: Path, out: Path, name: str) -> None:
+    package, module_name, ch_mult, enc_attn, dec_attn = LDM_JOBS[name]
+    tiny = {**LDM_TINY, "ch_mult": ch_mult}
+    adaptations: list[str] = []
+    sys.path.insert(0, str(repo))
+    enter_package(repo, package, adaptations)
+    stand_in("torchvision", {"transforms": None}, "an image transform import no model here calls", adaptations)
+    upstream = importlib.import_module(module_name)
+    torch.manual_seed(0)
+    vae = upstream.AutoencoderKL(embed_dim=4, ch_mult=ch_mult)  # its own quant convs for 4 channels
+    vae.encoder = upstream.Encoder(attn_resolutions=enc_attn, **tiny)
+    vae.decoder = upstream.Decoder(attn_resolutions=dec_attn, **tiny)
+    adaptations.append(
+        f"encoder/decoder rebuilt at tiny size with the upstream classes: {tiny}, attn {enc_attn}/{dec_attn}"
+    )
+    perturb_(vae, seed=1)
+    vae.eval()
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    z = torch.randn(2, 4, 8, 8, generator=g)
+    with torch.no_grad():
+        posterior = vae.encode(x)
+        outputs = {"mean": posterior.mean, "logvar": posterior.logvar, "decode": vae.decode(z)}
+        outputs["forward"] = vae.decode(posterior.mean)
+    meta = {
+        "upstream": {"mar_kl16": "LTH14/mar", "vavae": "hustvl/LightningDiT"}[name],
+        **git_state(repo),
+        "class": f"{module_name}.AutoencoderKL",
+        "args": {**tiny, "embed_dim": 4, "enc_attn_resolutions": enc_attn, "dec_attn_resolutions": dec_attn},
+        "adaptations": adaptations,
+        "torch": torch.__version__,
+    }
+    ckpt = {"model": vae.state_dict()} if name == "mar_kl16" else {"state_dict": vae.state_dict()}
+    write(out, name, ckpt, {"x": x, "z": z, **outputs}, meta)
+
+
+def mar_kl16(repo: Path, out: Path) -> None:
+    _ldm(repo, out, "mar_kl16")
+
+
+def vavae(repo: Path, out: Path) -> None:
+    _ldm(repo, out, "vavae")
+
+
+# --------------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------------
 
@@ -347,12 +405,18 @@ JOBS = {
     "detok_tokenizer": ("detok_repo", detok_tokenizer),
     "detok_sampling": ("detok_repo", detok_sampling),
     "detok_mar": ("detok_repo", detok_mar),
+    "mar_kl16": ("mar_repo", mar_kl16),
+    "vavae": ("lightningdit_repo", vavae),
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--detok-repo", type=Path, help="local checkout of Jiawei-Yang/DeTok")
+    parser.add_argument("--mar-repo", type=Path, help="local checkout of LTH14/mar")
+    parser.add_argument("--lightningdit-repo", type=Path, help="local checkout of hustvl/LightningDiT")
+    parser.add_argument("--jobs", nargs="+", choices=sorted(JOBS), help="only these fixtures (default: every one "
+                        "whose checkout is given)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--only", choices=sorted(JOBS), help=argparse.SUPPRESS)  # one job, in this process
     args = parser.parse_args()
@@ -363,6 +427,8 @@ def main() -> None:
         return
     ran = 0
     for name, (repo_arg, _) in JOBS.items():
+        if args.jobs and name not in args.jobs:
+            continue
         repo = getattr(args, repo_arg)
         if repo is None:
             print(f"skipped {name}: no --{repo_arg.replace('_', '-')}")

@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", action="store_true", help="convert the raw weights instead of the EMA ones")
     p.add_argument("--stats", help="upstream latent statistics to store in the folder (DeTok's stats.pkl)")
     p.add_argument("--stats-key", help="the entry of --stats to use (import), or to write under (export)")
+    p.add_argument("--tokenizer", help="a generator's tokenizer folder, recorded so that sampling needs no --tokenizer")
     p.add_argument(
         "--set",
         action="append",
@@ -41,7 +42,8 @@ def convert(args: argparse.Namespace) -> int:
     if source.is_dir():  # export
         if not (source / CONFIG_FILE).is_file():
             raise ValueError(f"{source} is a folder but not a detok model folder ({CONFIG_FILE} is missing)")
-        unused = [f for f, v in (("--raw", args.raw), ("--stats", args.stats), ("--set", args.set)) if v]
+        given = (("--raw", args.raw), ("--stats", args.stats), ("--set", args.set), ("--tokenizer", args.tokenizer))
+        unused = [f for f, v in given if v]
         if unused or args.format:
             raise ValueError(f"{', '.join(unused + ['--format'] * bool(args.format))}: only for converting a file")
         written = export_checkpoint(source, out, stats_key=args.stats_key)
@@ -50,7 +52,14 @@ def convert(args: argparse.Namespace) -> int:
     if args.stats_key and not args.stats:
         raise ValueError("--stats-key names an entry of --stats; give the statistics file too")
     convert_checkpoint(
-        source, out, fmt=args.format, ema=not args.raw, stats=args.stats, stats_key=args.stats_key, overrides=args.set
+        source,
+        out,
+        fmt=args.format,
+        ema=not args.raw,
+        stats=args.stats,
+        stats_key=args.stats_key,
+        overrides=args.set,
+        tokenizer=args.tokenizer,
     )
     _, cfg, raw = read_model_config(out)
     info = raw["converted_from"]
@@ -59,6 +68,15 @@ def convert(args: argparse.Namespace) -> int:
     print(
         f"converted {source.name} ({info['format']}, weights {info['weights']}) → {out}"
         + (f"; architecture {arch}" if arch else "")
-        + (f"; latent statistics from {stats['file']}[{stats['key']!r}]" if stats else "; no latent statistics")
+        + (f"; tokenizer {raw['tokenizer']}" if raw.get("tokenizer") else "")
+        + _stats_note(cfg, stats)
     )
     return 0
+
+
+def _stats_note(cfg, stats: dict | None) -> str:
+    if not hasattr(cfg, "latent_mean"):  # a generator: its latents are the tokenizer's
+        return ""
+    if stats is None:
+        return "; no latent statistics"
+    return f"; latent statistics from {stats['file']}[{stats['key']!r}]" if "file" in stats else f"; {stats['source']}"

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from detok.checkpoint import CheckpointError, load_model_folder, save_model_folder
-from detok.convert import detok_official, mar_official
+from detok.convert import detok_official, ldm_vae, mar_official
 from detok.convert.safe_load import load_checkpoint
 
 # Signature keys of the checkpoints detok knows of, to say what a file holds when it is not what was asked for.
@@ -24,10 +24,14 @@ _SIGNATURES = [
     ("a DeTok (l-DeTok) tokenizer", lambda s: detok_official.matches(s)),
     ("a MAR generator", lambda s: any(k.startswith("diffloss.") for k in s) and any("encoder_blocks." in k for k in s)),
     ("a LightningDiT / DiT / SiT generator", lambda s: {"x_embedder.proj.weight", "t_embedder.mlp.0.weight"} <= set(s)),
-    ("a CNN autoencoder (VA-VAE / KL-16 / SD-VAE)", lambda s: any(k.startswith("encoder.conv_in.") for k in s)),
+    ("an LDM autoencoder (MAR's KL-16 / VA-VAE)", lambda s: ldm_vae.matches(s)),
+    (
+        "a CNN autoencoder (diffusers' AutoencoderKL: SD-VAE)",
+        lambda s: any(k.startswith("encoder.down_blocks.") for k in s),
+    ),
 ]
 
-FORMATS = {detok_official.NAME: detok_official, mar_official.NAME: mar_official}
+FORMATS = {m.NAME: m for m in (detok_official, mar_official, ldm_vae)}
 
 
 def describe(state: dict[str, Any]) -> str:
@@ -84,6 +88,7 @@ def convert_checkpoint(
     stats: str | Path | None = None,
     stats_key: str | None = None,
     overrides: list[str] | None = None,
+    tokenizer: str | Path | None = None,
 ) -> Path:
     """Convert an upstream checkpoint file into a detok model folder (config.json + model.safetensors).
 
@@ -92,20 +97,39 @@ def convert_checkpoint(
         ema: take the EMA weights (the default, as the upstream's evaluation does); False takes the raw ones.
         stats: the upstream's latent statistics file (DeTok's `stats.pkl`), stored as the folder's
             latent_mean/latent_std; without it, compute them with `detok tokenizer stats`.
-        overrides: `model.KEY=VALUE` settings the weights cannot tell (e.g. `model.enc_heads=12`).
+        overrides: `model.KEY=VALUE` settings the weights cannot tell (e.g. `model.enc_heads=12`); each format
+            names the ones it takes (`SETTABLE`).
+        tokenizer: for a generator, the tokenizer folder it samples through (recorded as training records it,
+            after checking that its latents are what the generator models).
     """
     path, out = Path(path), Path(out)
     data = load_checkpoint(path)
-    state, entry = select_weights(data, path, ema)
+    try:
+        state, entry = select_weights(data, path, ema)
+    except CheckpointError as no_ema:  # autoencoder releases carry one set of weights, which their upstream loads
+        if not ema:
+            raise
+        state, entry = select_weights(data, path, ema=False)
+        single = [m for m in FORMATS.values() if getattr(m, "SINGLE_WEIGHTS", False) and m.matches(state)]
+        if not single or (fmt is not None and single[0].NAME != fmt):
+            raise no_ema from None
+        entry += " (the release's one set of weights)"
     module = _as_format(fmt, state, path)
-    heads = {}
+    settable = getattr(module, "SETTABLE", ("enc_heads", "dec_heads"))
+    settings: dict[str, int] = {}
     for item in overrides or []:
         key, _, value = item.partition("=")
-        if key in ("model.enc_heads", "model.dec_heads") and value.isdigit():
-            heads[key.split(".")[1][:3]] = int(value)
-        else:
-            raise CheckpointError(f"--set {item}: only model.enc_heads / model.dec_heads can be given to a conversion")
-    model = module.to_detok(state, path.name, heads)
+        name = key.removeprefix("model.")
+        if not key.startswith("model.") or name not in settable or not value.isdigit() or int(value) < 1:
+            allowed = " / ".join(f"model.{s}" for s in settable)
+            raise CheckpointError(f"--set {item}: a {module.NAME} conversion takes only {allowed} (positive integers)")
+        settings[name] = int(value)
+    dropped = module.training_only(state) if hasattr(module, "training_only") else []
+    state = {k: v for k, v in state.items() if k not in set(dropped)}
+    # detok_official / mar_official read heads as {"enc": n, "dec": n}; formats with SETTABLE take field names
+    model = module.to_detok(
+        state, path.name, settings if hasattr(module, "SETTABLE") else {k[:3]: v for k, v in settings.items()}
+    )
     extra: dict[str, Any] = {
         "converted_from": {
             "file": path.name,
@@ -115,14 +139,46 @@ def convert_checkpoint(
             "weights": entry,
         }
     }
+    if dropped:  # nothing silently lost: what was left out, by prefix
+        prefixes = sorted({k.split(".")[0] + "." for k in dropped})
+        extra["converted_from"]["dropped_training_weights"] = {
+            p: sum(k.startswith(p) for k in dropped) for p in prefixes
+        }
     if hasattr(module, "upstream_sampling"):  # the upstream's settings that are sampling arguments, not config
         extra["converted_from"]["upstream_sampling"] = module.upstream_sampling(model)
     if stats is not None:
         mean, std, key = module.read_stats(stats, stats_key, model.config.latent_channels)
         model.config = dataclasses.replace(model.config, latent_mean=mean, latent_std=std)
         extra["converted_from"]["stats"] = {"file": Path(stats).name, "key": key}
+    elif hasattr(module, "default_stats") and (known := module.default_stats(model)) is not None:
+        mean, std, source = known
+        model.config = dataclasses.replace(model.config, latent_mean=mean, latent_std=std)
+        extra["converted_from"]["stats"] = {"source": source}
+    if tokenizer is not None:
+        extra["tokenizer"] = _check_tokenizer(model, Path(tokenizer))
     save_model_folder(out, model, extra)
     return out
+
+
+def _check_tokenizer(model, folder: Path) -> str:
+    """The tokenizer folder a converted generator records, after checking it fits: a tokenizer with latent
+    statistics whose latents have the generator's channels and layout."""
+    if getattr(model, "kind", None) != "generator":
+        raise ValueError("--tokenizer is for generators; a tokenizer is converted on its own")
+    tok = load_model_folder(folder)
+    if getattr(tok, "kind", None) != "tokenizer":
+        raise ValueError(f"--tokenizer {folder} holds a {getattr(tok, 'kind', 'unknown')} model, not a tokenizer")
+    if tok.config.latent_mean is None:
+        raise ValueError(
+            f"--tokenizer {folder} has no latent statistics (convert it with --stats, or `detok tokenizer stats`)"
+        )
+    cfg = model.config
+    want = (cfg.latent_channels, *cfg.input_size)
+    if tuple(tok.latent_shape) != want:
+        raise ValueError(
+            f"--tokenizer {folder} makes latents of shape {tuple(tok.latent_shape)}; the generator models {want}"
+        )
+    return str(folder)
 
 
 def export_checkpoint(folder: str | Path, out: str | Path, stats_key: str | None = None) -> list[Path]:
@@ -134,12 +190,16 @@ def export_checkpoint(folder: str | Path, out: str | Path, stats_key: str | None
         raise ValueError(f"{folder} holds a {type(model).__name__}, which has no upstream layout to export to")
     state = module.to_upstream(model)
     out = Path(out)
+    cache, stats_path = None, out.with_name("stats.pkl")
+    if stats_key is not None:  # checked first, so that a refusal leaves nothing written
+        if stats_path.exists():
+            raise FileExistsError(f"{stats_path} exists; the statistics are written beside --out, as a new file")
+        cache = module.stats_cache(model, stats_key)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": state, "model_ema": state}, out)  # one set of tensors, stored once, under both names
     written = [out]
-    if stats_key is not None:
-        stats_path = out.with_name("stats.pkl")
-        stats_path.write_bytes(pickle.dumps(module.stats_cache(model, stats_key)))
+    if cache is not None:
+        stats_path.write_bytes(pickle.dumps(cache))
         written.append(stats_path)
     return written
 
