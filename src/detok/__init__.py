@@ -12,14 +12,16 @@ __all__ = ["create_model", "list_models", "load_generator", "load_tokenizer", "_
 
 
 def load_tokenizer(path, device="cpu"):
-    """Load a tokenizer from a run directory or any folder holding `config.json` + `model.safetensors`."""
+    """Load a tokenizer from a run directory, any folder holding `config.json` + `model.safetensors`, or a Hub
+    repository holding them: `hf:ORG/NAME[@REV]` (through huggingface_hub's cache; `pip install 'detok[hub]'`)."""
     from detok.checkpoint import load_tokenizer as _load
 
     return _load(path, device=device)
 
 
 def load_generator(path, device="cpu"):
-    """Load a generator from a run directory or any folder holding `config.json` + `model.safetensors`."""
+    """Load a generator from a run directory, any folder holding `config.json` + `model.safetensors`, or a Hub
+    repository holding them: `hf:ORG/NAME[@REV]`."""
     from detok.checkpoint import load_generator as _load
 
     return _load(path, device=device)

@@ -138,9 +138,40 @@ def save_model_folder(folder: str | Path, model: nn.Module, extra: dict[str, Any
     write_json(folder / CONFIG_FILE, {**meta, **(extra or {})})
 
 
+HUB_PREFIX = "hf:"
+HUB_INSTALL = "pip install 'detok[hub]'"
+
+
+def resolve_model_folder(spec: str | Path) -> Path:
+    """The local folder a model spec names: a path as it is, or `hf:ORG/NAME[@REV]` (a Hub model repository at a
+    branch, tag or commit; default `main`) as its snapshot in huggingface_hub's cache, downloaded once.
+
+    Only `config.json` and `model.safetensors` are fetched. With `HF_HUB_OFFLINE=1` the cache alone answers.
+    """
+    spec = str(spec)
+    if not spec.startswith(HUB_PREFIX):
+        return Path(spec)
+    repo_id, _, revision = spec[len(HUB_PREFIX) :].partition("@")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")) or (revision == "" and "@" in spec):
+        raise ValueError(f"{spec!r} is not a Hub model spec: expected hf:ORG/NAME or hf:ORG/NAME@REVISION")
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.utils import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+    except ImportError:
+        raise ImportError(f"{spec} is on the Hugging Face Hub, which needs huggingface_hub: {HUB_INSTALL}") from None
+    try:
+        path = snapshot_download(repo_id, revision=revision or None, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE])
+    except (LocalEntryNotFoundError, HfHubHTTPError, HFValidationError, OSError) as e:
+        # not in the cache while offline, no such repository or revision, a refused or failed request: one line,
+        # the class name saying which
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise FileNotFoundError(f"{spec}: {type(e).__name__}: {first}") from None
+    return Path(path)
+
+
 def read_model_config(folder: str | Path) -> tuple[type[nn.Module], Any, dict]:
-    """(model class, typed model config, raw config.json) from a model folder."""
-    folder = Path(folder)
+    """(model class, typed model config, raw config.json) from a model folder or `hf:ORG/NAME[@REV]`."""
+    folder = resolve_model_folder(folder)
     cfg_path = folder / CONFIG_FILE
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{folder} is not a model folder: {CONFIG_FILE} is missing")
@@ -157,8 +188,8 @@ def read_model_config(folder: str | Path) -> tuple[type[nn.Module], Any, dict]:
 
 
 def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model saved in `folder` (in eval mode)."""
-    folder = Path(folder)
+    """Rebuild the model saved in `folder` or `hf:ORG/NAME[@REV]` (in eval mode)."""
+    folder = resolve_model_folder(folder)
     cls, cfg, _ = read_model_config(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
@@ -172,7 +203,8 @@ def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") ->
 
 
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a tokenizer from a run directory or a folder holding `config.json` + `model.safetensors`."""
+    """Load a tokenizer from a run directory, a folder holding `config.json` + `model.safetensors`, or a Hub
+    repository holding them (`hf:ORG/NAME[@REV]`, through huggingface_hub's cache: `pip install 'detok[hub]'`)."""
     model = load_model_folder(path, device)
     if getattr(model, "kind", None) != "tokenizer":
         raise ValueError(f"{path} holds a {getattr(model, 'kind', 'unknown')} model, not a tokenizer")
@@ -276,7 +308,8 @@ def load_training_state(
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a generator from a run directory or a folder holding `config.json` + `model.safetensors`."""
+    """Load a generator from a run directory, a folder holding `config.json` + `model.safetensors`, or a Hub
+    repository holding them (`hf:ORG/NAME[@REV]`)."""
     model = load_model_folder(path, device)
     if getattr(model, "kind", None) != "generator":
         raise ValueError(f"{path} holds a {getattr(model, 'kind', 'unknown')} model, not a generator")

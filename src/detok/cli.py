@@ -7,11 +7,11 @@ import os
 import sys
 
 from detok import __version__
-from detok.commands import bench, convert, generator, latents, presets, report, teacher, text, tokenizer
+from detok.commands import bench, convert, generator, hub, latents, presets, report, teacher, text, tokenizer
 from detok.commands import eval as eval_  # the `detok eval` group; the name `eval` stays the builtin's
 
 # The command groups in the order `detok --help` lists them; each adds its commands with `add_parser(sub)`.
-GROUPS = (presets, tokenizer, teacher, text, latents, eval_, generator, bench, report, convert)
+GROUPS = (presets, tokenizer, teacher, text, latents, eval_, generator, bench, report, convert, hub)
 
 
 def build_parser() -> argparse.ArgumentParser:
