@@ -559,3 +559,53 @@ def test_a_latent_cache_of_other_tokenizer_weights_is_refused(capsys, tmp_path, 
     rc, line = run(capsys, *_gen_args(tok_with_stats / "tok", tmp_path / "gen"), "--latents", cache)
     assert rc == 2 and "other tokenizer weights" in line and str(cache) in line, line
     assert not (tmp_path / "gen").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 13. Every numeric option is checked as config fields are; a usage error is one line
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["generator", "sample", "g", "--out", "x.npz", "--num", "0"], "argument --num: must be ≥ 1, got 0"),
+        (["generator", "sample", "g", "--out", "x.npz", "--cfg", "nan"], "argument --cfg: must be a finite number"),
+        (["generator", "sample", "g", "--out", "x.npz", "--cfg", "inf"], "argument --cfg: must be a finite number"),
+        (["generator", "sample", "g", "--out", "x.npz", "--cfg", "-1"], "argument --cfg: must be ≥ 0, got -1"),
+        (["generator", "sample", "g", "--out", "x.npz", "--cfg-interval", "0.5,nan"], "--cfg-interval takes two"),
+        (["generator", "sample", "g", "--out", "x.npz", "--temperature", "0"], "argument --temperature: must be > 0"),
+        (["generator", "sample", "g", "--out", "x.npz", "--batch-size", "-4"], "argument --batch-size: must be ≥ 1"),
+        (["generator", "sample", "g", "--out", "x.npz", "--num", "1e3"], "argument --num: expected an integer"),
+        (["captions", "make", "--out", "c", "--per-image", "0"], "argument --per-image: must be ≥ 1, got 0"),
+        (["captions", "make", "--out", "c", "--per-image", "-3"], "argument --per-image: must be ≥ 1, got -3"),
+        (
+            ["captions", "make", "--out", "c", "--held-out-per-class", "-1"],
+            "argument --held-out-per-class: must be ≥ 0",
+        ),
+        (["latents", "cache", "--tokenizer", "t", "--out", "c", "--shard-size", "0"], "argument --shard-size"),
+        (["eval", "generation", "g", "--final-num", "0"], "argument --final-num: must be ≥ 1"),
+        (["tokenizer", "eval", "t", "--threads", "-1"], "argument --threads: must be ≥ 0"),
+        (["bench", "reproduce", "--suite", "nosuch"], "argument --suite: invalid choice: 'nosuch'"),
+        (["generator", "sample", "g"], "the following arguments are required: --out"),
+    ],
+)
+def test_numeric_options_are_checked_like_config_fields(capsys, tmp_path, monkeypatch, argv, words):
+    monkeypatch.chdir(tmp_path)
+    rc, line = run(capsys, *argv)
+    assert rc == 2 and words in line, line
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_report_of_a_folder_that_is_not_a_run_is_refused(capsys, tmp_path):
+    (tmp_path / "notarun").mkdir()
+    (tmp_path / "notarun" / "notes.txt").write_text("hello")
+    rc, line = run(capsys, "report", tmp_path / "notarun", "--out", tmp_path / "rep")
+    assert rc == 2 and "is not a run directory" in line and "notarun" in line
+    assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("setting", ["train.lr=nan", "train.grad_clip=nan", "train.lr=inf", "train.blr=-inf"])
+def test_a_lower_case_nan_is_refused_as_not_finite(capsys, tmp_path, setting):
+    rc, line = run(capsys, *train_args(tmp_path / "run", setting), "--dry-run")
+    assert rc == 2 and f"{setting.split('=')[0]} must be a finite number" in line and "typing" not in line, line

@@ -14,8 +14,20 @@ from detok.commands import eval as eval_  # the `detok eval` group; the name `ev
 GROUPS = (presets, tokenizer, teacher, text, latents, eval_, generator, bench, report, convert, hub)
 
 
+class UsageError(ValueError):
+    """The command line does not parse: an unknown command or choice, a missing or ill-typed option."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (and its subcommands'), but a usage error is the one `detok: error:` line of every other
+    unusable input (exit 2), naming the option and where its help is, instead of the whole usage."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="detok", description=__doc__)
+    parser = _Parser(prog="detok", description=__doc__)
     parser.add_argument("--version", action="version", version=f"detok {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
@@ -41,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     from detok.runtime import TrainingDivergedError, forget_process_threads
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv  # the command as given, for records (not sys.argv: main may be called from Python)
     try:
+        args = build_parser().parse_args(argv)
+        args.argv = argv  # the command as given, for records (not sys.argv: main may be called from Python)
         return args.fn(args)
     except USER_ERRORS as e:
         if os.environ.get("DETOK_DEBUG"):

@@ -140,6 +140,16 @@ def check_fields(cfg: Any) -> None:
                 raise ConfigError(name, f"must be {rng}, got {v!r}")
 
 
+def check_value(value: Any, tp: Any, where: str) -> Any:
+    """`value` checked as a field annotated `tp` is checked (type, finiteness, range), for a setting that is not a
+    config field (a command-line option); raises `ConfigError` or `TypeError` naming `where`."""
+    value = _coerce(value, tp, where)
+    rng = _range_of(tp)
+    if rng is not None and value is not None and not rng.admits(value):
+        raise ConfigError(where, f"must be {rng}, got {value!r}")
+    return value
+
+
 def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
@@ -191,6 +201,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise TypeError(f"{where}: expected null, got {value!r}")
         return None
     if tp is float:
+        if isinstance(value, str) and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            value = float(value)  # JSON spells them NaN and Infinity; "nan" and "inf" are refused just the same
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{where}: expected a number, got {value!r}")
         if not math.isfinite(value):

@@ -5,9 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, get_args
 
-from detok.config import apply_overrides, to_dict
+from detok.config import (
+    ConfigError,
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    apply_overrides,
+    check_value,
+    to_dict,
+)
 
 
 def run_training(cfg, out: Path, train, what: str, dry_run: bool) -> int:
@@ -62,7 +74,7 @@ def data_for(run: str | Path, tok, overrides: list[str] | None):
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
     """--threads and --device, read by `device_for` and `start_processes`."""
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--threads", type=number(NonNegativeInt), default=0, help="CPU threads (0: all cores)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
@@ -87,9 +99,41 @@ def start_processes(args: argparse.Namespace):
     return device
 
 
+def number(tp: Any) -> Callable[[str], Any]:
+    """An argparse `type` for a numeric option, checked as a config field annotated `tp` (`PositiveInt`,
+    `NonNegativeFloat`, …) is: an integer or a number, finite, in the annotation's range. argparse reports a refusal
+    as one line naming the option."""
+    integer = int in (tp, *get_args(tp))  # PositiveInt is Annotated[int, ...]
+
+    def parse(text: str) -> Any:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            what = "an integer" if integer else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        try:
+            return check_value(value, tp, "")
+        except (ConfigError, TypeError) as e:
+            raise argparse.ArgumentTypeError(e.problem if isinstance(e, ConfigError) else str(e).lstrip(": ")) from None
+
+    parse.__name__ = "integer" if integer else "number"
+    return parse
+
+
 def parse_interval(text: str) -> tuple[float, float]:
-    """--cfg-interval 'lo,hi' as two noise levels."""
+    """--cfg-interval 'lo,hi' as two noise levels, each in [0, 1], lo <= hi."""
     parts = text.split(",")
-    if len(parts) != 2:
-        raise ValueError(f"--cfg-interval takes two numbers 'lo,hi' (noise level, 0 = data, 1 = noise), got {text!r}")
-    return float(parts[0]), float(parts[1])
+    try:
+        lo, hi = (check_value(float(p), Fraction, "--cfg-interval") for p in parts) if len(parts) == 2 else (1, 0)
+    except (ValueError, ConfigError):
+        lo, hi = 1, 0
+    if not lo <= hi:
+        raise ValueError(
+            f"--cfg-interval takes two noise levels 'lo,hi' with 0 <= lo <= hi <= 1 (0 = data, 1 = noise), got {text!r}"
+        )
+    return float(lo), float(hi)
+
+
+# The ranges of the numeric options the commands share (as their config fields have them).
+POSITIVE_INT, NON_NEGATIVE_INT = number(PositiveInt), number(NonNegativeInt)
+POSITIVE_FLOAT, NON_NEGATIVE_FLOAT = number(PositiveFloat), number(NonNegativeFloat)

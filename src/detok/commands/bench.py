@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from detok.commands._common import NON_NEGATIVE_INT
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmark suites").add_subparsers(dest="action", required=True)
@@ -45,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="RESULTS_JSON",
         help="an earlier run's results.json (same suite, budget, evaluators): its finished cells are kept, not rerun",
     )
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--threads", type=NON_NEGATIVE_INT, default=0, help="CPU threads (0: all cores)")
     p.set_defaults(fn=reproduce)
 
 

@@ -7,7 +7,16 @@ import json
 import sys
 from pathlib import Path
 
-from detok.commands._common import add_device_args, data_for, device_for, parse_interval, start_processes
+from detok.commands._common import (
+    NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    add_device_args,
+    data_for,
+    device_for,
+    parse_interval,
+    start_processes,
+)
 from detok.config import apply_overrides, to_dict
 
 
@@ -29,23 +38,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = ev.add_parser("generation", help="gFID/IS/precision/recall over a CFG sweep, then the best scale in full")
     p.add_argument("run", help="generator run directory or model folder")
     p.add_argument("--cfg", default="1.0,1.5,2.0,3.0,4.0", help="guidance scales to search, comma-separated")
-    p.add_argument("--num", type=int, default=10_000, help="samples per scale in the search")
-    p.add_argument("--final-num", type=int, default=50_000, help="samples at the best scale (<= --num: no rerun)")
-    p.add_argument("--no-cfg-num", type=int, default=0, help="also score N fresh samples without guidance (0: off)")
+    p.add_argument("--num", type=POSITIVE_INT, default=10_000, help="samples per scale in the search")
+    p.add_argument(
+        "--final-num", type=POSITIVE_INT, default=50_000, help="samples at the best scale (<= --num: no rerun)"
+    )
+    p.add_argument(
+        "--no-cfg-num", type=NON_NEGATIVE_INT, default=0, help="also score N fresh samples without guidance (0: off)"
+    )
     p.add_argument(
         "--no-cfg-temperatures",
         default=None,
         help="temperatures to sweep without guidance, comma-separated (the paper's AR protocol); best reported",
     )
     p.add_argument("--cfg-interval", default=None, help="guide only at noise levels in [lo,hi]")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=POSITIVE_FLOAT, default=1.0)
     p.add_argument(
         "--temperatures",
         default=None,
         help="search every CFG scale at each of these temperatures, comma-separated (AR generators, SDE samplers); "
         "the final at the best pair",
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64)
     p.add_argument("--tokenizer", help="tokenizer to decode with (default: the one the generator was trained on)")
     p.add_argument("--out", help="results folder (default RUN/eval)")
     p.add_argument(
@@ -67,10 +80,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = ev.add_parser("t2i", help="text-to-image: FID against the test images and text alignment (seen/held-out)")
     p.add_argument("run", help="text-conditioned generator run directory or model folder")
     p.add_argument("--cfg", default="1.0,2.0,3.0", help="guidance scales to search, comma-separated")
-    p.add_argument("--num", type=int, default=1_000, help="samples per scale in the search (test captions)")
-    p.add_argument("--final-num", type=int, default=5_000, help="samples at the best scale (<= --num: no rerun)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num", type=POSITIVE_INT, default=1_000, help="samples per scale in the search (test captions)")
+    p.add_argument(
+        "--final-num", type=POSITIVE_INT, default=5_000, help="samples at the best scale (<= --num: no rerun)"
+    )
+    p.add_argument("--temperature", type=POSITIVE_FLOAT, default=1.0)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64)
     p.add_argument("--tokenizer", help="tokenizer to decode with (default: the one the generator was trained on)")
     p.add_argument("--captions", help="caption set (default: the generator's)")
     p.add_argument("--text-encoder", help="text encoder spec (default: the generator's)")
@@ -79,7 +94,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="results folder (default RUN/eval-t2i)")
     p.add_argument("--sampling", action="append", metavar="KEY=VALUE", help="sampling setting of the generator")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data config value")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     add_device_args(p)
     p.set_defaults(fn=t2i)
 
@@ -87,7 +102,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="tokenizer run directory or model folder")
     p.add_argument("--out", help="results folder (default RUN/analysis)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data config value")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     add_device_args(p)
     p.set_defaults(fn=latents)
 
@@ -102,9 +117,9 @@ def _add_reference_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ref-stats", help="published ADM-format statistics (.npz with mu, sigma) instead of a split")
     p.add_argument("--ref-split", default="train", choices=["train", "test"], help="real images for the stats")
-    p.add_argument("--ref-images", type=int, default=None, help="use only the first N real images")
+    p.add_argument("--ref-images", type=POSITIVE_INT, default=None, help="use only the first N real images")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data config value")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     add_device_args(p)
 
 

@@ -7,7 +7,16 @@ import json
 import sys
 from pathlib import Path
 
-from detok.commands._common import add_device_args, parse_interval, run_training, start_processes
+from detok.commands._common import (
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    add_device_args,
+    parse_interval,
+    run_training,
+    start_processes,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,22 +43,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = gen.add_parser("sample", help="sample class-balanced images into an .npz (uint8 images + labels) and a PNG")
     p.add_argument("run", help="generator run directory or model folder")
     p.add_argument(
-        "--num", type=int, default=None, help="number of images (default 100; with --captions one per caption)"
+        "--num", type=POSITIVE_INT, default=None, help="number of images (default 100; with --captions one per caption)"
     )
     p.add_argument(
         "--captions", help="text-conditioned generators: a text file, one caption per line (taken in turn for --num)"
     )
     p.add_argument("--text-encoder", help="with --captions: the text encoder (default: the one the generator used)")
-    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = unguided)")
+    p.add_argument("--cfg", type=NON_NEGATIVE_FLOAT, default=1.0, help="classifier-free guidance scale (1 = unguided)")
     p.add_argument(
         "--cfg-interval",
         default=None,
         help="guide only at noise levels in [lo,hi] (0 = data, 1 = noise); default: the model's own (all levels, "
         "or the preset's interval for LightningDiT)",
     )
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--temperature", type=POSITIVE_FLOAT, default=1.0)
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64)
     p.add_argument("--out", required=True, help="output .npz path (a PNG grid is written beside it)")
     p.add_argument("--tokenizer", help="tokenizer to decode with (default: the one the generator was trained on)")
     p.add_argument(
@@ -74,6 +83,7 @@ def sample(args: argparse.Namespace) -> int:
     from detok.checkpoint import load_generator, load_tokenizer, read_model_config
     from detok.generate import is_text_conditioned, npz_path, sample_to_file, with_sampling_settings
 
+    interval = None if args.cfg_interval is None else parse_interval(args.cfg_interval)  # before anything loads
     device = start_processes(args)
     model = load_generator(args.run, device)
     model = with_sampling_settings(model, args.set or [])  # e.g. model.flow.sample_steps=100
@@ -100,7 +110,7 @@ def sample(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         cfg_scale=args.cfg,
-        cfg_interval=None if args.cfg_interval is None else parse_interval(args.cfg_interval),
+        cfg_interval=interval,
         temperature=args.temperature,
         **text,
     )

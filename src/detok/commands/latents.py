@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from detok.commands._common import add_device_args, data_for, start_processes
+from detok.commands._common import POSITIVE_INT, add_device_args, data_for, start_processes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,10 +16,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="cache directory")
     p.add_argument("--split", default="train", choices=["train", "test"])
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data config value")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--shard-size", type=int, default=10_000)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=256)
+    p.add_argument("--shard-size", type=POSITIVE_INT, default=10_000)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the latents")
-    p.add_argument("--max-images", type=int, default=None, help="cache only the first N images of the split")
+    p.add_argument("--max-images", type=POSITIVE_INT, default=None, help="cache only the first N images of the split")
     add_device_args(p)
     p.set_defaults(fn=cache)
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from detok.commands._common import run_training
+from detok.commands._common import NON_NEGATIVE_INT, POSITIVE_INT, run_training
 from detok.config import apply_overrides
 
 
@@ -18,11 +18,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "make", help="caption every image from its class and measured attributes (brightness, width, pattern)"
     )
     p.add_argument("--out", help="caption-set folder (default: the cache's captions/fashion-mnist-32)")
-    p.add_argument("--per-image", type=int, default=4, help="captions per image, each phrased anew")
+    p.add_argument("--per-image", type=POSITIVE_INT, default=4, help="captions per image, each phrased anew")
     p.add_argument(
-        "--held-out-per-class", type=int, default=2, help="attribute combinations per class never trained on"
+        "--held-out-per-class",
+        type=NON_NEGATIVE_INT,
+        default=2,
+        help="attribute combinations per class never trained on",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data config value")
     p.set_defaults(fn=captions_make)
 

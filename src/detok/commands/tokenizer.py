@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from detok.commands._common import add_device_args, data_for, device_for, run_training
+from detok.commands._common import POSITIVE_INT, add_device_args, data_for, device_for, run_training
 from detok.config import apply_overrides, to_dict
 
 
@@ -34,8 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p = tok.add_parser(name, help=helptext)
         p.add_argument("run", help="run directory or folder with config.json + model.safetensors")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data config value")
-        p.add_argument("--batch-size", type=int, default=256)
-        p.add_argument("--max-images", type=int, default=None)
+        p.add_argument("--batch-size", type=POSITIVE_INT, default=256)
+        p.add_argument("--max-images", type=POSITIVE_INT, default=None)
         add_device_args(p)
         if name == "eval":
             p.add_argument("--split", default="test", choices=["train", "test"])

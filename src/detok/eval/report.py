@@ -268,6 +268,12 @@ def _load_runs(runs: list[str | Path]) -> list[_Run]:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", path.name).strip("._") or "run"
         if any(r.slug == slug for r in loaded):  # names that differ only in unsafe characters
             slug = f"{slug}-{len(loaded)}"
+        marks = ["config.json", "run_config.json", "log.jsonl", *_FILES.values()]
+        if not any((path / rel).is_file() for rel in marks):
+            raise ValueError(
+                f"{given} is not a run directory: it holds none of {', '.join(marks)} (give a tokenizer or generator "
+                "run, or a model folder)"
+            )
         run = _Run(path.name, str(given), path, slug)
         run.config = run.read_json("config.json")
         for piece, rel in _FILES.items():
