@@ -565,3 +565,19 @@ def test_the_resolution_suite_fine_tunes_32px_tokenizers_and_a_sit_to_64px(tmp_p
     assert "sit_ft" not in cells["64px-decoder"]
     table = (tmp_path / "results" / "results.md").read_text()
     assert "SiT ft from 32 px gFID" in table and "| 64px-full |" in table
+
+
+def test_a_run_beside_the_findings_index_writes_its_block(suite_run, tmp_path, monkeypatch):
+    """`detok bench reproduce --out docs/results/NAME` updates NAME's block of docs/results/README.md (here a restore
+    of the smoke run, which trains nothing and writes the table at once)."""
+    root, args = suite_run
+    monkeypatch.setenv("DETOK_CACHE", str(root / "cache"))
+    index = tmp_path / "README.md"
+    index.write_text("# Findings\n\nhand-written rows\n\n<!-- suites end -->\n")
+    out = tmp_path / "smoke-run"
+    restore = ["--restore", str(root / "results" / "results.json"), "--work", str(tmp_path / "w")]
+    assert cli_main([*args, *restore, "--out", str(out)]) == 0
+    text = index.read_text()
+    assert text.startswith("# Findings\n\nhand-written rows\n\n<!-- suite:smoke-run begin")
+    assert "[smoke-run](smoke-run/results.md)** — suite `table2`, budget `smoke` (regime: smoke test)" in text
+    assert text.endswith("<!-- suite:smoke-run end -->\n\n<!-- suites end -->\n")

@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from detok.bench.findings import update_findings
 from detok.bench.results import environment, repo_relative, repository_of, write_results
 from detok.bench.steps import as_stored, find_twin, run_step, share_step
 from detok.bench.suites import (
@@ -460,6 +461,7 @@ def run_suite(
     def write() -> None:
         record["cells"] = [{"restored_from": str(restore), **c} for c in extra] + [done[k] for k in order if k in done]
         write_results(record, out_dir)
+        update_findings(record, out_dir)  # its block in docs/results/README.md, when out_dir sits beside that index
 
     if restored:
         write()
