@@ -609,3 +609,41 @@ def test_a_report_of_a_folder_that_is_not_a_run_is_refused(capsys, tmp_path):
 def test_a_lower_case_nan_is_refused_as_not_finite(capsys, tmp_path, setting):
     rc, line = run(capsys, *train_args(tmp_path / "run", setting), "--dry-run")
     assert rc == 2 and f"{setting.split('=')[0]} must be a finite number" in line and "typing" not in line, line
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 14. Settings that scale memory are bounded by an estimate before allocation; config.json is checked before building
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [10**12, 10**9])
+def test_a_batch_size_beyond_memory_is_refused_by_dry_run(capsys, tmp_path, batch):
+    rc, line = run(capsys, *train_args(tmp_path / "run", f"train.batch_size={batch}"), "--dry-run")
+    assert rc == 2 and f"train.batch_size={batch} needs at least" in line and "more than this machine's" in line
+
+
+def test_a_sample_count_beyond_memory_is_refused_before_sampling(capsys, tmp_path, tok_with_stats):
+    gen = tmp_path / "gen"
+    assert run(capsys, *_gen_args(tok_with_stats / "tok", gen))[0] == 0
+    rc, line = run(capsys, "generator", "sample", gen, "--out", tmp_path / "s.npz", "--num", 10**10, "--threads", 1)
+    assert rc == 2 and "num=10000000000 needs at least" in line
+    assert not list(tmp_path.glob("s*"))
+
+
+def test_a_config_json_describing_a_huge_model_is_refused_before_building_it(capsys, tmp_path, tok_folder, npz):
+    folder = _copy_folder(tok_folder, tmp_path / "tok")
+    raw = json.loads((folder / "config.json").read_text())
+    raw["model"]["enc_width"] = 262144  # 550 G parameters: ~2 TB if built
+    (folder / "config.json").write_text(json.dumps(raw))
+    rc, line = run(capsys, *_eval_args(folder, npz))
+    assert rc == 2 and str(folder / "config.json") in line and "nothing was built" in line, line
+
+
+def test_a_tokenizer_whose_latent_std_is_zero_is_refused_naming_its_config(capsys, tmp_path, tok_with_stats):
+    tok = _copy_folder(tok_with_stats / "tok", tmp_path / "tok")
+    raw = json.loads((tok / "config.json").read_text())
+    raw["model"]["latent_std"] = [0.0] * len(raw["model"]["latent_std"])
+    (tok / "config.json").write_text(json.dumps(raw))
+    rc, line = run(capsys, *_gen_args(tok, tmp_path / "gen"))
+    assert rc == 2 and f"{tok / 'config.json'}: model.latent_std must be positive" in line and "stats" in line, line
+    assert not (tmp_path / "gen").exists()

@@ -194,20 +194,60 @@ def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") ->
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{folder} has {CONFIG_FILE} but no {WEIGHTS_FILE} (training not finished?)")
-    model = getattr(cls, "for_weights", cls)(cfg)  # a class may build differently what its weights will replace
+    build = getattr(cls, "for_weights", cls)  # a class may build differently what its weights will replace
+    state = read_weights(weights)
+    _check_weights_fit(build, cfg, state, folder)
+    model = build(cfg)
     try:
-        model.load_state_dict(read_weights(weights))
+        model.load_state_dict(state)
     except RuntimeError as e:  # missing/unexpected keys or shapes: the weights are not this config's model
         raise CheckpointError(f"{weights} does not match {folder / CONFIG_FILE} ({str(e).splitlines()[0]})") from None
     return model.to(device).eval()
 
 
-def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def _check_weights_fit(build, cfg, state: dict[str, torch.Tensor], folder: Path) -> None:
+    """Compare the weights' shapes with those of the model that config.json describes, built on the meta device
+    (shapes only, no memory), before the model is built for real: a config.json whose sizes were changed (a width of
+    262,144) would otherwise allocate the model it describes (824 GB) before the weights could be compared."""
+    try:
+        with torch.device("meta"):
+            shell = build(cfg)
+    except Exception:  # noqa: BLE001 - a model that cannot be built on meta is compared by load_state_dict instead
+        return
+    want = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    if want == have:
+        return
+    if want.keys() == have.keys():
+        key = next(k for k in want if want[k] != have[k])
+        why = f"{key} is {list(have[key])} in the weights, {list(want[key])} in the config's model"
+    else:
+        missing, extra = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
+        why = f"missing keys {missing[:3]}" if missing else f"unexpected keys {extra[:3]}"
+    numel = sum(math.prod(s) for s in want.values())
+    raise CheckpointError(
+        f"{folder / WEIGHTS_FILE} does not match {folder / CONFIG_FILE} ({why}; the config describes a model of "
+        f"{numel:,} parameters, the weights hold {sum(math.prod(s) for s in have.values()):,}); nothing was built"
+    )
+
+
+def load_tokenizer(path: str | Path, device: str | torch.device = "cpu", check_stats: bool = True) -> nn.Module:
     """Load a tokenizer from a run directory, a folder holding `config.json` + `model.safetensors`, or a Hub
-    repository holding them (`hf:ORG/NAME[@REV]`, through huggingface_hub's cache: `pip install 'detok[hub]'`)."""
+    repository holding them (`hf:ORG/NAME[@REV]`, through huggingface_hub's cache: `pip install 'detok[hub]'`).
+
+    Its latent statistics, when it has them, must be usable: a `latent_std` of zero (or negative, or non-finite) in
+    some channel would normalise latents to ±inf, so it is refused naming the config.json (`check_stats=False` for
+    `detok tokenizer stats`, which replaces them)."""
     model = load_model_folder(path, device)
     if getattr(model, "kind", None) != "tokenizer":
         raise ValueError(f"{path} holds a {getattr(model, 'kind', 'unknown')} model, not a tokenizer")
+    std = getattr(model.config, "latent_std", None)
+    if check_stats and std is not None and not all(math.isfinite(v) and v > 0 for v in std):
+        bad = next(v for v in std if not (math.isfinite(v) and v > 0))
+        raise CheckpointError(
+            f"{resolve_model_folder(path) / CONFIG_FILE}: model.latent_std must be positive and finite in every "
+            f"channel (normalised latents divide by it), got {bad}; recompute it with `detok tokenizer stats {path}`"
+        )
     return model
 
 

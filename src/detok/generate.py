@@ -11,6 +11,7 @@ import torch
 
 from detok import dist
 from detok.checkpoint import weights_digest
+from detok.memory import check_fits
 from detok.objectives.guidance import balanced_labels, check_interval
 from detok.progress import tqdm
 from detok.runlog import save_grid, to_uint8
@@ -198,6 +199,9 @@ def sample_to_file(
     if batch_size <= 0 or chunk_batches <= 0:
         raise ValueError(f"batch_size and chunk_batches must be positive, got {batch_size}, {chunk_batches}")
     chunk = batch_size * chunk_batches
+    size, channels = tokenizer.config.image_size, tokenizer.config.channels
+    # the whole set is held twice at the end (the parts and their concatenation), as uint8, with int64 labels
+    check_fits(2 * num * (size * size * channels + 8), f"num={num}", f"{num} samples of {size}×{size}×{channels}")
     made_by = sampling_record(generator_model, tokenizer, num, batch_size, seed, **kwargs)
     if is_text_conditioned(generator_model):
         if text is None:
@@ -243,7 +247,6 @@ def sample_to_file(
     dist.barrier()
     share = share_indices(num, chunk, dist.rank(), dist.world_size())
     if not mine:  # more processes than parts
-        size, channels = tokenizer.config.image_size, tokenizer.config.channels
         return np.zeros((0, size, size, channels), dtype=np.uint8), labels.numpy()[share]
     return np.concatenate([mine[k] for k in sorted(mine)]), labels.numpy()[share]
 

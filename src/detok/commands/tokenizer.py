@@ -133,7 +133,7 @@ def stats(args: argparse.Namespace) -> int:
     from detok.latents import compute_latent_stats, store_latent_stats
 
     device = device_for(args)
-    tok = load_tokenizer(args.run, device)
+    tok = load_tokenizer(args.run, device, check_stats=False)  # the statistics it has are about to be replaced
     dataset = build_dataset(data_for(args.run, tok, args.set), "train")
     mean, std = compute_latent_stats(tok, dataset, args.batch_size, args.max_images, device)
     store_latent_stats(args.run, mean, std)

@@ -28,6 +28,7 @@ from detok.config import (
     PositiveInt,
     check_fields,
 )
+from detok.memory import check_fits
 from detok.optim import EMA
 from detok.runfolder import check_run_kind, claim_run_folder
 from detok.runtime import TrainingDivergedError, resolve_device, set_threads
@@ -83,6 +84,17 @@ class TrainConfig:
 
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else self.blr * self.batch_size / 256
+
+
+def check_batch_memory(tc: TrainConfig, data) -> None:
+    """Refuse a batch whose images alone exceed the machine's memory, before anything is allocated (so `--dry-run`
+    finds it): the estimate is one float32 copy of a process-step's images with their int64 indices,
+    batch_size / grad_accum × (C·H·W·4 + 8) bytes, a lower bound on what a step holds (activations take many times it).
+    `data` is the run's `DataConfig`."""
+    per_step = tc.batch_size / tc.grad_accum
+    shape = f"{data.channels}×{data.image_size}×{data.image_size}"
+    what = f"a step's {per_step:.0f} images of {shape} in float32 alone"
+    check_fits(per_step * (data.channels * data.image_size**2 * 4 + 8), f"train.batch_size={tc.batch_size}", what)
 
 
 def start_run(tc: TrainConfig, run_dir: Path, kind: str) -> tuple[torch.device, int]:

@@ -36,7 +36,7 @@ from detok.progress import tqdm
 from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
 from detok.runtime import DivergenceGuard, augment_seed, autocast, batch_indices, compile_blocks, shard_seed
-from detok.training.common import TrainConfig, resume, save_checkpoint, start_run
+from detok.training.common import TrainConfig, check_batch_memory, resume, save_checkpoint, start_run
 from detok.training.init_from import matching_state_dict
 
 
@@ -74,6 +74,7 @@ class GeneratorRunConfig:
     text_encoder: str | None = None
 
     def __post_init__(self):
+        check_batch_memory(self.train, self.data)
         check_fields(self)
         if (self.captions is None) != (self.text_encoder is None):
             raise ValueError("captions and text_encoder come together: a caption set and the encoder of its captions")

@@ -29,7 +29,7 @@ from detok.registry import get_preset
 from detok.runlog import RunLog
 from detok.runtime import DivergenceGuard, augment_seed, autocast, batch_indices, compile_blocks, shard_seed
 from detok.teachers.mae import MaskedAutoencoder
-from detok.training.common import TrainConfig, resume, save_checkpoint, start_run
+from detok.training.common import TrainConfig, check_batch_memory, resume, save_checkpoint, start_run
 
 PROBE_FILE = "probe.json"
 
@@ -58,6 +58,7 @@ class TeacherRunConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self):
+        check_batch_memory(self.train, self.data)
         if (self.data.channels, self.data.image_size) != (self.model.channels, self.model.image_size):
             raise ValueError(
                 f"data gives {self.data.channels}-channel {self.data.image_size}-px images, the model takes "

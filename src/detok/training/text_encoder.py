@@ -30,7 +30,7 @@ from detok.runlog import RunLog
 from detok.runtime import DivergenceGuard, augment_seed, batch_indices, shard_seed
 from detok.text.captions import CaptionSet
 from detok.text.offline import words
-from detok.training.common import TrainConfig, check_finite_weights, resume, start_run
+from detok.training.common import TrainConfig, check_batch_memory, check_finite_weights, resume, start_run
 
 PROBE_FILE = "probe.json"
 
@@ -48,6 +48,7 @@ class TextEncoderRunConfig:
     probe_images: PositiveInt = 2_000
 
     def __post_init__(self):
+        check_batch_memory(self.train, self.data)
         check_fields(self)
 
 

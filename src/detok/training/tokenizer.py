@@ -34,7 +34,7 @@ from detok.registry import get_preset
 from detok.runlog import RunLog, save_grid
 from detok.runtime import DivergenceGuard, autocast, compile_blocks, shard_seed
 from detok.tokenizers.base import Tokenizer
-from detok.training.common import SkippedFiles, TrainConfig, resume, save_checkpoint, start_run
+from detok.training.common import SkippedFiles, TrainConfig, check_batch_memory, resume, save_checkpoint, start_run
 from detok.training.init_from import matching_state_dict
 
 
@@ -52,6 +52,7 @@ class TokenizerRunConfig:
     init_from: str | None = None
 
     def __post_init__(self):
+        check_batch_memory(self.train, self.data)
         if self.data.channels != self.model.channels:
             raise ValueError(f"data.channels={self.data.channels} but the model expects {self.model.channels}")
         if self.data.image_size != self.model.image_size:
