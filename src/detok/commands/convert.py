@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", help="an upstream checkpoint file, or a detok model folder to export")
     p.add_argument("--out", required=True, help="the model folder to write (import) or the checkpoint file (export)")
-    p.add_argument("--format", help="upstream format (default: recognised from the weights)")
+    p.add_argument(
+        "--format", help="upstream format (default: recognised from the weights; for export, the one converted from)"
+    )
     p.add_argument("--raw", action="store_true", help="convert the raw weights instead of the EMA ones")
     p.add_argument("--stats", help="upstream latent statistics to store in the folder (DeTok's stats.pkl)")
     p.add_argument("--stats-key", help="the entry of --stats to use (import), or to write under (export)")
@@ -44,9 +46,9 @@ def convert(args: argparse.Namespace) -> int:
             raise ValueError(f"{source} is a folder but not a detok model folder ({CONFIG_FILE} is missing)")
         given = (("--raw", args.raw), ("--stats", args.stats), ("--set", args.set), ("--tokenizer", args.tokenizer))
         unused = [f for f, v in given if v]
-        if unused or args.format:
-            raise ValueError(f"{', '.join(unused + ['--format'] * bool(args.format))}: only for converting a file")
-        written = export_checkpoint(source, out, stats_key=args.stats_key)
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: only for converting a file")
+        written = export_checkpoint(source, out, stats_key=args.stats_key, fmt=args.format)
         print(f"exported {source} → {', '.join(map(str, written))}")
         return 0
     if args.stats_key and not args.stats:

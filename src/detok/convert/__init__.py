@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from detok.checkpoint import CheckpointError, load_model_folder, save_model_folder
-from detok.convert import detok_official, ldm_vae, mar_official
+from detok.convert import detok_official, diffusers_vae, ldm_vae, mar_official
 from detok.convert.safe_load import load_checkpoint
 
 # Signature keys of the checkpoints detok knows of, to say what a file holds when it is not what was asked for.
@@ -31,7 +31,7 @@ _SIGNATURES = [
     ),
 ]
 
-FORMATS = {m.NAME: m for m in (detok_official, mar_official, ldm_vae)}
+FORMATS = {m.NAME: m for m in (detok_official, mar_official, ldm_vae, diffusers_vae)}
 
 
 def describe(state: dict[str, Any]) -> str:
@@ -181,13 +181,28 @@ def _check_tokenizer(model, folder: Path) -> str:
     return str(folder)
 
 
-def export_checkpoint(folder: str | Path, out: str | Path, stats_key: str | None = None) -> list[Path]:
+def export_checkpoint(
+    folder: str | Path, out: str | Path, stats_key: str | None = None, fmt: str | None = None
+) -> list[Path]:
     """Write a detok model folder in its upstream's layout: `out` ({"model", "model_ema"}, both the folder's weights)
-    and, when the folder has latent statistics and `stats_key` is given, a `stats.pkl` beside it."""
+    and, when the folder has latent statistics and `stats_key` is given, a `stats.pkl` beside it.
+
+    Args:
+        fmt: the upstream format; by default the one the folder was converted from, or the only format of its
+            model class (a CNN tokenizer has two: LDM's and diffusers' names).
+    """
+    from detok.checkpoint import read_model_config
+
     model = load_model_folder(folder)
-    module = next((m for m in FORMATS.values() if isinstance(model, m.MODEL_CLS)), None)
-    if module is None:
-        raise ValueError(f"{folder} holds a {type(model).__name__}, which has no upstream layout to export to")
+    fmt = fmt or read_model_config(folder)[2].get("converted_from", {}).get("format")
+    candidates = [m for m in FORMATS.values() if isinstance(model, m.MODEL_CLS) and fmt in (None, m.NAME)]
+    if not candidates:
+        what = f"format {fmt!r} for" if fmt else "upstream layout for"
+        raise ValueError(f"{folder} holds a {type(model).__name__}: there is no {what} it")
+    if len(candidates) > 1:
+        names = ", ".join(m.NAME for m in candidates)
+        raise ValueError(f"{folder} can be written in several upstream layouts ({names}): choose one with --format")
+    module = candidates[0]
     state = module.to_upstream(model)
     out = Path(out)
     cache, stats_path = None, out.with_name("stats.pkl")
