@@ -54,6 +54,9 @@ class LightningDiTConfig:
 
     `cfg_interval` (noise level, 0 = data, 1 = noise) is what `sample` uses when it is called with
     `cfg_interval=None`. `cfg_channels` guides only the leading velocity channels (None = all).
+    `swiglu_multiple` rounds the SwiGLU width int(2/3 · mlp_ratio · width) up to a multiple of this; 1 is
+    hustvl/LightningDiT's `int(2/3 · mlp_hidden_dim)` (models/lightningdit.py), which differs from detok's 8 at
+    widths such as 1024 (2730 vs 2736) and 1792 (4778 vs 4784), not at 768 or 1152.
     """
 
     latent_channels: PositiveInt = 16
@@ -65,6 +68,7 @@ class LightningDiTConfig:
     depth: PositiveInt = 28
     heads: PositiveInt = 16
     mlp_ratio: PositiveFloat = 4.0
+    swiglu_multiple: PositiveInt = 8
     qk_norm: bool = True
     abs_pos: bool = True
     rope_theta: PositiveFloat = 10000.0
@@ -93,12 +97,12 @@ class LightningDiTConfig:
 class LightningDiTBlock(nn.Module):
     """adaLN-Zero block: RMSNorm → modulate → QK-norm attention with RoPE / SwiGLU → gated residual."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qk_norm: bool):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qk_norm: bool, swiglu_multiple: int = 8):
         super().__init__()
         self.norm1 = RMSNorm(dim)
         self.attn = Attention(dim, num_heads, qk_norm=qk_norm)
         self.norm2 = RMSNorm(dim)
-        self.mlp = SwiGLU(dim, swiglu_hidden_dim(dim, mlp_ratio))
+        self.mlp = SwiGLU(dim, swiglu_hidden_dim(dim, mlp_ratio, swiglu_multiple))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
@@ -143,7 +147,8 @@ class LightningDiTNet(nn.Module):
             rope = rope_tables(grid_positions(*grid), d // config.heads, config.rope_theta)  # (T, hd/2, 2)
             self.register_buffer("rope", rope, persistent=False)
         self.blocks = nn.ModuleList(
-            LightningDiTBlock(d, config.heads, config.mlp_ratio, config.qk_norm) for _ in range(config.depth)
+            LightningDiTBlock(d, config.heads, config.mlp_ratio, config.qk_norm, config.swiglu_multiple)
+            for _ in range(config.depth)
         )
         self.final_layer = LightningDiTFinalLayer(d, p**axes * c)
         self.initialize_weights()
