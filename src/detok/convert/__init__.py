@@ -16,13 +16,15 @@ from typing import Any
 import torch
 
 from detok.checkpoint import CheckpointError, load_model_folder, save_model_folder
-from detok.convert import detok_official, diffusers_vae, ldm_vae, mar_official
+from detok.convert import detok_official, diffusers_vae, dit, ldm_vae, lightningdit, mar_official
 from detok.convert.safe_load import load_checkpoint
 
 # Signature keys of the checkpoints detok knows of, to say what a file holds when it is not what was asked for.
 _SIGNATURES = [
     ("a DeTok (l-DeTok) tokenizer", lambda s: detok_official.matches(s)),
     ("a MAR generator", lambda s: any(k.startswith("diffloss.") for k in s) and any("encoder_blocks." in k for k in s)),
+    ("a LightningDiT generator (hustvl's)", lambda s: lightningdit.matches(s)),
+    ("a DiT / SiT generator (one network: --format dit or sit names the objective)", lambda s: dit.matches_backbone(s)),
     ("a LightningDiT / DiT / SiT generator", lambda s: {"x_embedder.proj.weight", "t_embedder.mlp.0.weight"} <= set(s)),
     ("an LDM autoencoder (MAR's KL-16 / VA-VAE)", lambda s: ldm_vae.matches(s)),
     (
@@ -31,7 +33,7 @@ _SIGNATURES = [
     ),
 ]
 
-FORMATS = {m.NAME: m for m in (detok_official, mar_official, ldm_vae, diffusers_vae)}
+FORMATS = {m.NAME: m for m in (detok_official, mar_official, ldm_vae, diffusers_vae, lightningdit, dit.DIT, dit.SIT)}
 
 
 def describe(state: dict[str, Any]) -> str:
@@ -68,9 +70,12 @@ def select_weights(data: dict[str, Any], path: Path, ema: bool) -> tuple[dict[st
 
 def _as_format(fmt: str | None, state: dict, path: Path):
     if fmt is None:
-        for module in FORMATS.values():
-            if module.matches(state):
-                return module
+        found = [m for m in FORMATS.values() if m.matches(state)]
+        if len(found) > 1:  # DiT and SiT: one network, two objectives
+            names = " or ".join(f"--format {m.NAME}" for m in found)
+            raise CheckpointError(f"{path} holds {describe(state)}; the weights cannot tell which: give {names}")
+        if found:
+            return found[0]
         raise CheckpointError(f"{path} holds {describe(state)}; detok converts: {', '.join(FORMATS)}")
     if fmt not in FORMATS:
         raise CheckpointError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
@@ -144,6 +149,8 @@ def convert_checkpoint(
         extra["converted_from"]["dropped_training_weights"] = {
             p: sum(k.startswith(p) for k in dropped) for p in prefixes
         }
+    if hasattr(module, "notes"):  # what the conversion left out of a tensor (SiT's learn-sigma rows)
+        extra["converted_from"].update(module.notes(state))
     if hasattr(module, "upstream_sampling"):  # the upstream's settings that are sampling arguments, not config
         extra["converted_from"]["upstream_sampling"] = module.upstream_sampling(model)
     if stats is not None:
@@ -184,7 +191,8 @@ def _check_tokenizer(model, folder: Path) -> str:
 def export_checkpoint(
     folder: str | Path, out: str | Path, stats_key: str | None = None, fmt: str | None = None
 ) -> list[Path]:
-    """Write a detok model folder in its upstream's layout: `out` ({"model", "model_ema"}, both the folder's weights)
+    """Write a detok model folder in its upstream's layout: `out` ({"model", "model_ema"} or the format's
+    `EXPORT_ENTRIES`, all the folder's weights)
     and, when the folder has latent statistics and `stats_key` is given, a `stats.pkl` beside it.
 
     Args:
@@ -211,7 +219,8 @@ def export_checkpoint(
             raise FileExistsError(f"{stats_path} exists; the statistics are written beside --out, as a new file")
         cache = module.stats_cache(model, stats_key)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": state, "model_ema": state}, out)  # one set of tensors, stored once, under both names
+    entries = getattr(module, "EXPORT_ENTRIES", ("model", "model_ema"))  # the names the upstream's loader reads
+    torch.save(dict.fromkeys(entries, state), out)  # one set of tensors, stored once, under both names
     written = [out]
     if cache is not None:
         stats_path.write_bytes(pickle.dumps(cache))
