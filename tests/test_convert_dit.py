@@ -56,6 +56,26 @@ def test_converted_network_matches_upstream(tmp_path, name, tag):
             assert_close(guided(x[one], t[one]), io[f"{tag}.cfg.{i}"], f"guided forward at t={t[i]}")
 
 
+def test_dit_respaced_chain_matches_upstream(tmp_path):
+    """p(x_{t-1} | x_t) on sample.py's 250-step respaced chain (clip_denoised=False), plain and guided: the converted
+    DDPM's chain, timesteps and learned variances, with forward_with_cfg's 3 guided channels."""
+    meta = json.loads((FIXTURES / "dit" / "meta.json").read_text())
+    io = load_file(str(FIXTURES / "dit" / "io.safetensors"))
+    model = load_model_folder(convert(tmp_path, "dit"))
+    diffusion, cfg = model.objective, model.config
+    chain = diffusion.respaced(cfg.diffusion.sample_steps)
+    assert cfg.diffusion.sample_steps == meta["respaced"]["steps"]
+    x, y, null = io["x"][:2], io["y"][:2], io["null"][:2]
+    guided = guided_model_fn(model.net, y, null, meta["cfg_scale"], (0.0, 1.0), diffusion.noise_level, cfg.cfg_channels)
+    with torch.no_grad():
+        for i in meta["respaced"]["recorded"]:
+            t = torch.full((2,), float(chain.timesteps[i]))
+            for tag, fn in (("", lambda x, t: model.net(x, t, y)), (".cfg", guided)):
+                mean, logvar, _ = diffusion._p_mean_variance(chain, i, x, fn(x, t))
+                assert_close(mean, io[f"step{i}{tag}.mean"], f"step {i}{tag} mean")
+                assert_close(logvar.expand_as(mean), io[f"step{i}{tag}.log_variance"], f"step {i}{tag} log-variance")
+
+
 def test_sit_sampling_matches_upstreams_euler_ode(tmp_path):
     """SiT's own sampler (Euler, 6 time points) with forward_with_cfg: model time t ∈ [0, 1], 3 guided channels."""
     io = load_file(str(FIXTURES / "sit" / "io.safetensors"))

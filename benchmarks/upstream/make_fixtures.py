@@ -452,6 +452,7 @@ DIT_TINY = {"input_size": 8, "in_channels": 4, "hidden_size": 32, "depth": 2, "n
 DIT_T = (0.0, 1.0, 37.0, 999.0)  # DDPM timesteps (DiT) — for SiT and LightningDiT the times below
 FLOW_T = (0.0, 0.05, 0.5, 0.97)  # t in [0, 1], t = 0 noise, t = 1 data (their transports' convention)
 DIT_CFG = 4.0  # sample.py's scale
+DIT_CHAIN, DIT_STEPS = 250, (249, 100, 0)  # create_diffusion(str(num_sampling_steps)); respaced steps recorded
 
 
 def _dit_inputs(t_values: tuple[float, ...], c: int = 4, side: int = 8, classes: int = 10) -> dict:
@@ -495,6 +496,22 @@ def _dit_family(repo: Path, out: Path, name: str) -> None:
     io = _dit_inputs(DIT_T if name == "dit" else FLOW_T)
     with torch.no_grad():
         outputs = {**_network_outputs(ema, io, "ema"), **_network_outputs(model, io, "raw")}
+        if name == "dit":  # p(x_{t-1} | x_t) on sample.py's respaced chain, plain and through forward_with_cfg
+            chain = importlib.import_module("diffusion").create_diffusion(str(DIT_CHAIN))
+            x, y = io["x"][:2], io["y"][:2]
+            null = torch.full_like(y, DIT_TINY["num_classes"])
+            for i in DIT_STEPS:
+                step = torch.full((2,), i)
+                o = chain.p_mean_variance(ema, x, step, clip_denoised=False, model_kwargs={"y": y})  # as sample.py
+                outputs[f"step{i}.mean"], outputs[f"step{i}.log_variance"] = o["mean"], o["log_variance"]
+                kwargs = {"y": torch.cat([y, null]), "cfg_scale": DIT_CFG}
+                o = chain.p_mean_variance(
+                    ema.forward_with_cfg, torch.cat([x, x]), step.repeat(2), False, model_kwargs=kwargs
+                )
+                outputs[f"step{i}.cfg.mean"], outputs[f"step{i}.cfg.log_variance"] = (
+                    o["mean"][:2],
+                    o["log_variance"][:2],
+                )
         if name == "sit":  # an Euler ODE through SiT's own sampler and CFG forward: times, guidance and channels
             transport = importlib.import_module("transport")
             sampler = transport.Sampler(transport.create_transport("Linear", "velocity"))
@@ -516,7 +533,10 @@ def _dit_family(repo: Path, out: Path, name: str) -> None:
             "sample.euler5": "SiT only: transport.Sampler(create_transport('Linear', 'velocity')).sample_ode("
             "sampling_method='euler', num_steps=6) from [noise; noise] with ema.forward_with_cfg, y and null, "
             "cfg_scale; the last time point's first half",
+            "stepI.*": "DiT only: diffusion.create_diffusion(str(DIT_CHAIN)).p_mean_variance at respaced step I with "
+            "ema (y) and with ema.forward_with_cfg ([x; x], [y; null], cfg_scale: first half), the first 2 rows",
         },
+        "respaced": {"steps": DIT_CHAIN, "recorded": list(DIT_STEPS)},
         "adaptations": adaptations,
         "torch": torch.__version__,
     }
