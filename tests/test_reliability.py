@@ -647,3 +647,88 @@ def test_a_tokenizer_whose_latent_std_is_zero_is_refused_naming_its_config(capsy
     rc, line = run(capsys, *_gen_args(tok, tmp_path / "gen"))
     assert rc == 2 and f"{tok / 'config.json'}: model.latent_std must be positive" in line and "stats" in line, line
     assert not (tmp_path / "gen").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 15. Messages that named no file, or misled: now one line naming it
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _samples_file(tmp_path: Path, name: str, make) -> Path:
+    path = tmp_path / name
+    make(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda p: np.savez(p, images=np.zeros((8, 17, 5), np.uint8)), "'images' must be uint8 (N, H, W, C)"),
+        (lambda p: p.write_bytes(b"not a zip archive at all " * 4), "is not an .npz archive"),
+        (lambda p: np.savez(p, images=np.array([object()], dtype=object)), "holds Python objects"),
+        (lambda p: np.savez(p, images=np.zeros((8, 32, 32, 1), np.uint8), labels=np.full(8, 2.0**70)), "beyond"),
+    ],
+)
+def test_eval_samples_of_a_bad_npz_is_one_line_naming_it(capsys, tmp_path, make, words):
+    path = _samples_file(tmp_path, "s.npz", make)
+    rc, line = run(capsys, "eval", "samples", path, "--threads", "1")
+    assert rc == 2 and words in line and str(path) in line, line
+    assert "allow_pickle" not in line and "pickle.load" not in line  # never advise an unsafe load
+
+
+def test_a_non_zip_npz_data_set_is_never_advised_to_be_unpickled(capsys, tmp_path):
+    path = tmp_path / "d.npz"
+    path.write_bytes(pickle.dumps({"images": [1, 2]}))
+    rc, line = run(capsys, *train_args(tmp_path / "run", data=path))
+    assert rc == 2 and str(path) in line and "allow_pickle" not in line, line
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda p: p.write_text("[1, 2]"), "holds a JSON list"),
+        (lambda p: p.write_text('{"suite": "tab'), "not valid JSON"),
+        (lambda p: np.savez(p, images=np.array([object()], dtype=object)), "not valid JSON"),
+    ],
+)
+def test_bench_restore_of_something_that_is_not_a_results_json_names_it(capsys, tmp_path, make, words):
+    path = _samples_file(tmp_path, "r.npz" if "savez" in repr(make.__code__.co_names) else "r.json", make)
+    rc, line = run(capsys, "bench", "reproduce", "--budget", "smoke", "--restore", path,
+                   "--out", tmp_path / "o", "--work", tmp_path / "w")  # fmt: skip
+    assert rc == 2 and f"--restore {path} is not a results.json" in line and words in line, line
+    assert not (tmp_path / "o").exists()
+
+
+def test_text_encoder_training_on_an_empty_caption_set_is_one_line(capsys, tmp_path):
+    from detok.text.captions import CaptionSet
+
+    images = np.random.default_rng(0).integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", images=images, labels=np.arange(12) % 3)
+    data = {"name": "npz", "root": str(tmp_path / "d.npz"), "image_size": 32, "channels": 1, "resize": "pad"}
+    empty = CaptionSet([], {"train": np.full((12, 1), -1, np.int32)}, {}, {}, data)
+    empty.save(tmp_path / "caps")
+    rc, line = run(capsys, "text-encoder", "train", "--preset", "text-encoder-fmnist32-tiny", "--captions",
+                   tmp_path / "caps", "--out", tmp_path / "enc", "--set", "train.threads=1")  # fmt: skip
+    assert rc == 2 and f"caption set {tmp_path / 'caps'} has no training image with a caption" in line, line
+    assert not (tmp_path / "enc").exists()
+
+
+def test_an_image_size_the_patch_does_not_divide_names_the_setting(capsys, tmp_path):
+    rc, line = run(capsys, *train_args(tmp_path / "run", "model.image_size=30", "data.image_size=30"), "--dry-run")
+    assert rc == 2 and "model.image_size must be a multiple of the patch size" in line, line
+
+
+def test_a_named_pipe_called_png_in_an_image_folder_does_not_hang(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(tmp_path / "imgs" / "a" / f"{i}.png")
+    os.mkfifo(tmp_path / "imgs" / "a" / "x.png")
+    argv = train_args(tmp_path / "run", "data.name=image-folder", f"data.root={tmp_path / 'imgs'}", "data.resize=pad",
+                      "train.images=8", "train.batch_size=4")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-m", "detok.cli", *map(str, argv)], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("detok: error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "x.png is not a regular file" in errors[0]

@@ -12,6 +12,7 @@ import hashlib
 import os
 import pickle
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -231,27 +232,44 @@ def _load_cifar10(cfg: DataConfig, split: str) -> TensorImageDataset:
     return TensorImageDataset(images.contiguous(), torch.from_numpy(np.concatenate(ys)), classes, cfg.hflip)
 
 
+def open_npz(path: str | Path) -> np.lib.npyio.NpzFile:
+    """An .npz archive opened without pickle (`allow_pickle=False`). Anything else — a .npy array, a file that is not
+    a zip archive, a damaged one — is refused naming the file, and never with advice to load it unsafely (numpy's own
+    message for a non-zip file suggests `allow_pickle=True`)."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not an .npz archive (not a zip file: a .npy array, or a damaged or other file)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a readable .npz archive ({type(e).__name__})") from None
+
+
+def npz_array(f: np.lib.npyio.NpzFile, key: str, path: str | Path) -> np.ndarray:
+    """Array `key` of the archive `path` opened by `open_npz`; an object array (it would need pickle) or a damaged
+    member is refused naming the file and the array."""
+    try:
+        return f[key]
+    except ValueError:
+        raise ValueError(
+            f"{path}: array {key!r} holds Python objects; reading it would unpickle them, which detok never does "
+            "(store numeric arrays)"
+        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: array {key!r} is damaged ({type(e).__name__}: {e})") from None
+
+
 def _load_npz(cfg: DataConfig, split: str) -> TensorImageDataset:
     if not cfg.root or not Path(cfg.root).is_file():
         raise DatasetNotFoundError(f"npz dataset needs data.root=<file.npz>; {cfg.root!r} is not a file")
-    try:
-        f = np.load(cfg.root)  # allow_pickle stays False: object arrays are refused
-    except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"{cfg.root} is not a readable .npz file: {e}") from None
-    if not isinstance(f, np.lib.npyio.NpzFile):
-        raise ValueError(f"{cfg.root} is a single .npy array, not an .npz archive with an 'images' array")
-    with f:
+    with open_npz(cfg.root) as f:
         key = f"images_{split}" if f"images_{split}" in f else "images"
         if split == "test" and key == "images":
             warn_no_test_split(f"{cfg.root} has no 'images_test' array")
         if key not in f:
             raise ValueError(f"{cfg.root} has no 'images' array (keys: {sorted(f.keys())})")
-        try:
-            images = f[key]
-            lkey = key.replace("images", "labels")
-            labels = f[lkey] if lkey in f else np.zeros(len(images), dtype=np.int64)
-        except ValueError as e:  # an object array (it would need pickle) or a damaged member
-            raise ValueError(f"{cfg.root}: cannot read its arrays ({e})") from None
+        images = npz_array(f, key, cfg.root)
+        lkey = key.replace("images", "labels")
+        labels = npz_array(f, lkey, cfg.root) if lkey in f else np.zeros(len(images), dtype=np.int64)
     _check_images(len(images), f"{cfg.root} ({key!r})")
     labels = check_labels(labels, len(images), f"{cfg.root} ({lkey!r})")
     if images.dtype != np.uint8:

@@ -83,9 +83,14 @@ class ImageFolderDataset(TensorImageDataset):
         files, labels = [], []
         for label, name in enumerate(classes):
             for f in sorted((root / name).rglob("*")):
-                if f.suffix.lower() in IMAGE_SUFFIXES:
-                    files.append(f)
-                    labels.append(label)
+                if f.suffix.lower() not in IMAGE_SUFFIXES or f.is_dir():
+                    continue
+                if f.exists() and not f.is_file():  # reading a named pipe would wait forever for a writer
+                    raise ValueError(
+                        f"{f} is not a regular file (a named pipe, socket or device): remove it from the image folder"
+                    )
+                files.append(f)
+                labels.append(label)
         if not files:
             raise DatasetNotFoundError(
                 f"no images found under {root}: expected {root}/<class_name>/<image files> "

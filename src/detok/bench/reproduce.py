@@ -342,14 +342,28 @@ def _difference(then: dict | None, now: dict) -> str:
                      if then.get(k) != now.get(k))  # fmt: skip
 
 
+def _read_results_json(path: Path) -> dict:
+    """The record in a `results.json` given to --restore; anything else is refused naming the file."""
+    if not path.is_file():
+        raise ValueError(f"--restore {path}: no such file (give the results.json of an earlier run of this suite)")
+    try:
+        earlier = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--restore {path} is not a results.json: it is not valid JSON ({e})") from None
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("cells", []), list):
+        raise ValueError(
+            f"--restore {path} is not a results.json: it holds a JSON {type(earlier).__name__}, not the object with "
+            "'suite', 'budget' and 'cells' that `detok bench reproduce` writes"
+        )
+    return earlier
+
+
 def read_restore(path: str | Path, record: dict) -> dict:
     """The record of an earlier run (`results.json` at `path`) whose finished cells this run keeps, after checking
     that it ran the suite, budget, evaluator and reference set of `record` (the run about to start): a table must
     not mix settings, so any difference is an error rather than a cell silently re-run or reused."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"--restore {path}: no such file (give the results.json of an earlier run of this suite)")
-    earlier = json.loads(path.read_text())
+    earlier = _read_results_json(path)
     for key in ("suite", "budget", "evaluator", "reference", "second_evaluator"):
         if key == "budget":
             then, now = _cell_settings(earlier.get(key)), _cell_settings(as_stored(record[key]))
@@ -395,6 +409,8 @@ def run_suite(
 
     cells = suite_cells(suite, budget)
     work_dir, out_dir = Path(work_dir), Path(out_dir)
+    if restore is not None:
+        _read_results_json(Path(restore))  # a file that is not one is refused before the evaluator is built
     device = resolve_device("auto")
     data = apply_overrides(DataConfig(name="fashion-mnist"), list(budget.data))
     extractor = build_extractor(evaluator, device, data.name)

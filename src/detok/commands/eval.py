@@ -246,15 +246,22 @@ def samples(args: argparse.Namespace) -> int:
     import numpy as np
 
     from detok.checkpoint import load_tokenizer, write_json
-    from detok.data import DataConfig
+    from detok.data import DataConfig, check_labels, npz_array, open_npz
     from detok.eval.features import build_extractor, fit_to_size
     from detok.eval.generation import score_images
 
     device = device_for(args)
-    with np.load(args.samples) as f:
+    with open_npz(args.samples) as f:
         if "images" not in f:
             raise ValueError(f"{args.samples} has no 'images' array (uint8 (N, H, W, C)); it has {f.files}")
-        images, labels = f["images"], (f["labels"] if "labels" in f.files else None)
+        images = npz_array(f, "images", args.samples)
+        labels = npz_array(f, "labels", args.samples) if "labels" in f.files else None
+    if images.ndim != 4 or images.shape[3] not in (1, 3) or images.dtype != np.uint8:
+        raise ValueError(
+            f"{args.samples}: 'images' must be uint8 (N, H, W, C) with C = 1 or 3, got {images.dtype} {images.shape}"
+        )
+    if labels is not None:
+        labels = check_labels(labels, len(images), f"{args.samples} ('labels')")
     if args.tokenizer:
         data = data_for(args.tokenizer, load_tokenizer(args.tokenizer, device), args.set)
     else:

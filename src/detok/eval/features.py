@@ -245,10 +245,12 @@ def load_adm_stats(path: str | Path) -> ReferenceSet:
     Such files (e.g. VIRTUAL_imagenet256_labeled.npz) make FID comparable with the papers; they carry no
     per-image features, so precision/recall cannot be computed against them.
     """
-    with np.load(path) as f:
+    from detok.data import npz_array, open_npz
+
+    with open_npz(path) as f:
         if "mu" not in f or "sigma" not in f:
             raise ValueError(f"{path} is not an ADM-format statistics file: expected keys mu, sigma; has {f.files}")
-        mu, sigma = f["mu"].astype(np.float64), f["sigma"].astype(np.float64)
+        mu, sigma = npz_array(f, "mu", path).astype(np.float64), npz_array(f, "sigma", path).astype(np.float64)
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not form a Gaussian")
     return ReferenceSet(mu, sigma, None, f"adm:{Path(path).name}")

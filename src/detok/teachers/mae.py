@@ -57,7 +57,8 @@ class MAEConfig:
         if self.channels not in (1, 3):
             raise ConfigError("channels", f"must be 1 or 3, got {self.channels}")
         if self.image_size % self.patch_size:
-            raise ValueError(f"patch size {self.patch_size} does not divide the image size {self.image_size}")
+            problem = f"patch size {self.patch_size} does not divide {self.image_size}"
+            raise ConfigError("image_size", f"must be a multiple of the patch size ({problem})")
         for side in ("enc", "dec"):
             width, heads = getattr(self, f"{side}_width"), getattr(self, f"{side}_heads")
             if width % heads or width % 4:  # whole heads; the 2-D sin-cos embedding splits the width in 4

@@ -90,7 +90,8 @@ def check_tokenizer_config(cfg, patch_size: int | None = None, head_multiple: in
     if cfg.channels not in (1, 3):
         raise ConfigError("channels", f"must be 1 or 3, got {cfg.channels}")
     if patch_size is not None and cfg.image_size % patch_size:
-        raise ValueError(f"patch size {patch_size} does not divide the image size {cfg.image_size}")
+        problem = f"must be a multiple of the patch size (patch size {patch_size} does not divide {cfg.image_size})"
+        raise ConfigError("image_size", problem)
     for side in ("enc", "dec") if patch_size is not None else ():
         width, heads = getattr(cfg, f"{side}_width"), getattr(cfg, f"{side}_heads")
         if width % heads or (width // heads) % head_multiple:

@@ -65,6 +65,11 @@ def default_run_config(preset: str, captions: str | Path) -> TextEncoderRunConfi
     if p.kind != "text-encoder":
         raise ValueError(f"{preset!r} is a {p.kind} preset, not a text encoder")
     caption_set = CaptionSet.load(captions)
+    if not caption_set.captions or not len(caption_set.trainable("train")):
+        raise ValueError(
+            f"caption set {captions} has no training image with a caption outside the held-out combinations "
+            f"({len(caption_set.captions)} captions): nothing to train on; make one with `detok captions make`"
+        )
     vocab = tuple(sorted({w for c in caption_set.captions for w in words(c)}))
     data = dataclasses.replace(from_dict(DataConfig, caption_set.data, "data."), hflip=True)
     model = dataclasses.replace(p.make_config(), vocab=vocab, image_size=data.image_size, channels=data.channels)
