@@ -295,9 +295,9 @@ def test_sit_paper_presets_use_qk_norm_and_250_step_samplers():
         sit, dit = preset_config(f"sit-{size}"), preset_config(f"dit-{size}")
         assert sit.qk_norm and (sit.flow.sampler, sit.flow.sample_steps) == ("sde", 250), size
         assert dit.diffusion.sample_steps == 250
-    for size in ("b", "l", "xl"):
+    for size in ("b", "l", "xl"):  # DeTok's LightningDiT: num_steps=250 time points, i.e. 249 Euler steps
         light = preset_config(f"lightningdit-{size}")
-        assert light.qk_norm and light.flow.sample_steps == 250
+        assert light.qk_norm and light.flow.sample_steps == 249
 
 
 @pytest.mark.parametrize("name", ["mar-fmnist32-tiny", "randomar-fmnist32-tiny", "rasterar-fmnist32-tiny"])
