@@ -398,6 +398,51 @@ def vavae(repo: Path, out: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# diffusers' AutoencoderKL: the SD-VAE (KL-8) that DiT and SiT load with from_pretrained
+# --------------------------------------------------------------------------------------------------
+
+SD_TINY = {"block_out_channels": (32, 64), "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 32}
+
+
+def sd_vae(_: Path | None, out: Path) -> None:
+    import diffusers
+
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        sample_size=16,
+        **SD_TINY,
+    )
+    perturb_(vae, seed=1)
+    vae.eval()
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    z = torch.randn(2, 4, 8, 8, generator=g)
+    with torch.no_grad():
+        posterior = vae.encode(x).latent_dist
+        outputs = {"mean": posterior.mean, "logvar": posterior.logvar, "decode": vae.decode(z).sample}
+    meta = {
+        "upstream": "huggingface/diffusers",
+        "commit": None,
+        "dirty": None,
+        "diffusers": diffusers.__version__,
+        "class": "diffusers.AutoencoderKL",
+        "args": {**SD_TINY, "sample_size": 16},
+        "adaptations": [],
+        "torch": torch.__version__,
+    }
+    write(out, "sd_vae", {}, {"x": x, "z": z, **outputs}, meta)
+    from safetensors.torch import save_file  # the release's own file format: a bare safetensors state dict
+
+    save_file(
+        {k: v.contiguous() for k, v in vae.state_dict().items()},
+        str(out / "sd_vae" / "diffusion_pytorch_model.safetensors"),
+    )
+    (out / "sd_vae" / "checkpoint.pth").unlink()
+
+
+# --------------------------------------------------------------------------------------------------
 # The DiT family's generator networks: facebookresearch/DiT, willisma/SiT, hustvl/LightningDiT
 # --------------------------------------------------------------------------------------------------
 
@@ -638,6 +683,7 @@ JOBS = {
     "dit": ("dit_repo", dit),
     "sit": ("sit_repo", sit),
     "lightningdit": ("lightningdit_repo", lightningdit),
+    "sd_vae": ("diffusers", sd_vae),  # the installed diffusers package is the oracle: no checkout
 }
 
 
@@ -648,6 +694,7 @@ def main() -> None:
     parser.add_argument("--lightningdit-repo", type=Path, help="local checkout of hustvl/LightningDiT")
     parser.add_argument("--dit-repo", type=Path, help="local checkout of facebookresearch/DiT")
     parser.add_argument("--sit-repo", type=Path, help="local checkout of willisma/SiT")
+    parser.add_argument("--diffusers", action="store_true", help="the SD-VAE fixture, from the installed diffusers")
     parser.add_argument("--jobs", nargs="+", choices=sorted(JOBS), help="only these fixtures (default: every one "
                         "whose checkout is given)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -656,17 +703,19 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.only:
         repo_arg, job = JOBS[args.only]
-        job(getattr(args, repo_arg).resolve(), args.out)
+        repo = getattr(args, repo_arg)
+        job(repo.resolve() if isinstance(repo, Path) else None, args.out)
         return
     ran = 0
     for name, (repo_arg, _) in JOBS.items():
         if args.jobs and name not in args.jobs:
             continue
         repo = getattr(args, repo_arg)
-        if repo is None:
+        if repo is None or repo is False:
             print(f"skipped {name}: no --{repo_arg.replace('_', '-')}")
             continue
-        cmd = [sys.executable, __file__, "--only", name, f"--{repo_arg.replace('_', '-')}", str(repo)]
+        flag = [f"--{repo_arg.replace('_', '-')}"] + ([] if repo is True else [str(repo)])
+        cmd = [sys.executable, __file__, "--only", name, *flag]
         subprocess.run([*cmd, "--out", str(args.out)], check=True)
         ran += 1
     if not ran:
