@@ -16,13 +16,16 @@ from typing import Any
 import torch
 
 from detok.checkpoint import CheckpointError, load_model_folder, save_model_folder
-from detok.convert import detok_official, diffusers_vae, dit, ldm_vae, lightningdit, mar_official
+from detok.convert import detok_official, diffusers_vae, dit, ldm_vae, lightningdit, lth14_mar, mar_official
 from detok.convert.safe_load import load_checkpoint
 
 # Signature keys of the checkpoints detok knows of, to say what a file holds when it is not what was asked for.
 _SIGNATURES = [
     ("a DeTok (l-DeTok) tokenizer", lambda s: detok_official.matches(s)),
-    ("a MAR generator", lambda s: any(k.startswith("diffloss.") for k in s) and any("encoder_blocks." in k for k in s)),
+    (
+        "a MAR generator",
+        lambda s: any(k.startswith("diffloss.") for k in s) and any("encoder_blocks." in k for k in s),
+    ),
     ("a LightningDiT generator (hustvl's)", lambda s: lightningdit.matches(s)),
     ("a DiT / SiT generator (one network: --format dit or sit names the objective)", lambda s: dit.matches_backbone(s)),
     ("a LightningDiT / DiT / SiT generator", lambda s: {"x_embedder.proj.weight", "t_embedder.mlp.0.weight"} <= set(s)),
@@ -33,7 +36,9 @@ _SIGNATURES = [
     ),
 ]
 
-FORMATS = {m.NAME: m for m in (detok_official, mar_official, ldm_vae, diffusers_vae, lightningdit, dit.DIT, dit.SIT)}
+FORMATS = {
+    m.NAME: m for m in (detok_official, mar_official, lth14_mar, ldm_vae, diffusers_vae, lightningdit, dit.DIT, dit.SIT)
+}
 
 
 def describe(state: dict[str, Any]) -> str:
@@ -80,7 +85,7 @@ def _as_format(fmt: str | None, state: dict, path: Path):
     if fmt not in FORMATS:
         raise CheckpointError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     module = FORMATS[fmt]
-    if not module.matches(state):
+    if not getattr(module, "accepts", module.matches)(state):  # `accepts`: a format never recognised on its own
         raise CheckpointError(f"{path} holds {describe(state)}, not {fmt}")
     return module
 
@@ -119,6 +124,8 @@ def convert_checkpoint(
         if not single or (fmt is not None and single[0].NAME != fmt):
             raise no_ema from None
         entry += " (the release's one set of weights)"
+    if fmt is None:  # formats whose weights look like another's, told apart by what else the file holds
+        fmt = next((m.NAME for m in FORMATS.values() if hasattr(m, "recognise") and m.recognise(data, state)), None)
     module = _as_format(fmt, state, path)
     settable = getattr(module, "SETTABLE", ("enc_heads", "dec_heads"))
     settings: dict[str, int] = {}
@@ -203,7 +210,11 @@ def export_checkpoint(
 
     model = load_model_folder(folder)
     fmt = fmt or read_model_config(folder)[2].get("converted_from", {}).get("format")
-    candidates = [m for m in FORMATS.values() if isinstance(model, m.MODEL_CLS) and fmt in (None, m.NAME)]
+    candidates = [  # a format never recognised on its own (`accepts`) is written only when named
+        m
+        for m in FORMATS.values()
+        if isinstance(model, m.MODEL_CLS) and (fmt == m.NAME or (fmt is None and not hasattr(m, "accepts")))
+    ]
     if not candidates:
         what = f"format {fmt!r} for" if fmt else "upstream layout for"
         raise ValueError(f"{folder} holds a {type(model).__name__}: there is no {what} it")
