@@ -235,7 +235,7 @@ def _load_cifar10(cfg: DataConfig, split: str) -> TensorImageDataset:
 def open_npz(path: str | Path) -> np.lib.npyio.NpzFile:
     """An .npz archive opened without pickle (`allow_pickle=False`). Anything else — a .npy array, a file that is not
     a zip archive, a damaged one — is refused naming the file, and never with advice to load it unsafely (numpy's own
-    message for a non-zip file suggests `allow_pickle=True`)."""
+    message for a non-zip file suggests an unpickling load)."""
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not an .npz archive (not a zip file: a .npy array, or a damaged or other file)")
     try:

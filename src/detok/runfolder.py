@@ -27,8 +27,8 @@ _held: set[Path] = set()  # the run folders whose lock this process holds
 
 
 def check_run_kind(run_dir: Path, kind: str) -> None:
-    """Refuse `run_dir` if it holds a model or run of another kind than `kind`, a model folder that is not a run, or a
-    latent cache; changes nothing on disk."""
+    """Refuse `run_dir` if it holds a model or run of another kind than `kind`, a model folder that is not a run (no
+    run record and no checkpoints), or a latent cache; changes nothing on disk."""
     from detok.registry import get_preset
 
     run_dir = Path(run_dir)
@@ -44,7 +44,9 @@ def check_run_kind(run_dir: Path, kind: str) -> None:
                 f"{run_dir} holds a {other or 'non-detok'} model ({config}): a {kind} run would overwrite it; "
                 "give the run a folder of its own"
             )
-        if not record.is_file():
+        checkpoints = run_dir / "checkpoints"
+        has_checkpoints = checkpoints.is_dir() and any(p.name.startswith("step-") for p in checkpoints.iterdir())
+        if not record.is_file() and not has_checkpoints:  # a run whose record was lost still has its checkpoints
             raise ValueError(
                 f"{run_dir} holds a {kind} model folder that is not a run (no {RECORD_FILE}): training into it would "
                 "overwrite the model; give the run a folder of its own"
