@@ -10,6 +10,9 @@ and final scoring) records its result and wall-clock time in a `done.json` besid
 finished steps and resumes the unfinished one from its checkpoints. An interrupted attempt leaves an
 `attempt.json`; the resumed step adds the interrupted attempt's time, counted up to the last file it wrote (a
 lower bound: the work after that file was lost and is redone), so the recorded time covers the whole step.
+
+Length (~535 lines): the resumable suite runner — a cell's steps, their restore and their timing share the same
+records; the steps themselves live in bench/steps.py.
 """
 
 from __future__ import annotations

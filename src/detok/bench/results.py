@@ -1,5 +1,9 @@
 """The results of a `detok bench reproduce` suite: the per-variant summary, `results.md` in the paper's layout (through
-`eval/document`), `results.json` and the gFID bar plot."""
+`eval/document`), `results.json` and the gFID bar plot.
+
+Length (~460 lines): the summary, the Markdown table and the JSON of one suite read the same per-cell records; split
+apart they would each re-derive the same fields.
+"""
 
 from __future__ import annotations
 

@@ -10,6 +10,9 @@ Three views of what a latent space offers a generator, each a function returning
   ("Latent Denoising Makes Good Visual Tokenizers", Yang et al., arXiv:2507.15856, Fig. A.1/A.2).
 
 `analyze_latents` runs all three on a dataset split and writes `latent_analysis.json` plus two image strips.
+
+Length (~475 lines): its three analyses (probe, modes, robustness) share one pass over the encoded split and one
+output file.
 """
 
 from __future__ import annotations

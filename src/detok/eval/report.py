@@ -5,6 +5,9 @@ Both pages are rendered from one `Document` (eval/document.py), so the two pages
 Number formats: PSNR, rFID, gFID, IS and GMM NLL with 2 decimals; SSIM and LPIPS with 3; precision and
 recall with 2; accuracies (fractions in the JSON) as percentages with 1 decimal; CFG scales with `:g`.
 A number a run lacks is shown as "—"; a file a run lacks becomes a one-line note naming its command.
+
+Length (~545 lines): one document (Markdown and HTML) built from one set of rows; the formatting rules above hold
+for both renderings.
 """
 
 from __future__ import annotations

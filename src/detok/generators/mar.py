@@ -10,6 +10,9 @@ in a random order over `num_iter` steps on a cosine schedule, with classifier-fr
 linearly with the fraction of generated tokens.
 
 Guidance intervals (`cfg_interval`, in noise level) have no meaning for MAR's token order and are ignored.
+
+Length (~490 lines): one model family in the paper's order (config, masking schedule, backbone, training loss,
+sampling, presets), within STYLE's 300–500 for a model file.
 """
 
 from __future__ import annotations

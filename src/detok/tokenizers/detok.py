@@ -4,6 +4,9 @@ Paper: "Latent Denoising Makes Good Visual Tokenizers" (Yang et al., arXiv:2507.
 The encoder sees only the visible patches (MAE-style); its latents are noised by interpolation with
 Gaussian noise (Eq. 4); the decoder fills masked positions with a learned [MASK] token and reconstructs
 the whole image. Both corruptions apply only in training; `encode` returns the posterior mean.
+
+Length (~510 lines): one model family in the paper's order, now with both architectures (official and r2) and the
+paper's presets; under STYLE's ~600 split point.
 """
 
 from __future__ import annotations

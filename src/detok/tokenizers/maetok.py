@@ -13,6 +13,9 @@ encoder frozen, the auxiliary decoders dropped, the mask ratio annealed linearly
 Where this implementation departs from the official code: detok's blocks (RMSNorm, SwiGLU) instead of timm's
 LayerNorm/GELU; fixed axial 2-D RoPE (`layers.rope_tables`) instead of RoPE-Mixed's learnable frequencies; no MoVQ
 modulation of the latent tokens in the decoders; no class token.
+
+Length (~470 lines): one model family as its paper describes it — encoder, pixel decoder and the auxiliary decoders
+share the token layout and masking, and the presets sit at the end.
 """
 
 from __future__ import annotations
