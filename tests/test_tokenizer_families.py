@@ -113,15 +113,43 @@ def test_the_corruption_warm_up_keeps_denoising_off_at_first(tmp_path, monkeypat
     npz = tmp_path / "d.npz"
     np.savez(npz, images=np.random.default_rng(0).integers(0, 256, (8, 32, 32), dtype=np.uint8))
     sets = ["data.name=npz", f"data.root={npz}", "train.images=40", "train.batch_size=4", "train.progress=false",
-            "train.threads=1", "model.corruption.warmup_frac=0.5"]  # fmt: skip
+            "train.threads=1", "model.corruption.warmup_epochs=null", "model.corruption.warmup_frac=0.5"]  # fmt: skip
     train_tokenizer(apply_overrides(default_run_config("detok1d-fmnist32-k8-tiny"), sets), tmp_path / "run")
     assert calls == [False] * 5 + [True] * 5
+
+
+def test_the_one_dimensional_warm_up_is_ten_epochs_of_data_whatever_the_run_length(tmp_path, monkeypatch):
+    """App. A.6: denoising off for the first 10 epochs, on from epoch 10 — counted in data seen, not as a share of
+    the run, so a short run keeps the paper's schedule (8 images an epoch, batch 4: 2 steps an epoch, so the noise
+    switches on at step 20 of a 24-step run; a 20% warm-up would have switched it on at step 4)."""
+    import numpy as np
+
+    from detok.config import apply_overrides
+    from detok.tokenizers.onedim import DeTok1D
+    from detok.training.tokenizer import default_run_config, train_tokenizer
+
+    assert default_run_config("detok1d-fmnist32-k8").model.corruption.warmup_epochs == 10
+    calls = []
+    forward = DeTok1D.forward
+
+    def spy(self, x, corrupt=None, **kw):
+        calls.append(corrupt)
+        return forward(self, x, corrupt=corrupt, **kw)
+
+    monkeypatch.setattr(DeTok1D, "forward", spy)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, images=np.random.default_rng(0).integers(0, 256, (8, 32, 32), dtype=np.uint8))
+    sets = ["data.name=npz", f"data.root={npz}", "train.images=96", "train.batch_size=4", "train.progress=false",
+            "train.threads=1", "train.ckpt_every=1000", "train.sample_every=1000"]  # fmt: skip
+    train_tokenizer(apply_overrides(default_run_config("detok1d-fmnist32-k8-tiny"), sets), tmp_path / "run")
+    assert calls == [False] * 20 + [True] * 4
 
 
 @pytest.mark.parametrize(
     "setting, words",
     [("model.latent_tokens=0", "model.latent_tokens must be ≥ 1"),
      ("model.corruption.warmup_frac=1", "model.corruption.warmup_frac must be in [0, 1)"),
+     ("model.corruption.warmup_frac=0.2", "model.corruption.warmup_frac must be 0 when warmup_epochs is set"),
      ("model.corruption.mask_max=0.7", "model.corruption.mask_max must be 0")],
 )  # fmt: skip
 def test_one_dimensional_bad_settings_are_named(setting, words, capsys):

@@ -7,6 +7,7 @@ corruption); the per-batch masking ratio can take its own generator. Evaluation 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -26,8 +27,11 @@ class CorruptionConfig:
         noise_gamma: γ, the standard deviation of the noise ε.
         noise_form: "interpolative" z' = (1−τ)z + τε (Eq. 4) or "additive" z' = z + τε (Fig. 2a ablation).
         tau_dist: "uniform" τ ~ U(0,1), or "logit_normal" τ = sigmoid(N(tau_mu, tau_sigma²)) (Table 1).
-        warmup_frac: share of training before the corruptions switch on (0: from the start). The paper warms its
-            1-D tokenizers up for 10 of 50 epochs without denoising, past their "grokking" phase (App. A.6).
+        warmup_frac: share of training before the corruptions switch on (0: from the start).
+        warmup_epochs: when set, the corruptions switch on after this many epochs of the training set instead (the
+            paper warms its 1-D tokenizers up for 10 epochs without denoising, past their "grokking" phase, App. A.6:
+            a length in data seen, so a run shorter than 10 epochs never switches them on, as the paper's schedule
+            would not). Exclusive with a non-zero `warmup_frac`.
     """
 
     mask_max: FractionBelowOne = 0.7
@@ -39,9 +43,15 @@ class CorruptionConfig:
     tau_mu: float = 0.8
     tau_sigma: PositiveFloat = 1.0
     warmup_frac: FractionBelowOne = 0.0
+    warmup_epochs: NonNegativeFloat | None = None
 
     def __post_init__(self):
         check_fields(self)
+        if self.warmup_epochs is not None and self.warmup_frac > 0:
+            raise ConfigError(
+                "warmup_frac",
+                f"must be 0 when warmup_epochs is set ({self.warmup_epochs}); set one of them, the other to 0 / null",
+            )
         if self.mask_min > self.mask_max:
             raise ValueError(f"mask_min ({self.mask_min}) must not exceed mask_max ({self.mask_max})")
 
@@ -50,9 +60,14 @@ class CorruptionConfig:
         if self.mask_max > 0:
             raise ConfigError("corruption.mask_max", f"must be 0: {family}; got {self.mask_max}")
 
-    def active(self, step: int, total_steps: int) -> bool:
-        """Whether the corruptions apply at optimiser step `step` (0-based) of `total_steps`."""
-        return step >= int(self.warmup_frac * total_steps)
+    def active(self, step: int, total_steps: int, steps_per_epoch: float | None = None) -> bool:
+        """Whether the corruptions apply at optimiser step `step` (0-based) of `total_steps`; `steps_per_epoch`
+        (training images / global batch) places a warm-up given in epochs."""
+        if self.warmup_epochs is None:
+            return step >= int(self.warmup_frac * total_steps)
+        if steps_per_epoch is None:
+            raise ValueError("corruption.warmup_epochs needs the run's steps per epoch")
+        return step >= math.ceil(self.warmup_epochs * steps_per_epoch)
 
     @property
     def enabled(self) -> bool:

@@ -238,6 +238,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     bar = tqdm(total=total, initial=step, disable=not (tc.progress and dist.is_main()), desc="tokenizer", unit="step")
     t_last, imgs_last = time.perf_counter(), images_seen
     corruption = getattr(cfg.model, "corruption", None)
+    epoch_steps = len(dataset) / tc.batch_size  # a corruption warm-up in epochs (the 1-D tokenizers', App. A.6)
     # the steps' batches in order from `step` on (a resumed run continues the order), decoded ahead by workers if set
     plans = training_plans(step, total, tc.batch_size, len(dataset), tc.seed, rank, tc.grad_accum, shards)
     batches = image_batches(dataset, plans, device, cfg.data.workers, cfg.data.prefetch)
@@ -252,7 +253,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             for group in opt_d.param_groups:
                 group["lr"] = lr * lc.disc_lr_mult
         gan_on = criterion.gan_active(step)
-        corrupt = not cfg.decoder_finetune and (corruption is None or corruption.active(step, total))
+        corrupt = not cfg.decoder_finetune and (corruption is None or corruption.active(step, total, epoch_steps))
         ratio_rng = torch.Generator().manual_seed(shard_seed(tc.seed, step, -1))
         ratio = model.mask_ratio_at(step, total, ratio_rng, cfg.decoder_finetune)
         stats: dict[str, torch.Tensor] = {}
