@@ -532,6 +532,32 @@ def test_the_peers_suite_trains_its_teacher_chains_aligntok_and_scores_with_two_
                      "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "o2")]) == 2  # fmt: skip
 
 
+def test_the_peers_suite_gives_maetok_its_decoder_fine_tuning_with_the_papers_anneal_span(tmp_path, monkeypatch):
+    """MAETok Sec. 3 "Decoder Fine-Tuning" and Sec. 4: `maetok-ft` fine-tunes the `maetok` cell's decoder (encoder
+    frozen, auxiliary decoders dropped) with the mask ratio annealed over a fixed span, the base trained once with
+    the `maetok` row's own settings; the paper's Table 4 numbers belong to the fine-tuned row."""
+    peers = {v.name: v for v in SUITES["peers"]}
+    ft, base = peers["maetok-ft"], peers["maetok"]
+    assert ft.finetune_from == "maetok" and ft.finetune == "decoder" and ft.overrides == base.overrides
+    assert ft.finetune_overrides == ("model.finetune_mask_steps=25",) and ft.paper and not base.paper
+    from detok.eval.reference import ResidualNet, ResidualNetConfig
+
+    monkeypatch.setenv("DETOK_CACHE", str(tmp_path / "cache"))
+    save_model_folder(
+        tmp_path / "ref2", ResidualNet(ResidualNetConfig(stage_widths=(4, 8), embed_dim=8, num_classes=3))
+    )
+    args = [*_smoke_args(tmp_path, "peers"), "--set", 'rows=["maetok-ft"]', "--set", "generators=[]"]
+    args += ["--second-evaluator", f"reference-resnet:{tmp_path / 'ref2'}"]
+    assert cli_main(args) == 0
+    cell = json.loads((tmp_path / "results" / "results.json").read_text())["cells"][0]
+    overrides, work = cell["tokenizer"]["train"]["overrides"], tmp_path / "work"
+    assert "decoder_finetune=true" in overrides and "model.finetune_mask_steps=25" in overrides
+    assert f"init_from={work / 'maetok-seed0' / 'tokenizer'}" in overrides
+    assert "model.finetune_mask_steps=25" not in cell["tokenizer"]["base"]["spec"]["overrides"]
+    config = lambda cell: json.loads((work / f"{cell}-seed0" / "tokenizer" / "config.json").read_text())["model"]  # noqa: E731
+    assert config("maetok-ft")["finetune_mask_steps"] == 25 and config("maetok")["finetune_mask_steps"] == 62
+
+
 def test_the_resolution_suite_fine_tunes_32px_tokenizers_and_a_sit_to_64px(tmp_path, monkeypatch):
     """App. A.3 at the smoke budget: one 32-px tokenizer, fine-tuned to 64 px in full and decoder-only for 1/8 of its
     images, each scored at 64 px (the evaluator sees them resized to 32); a SiT fine-tuned from the 32-px cell's."""

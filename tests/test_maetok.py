@@ -103,9 +103,22 @@ def test_mask_ratio_is_a_truncated_normal_in_training_and_anneals_to_zero_in_dec
     assert ratios.min() >= 0.4 and ratios.max() <= 0.6 and draw(3) == draw(3)
     # N(0.6, 0.25²) on [0.4, 0.6]: density rising towards 0.6, mean ≈ 0.505
     assert 0.49 < ratios.mean() < 0.52 and (ratios > 0.5).float().mean() > 0.5
-    anneal = [model.mask_ratio_at(s, 11, torch.Generator(), decoder_finetune=True) for s in range(11)]
+    whole_run = create_model("maetok-fmnist32-tiny", finetune_mask_steps=None)  # the anneal before issue 37
+    anneal = [whole_run.mask_ratio_at(s, 11, torch.Generator(), decoder_finetune=True) for s in range(11)]
     assert anneal[0] == pytest.approx(0.6) and anneal[5] == pytest.approx(0.3) and anneal[-1] == 0.0
     assert all(a > b for a, b in zip(anneal, anneal[1:]))
+
+
+def test_decoder_finetuning_anneals_the_mask_ratio_over_the_papers_span_not_the_whole_run():
+    """Sec. 4: "linearly decrease the mask ratio from 60% to 0% over 50K iterations" — the span is fixed, so a
+    longer fine-tuning run trains unmasked after it; the FMNIST preset keeps the paper's 1/10 of its main run."""
+    assert create_model("maetok-b-tiny").config.finetune_mask_steps == 50_000
+    model = create_model("maetok-fmnist32-tiny")
+    assert model.config.finetune_mask_steps == 62
+    ratio = lambda step, total: model.mask_ratio_at(step, total, torch.Generator(), decoder_finetune=True)  # noqa: E731
+    assert ratio(0, 200) == pytest.approx(0.6) and ratio(31, 200) == pytest.approx(0.3)
+    assert ratio(62, 200) == 0.0 and ratio(150, 200) == 0.0
+    assert ratio(31, 1000) == ratio(31, 200)  # the run's length does not stretch the anneal
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -239,9 +252,10 @@ def test_decoder_finetuning_freezes_the_encoder_drops_the_aux_decoders_and_annea
 
     monkeypatch.setattr(MAETok, "forward", spy)
     sets = [*data, *QUIET, "train.images=20", "train.batch_size=4", "decoder_finetune=true",
-            f"init_from={tmp_path / 'base'}"]  # fmt: skip
+            f"init_from={tmp_path / 'base'}", "model.finetune_mask_steps=2"]  # fmt: skip
     train_tokenizer(apply_overrides(default_run_config("maetok-fmnist32-tiny"), sets), tmp_path / "ft")
-    assert [round(r, 6) for r, _ in calls] == [0.6, 0.45, 0.3, 0.15, 0.0] and all(f is None for _, f in calls)
+    # 0.6 → 0 over the first 2 of the 5 steps (Sec. 4's fixed span), unmasked after it
+    assert [round(r, 6) for r, _ in calls] == [0.6, 0.3, 0.0, 0.0, 0.0] and all(f is None for _, f in calls)
     log = [json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines()]
     assert not any(k.startswith("aux") for r in log for k in r)
     from safetensors.torch import load_file

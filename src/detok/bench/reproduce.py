@@ -113,7 +113,7 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
         result["shared_from"] = result["train"]["shared_from"] = twin.name
     trained = result["train"]
     if variant.finetune_from:
-        ft = [*variant_overrides, f"init_from={base_dir}"]
+        ft = [*variant_overrides, *(_fill(o, ctx) for o in variant.finetune_overrides), f"init_from={base_dir}"]
         ft += ["decoder_finetune=true"] if variant.finetune == "decoder" else []
         # at another image size, 1/8 of the base's images (App. A.3: 25 epochs after 200)
         ft_images = budget.finetune_images if base_preset == preset else max(1, images // 8)
@@ -333,8 +333,8 @@ def _cell_settings(budget: dict | None) -> dict | None:
 
 
 def _overrides_of(variant: TokenizerVariant) -> list[str]:
-    """Every tokenizer override a variant names, its stages' included."""
-    return [*variant.overrides, *(x for _, extra in variant.stages for x in extra)]
+    """Every tokenizer override a variant names, its stages' and fine-tuning's included."""
+    return [*variant.overrides, *variant.finetune_overrides, *(x for _, extra in variant.stages for x in extra)]
 
 
 def _difference(then: dict | None, now: dict) -> str:
