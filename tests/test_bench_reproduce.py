@@ -566,7 +566,7 @@ def test_the_resolution_suite_fine_tunes_32px_tokenizers_and_a_sit_to_64px(tmp_p
     monkeypatch.setenv("DETOK_CACHE", str(tmp_path / "cache"))
     assert cli_main(_smoke_args(tmp_path, "resolution")) == 0
     cells = {c["variant"]: c for c in json.loads((tmp_path / "results" / "results.json").read_text())["cells"]}
-    assert set(cells) == {"32px", "64px-full", "64px-decoder"}
+    assert set(cells) == {"32px", "64px-full", "64px-decoder", "64px-decoder-corrupted"}
     work, smoke = tmp_path / "work", BUDGETS["smoke"]
     base = load_tokenizer(work / "32px-seed0" / "tokenizer")
     full, decoder = (load_tokenizer(work / f"64px-{k}-seed0" / "tokenizer") for k in ("full", "decoder"))
@@ -581,6 +581,9 @@ def test_the_resolution_suite_fine_tunes_32px_tokenizers_and_a_sit_to_64px(tmp_p
         assert cells[name]["tokenizer"]["recon"]["psnr"] is not None
         with np.load(work / f"{name}-seed0" / "sit" / "eval" / cells[name]["sit"]["eval"]["final"]["samples"]) as f:
             assert f["images"].shape == (smoke.final_num, 64, 64, 1)
+    corrupted = cells["64px-decoder-corrupted"]["tokenizer"]
+    assert {"decoder_finetune=true", "finetune_corruption=true"} <= set(corrupted["train"]["overrides"])
+    assert corrupted["base"] == cells["32px"]["tokenizer"]["train"]
     # decoder-only: the encoder is the 32-px one (positions resampled), the decoder has moved
     assert torch.equal(decoder.patch_embed.weight, base.patch_embed.weight)
     assert not torch.equal(decoder.dec_head.weight, base.dec_head.weight)

@@ -180,6 +180,38 @@ def test_cli_fine_tunes_a_32px_tokenizer_to_64px_in_full_and_decoder_only(blobs,
         assert tuned.config.latent_mean is None
 
 
+def test_the_decoder_only_arm_can_keep_the_full_arms_corruption_so_the_two_differ_in_what_is_frozen_only(
+    blobs, tmp_path, monkeypatch
+):
+    """App. A.3 leaves open whether its decoder-only 512-px arm trained on clean latents: `finetune_corruption`
+    keeps the model's own corruption (masking, noise, posterior sampling) with the encoder frozen; without it the
+    decoder trains on clean latents. The resolution suite runs both arms beside the full one."""
+    from detok.bench.suites import SUITES
+    from detok.tokenizers.detok import DeTok
+
+    arms = {v.name: v for v in SUITES["resolution"]}
+    assert arms["64px-decoder-corrupted"].finetune_overrides == ("finetune_corruption=true",)
+    assert arms["64px-decoder"].finetune_overrides == () and arms["64px-full"].finetune == "full"
+    assert _train(tmp_path / "base", "detok-fmnist32-tiny", blobs, "train.images=16") == 0
+    calls = []
+    forward = DeTok.forward
+
+    def spy(self, x, corrupt=None, mask_ratio=None, sample_posterior=True, **kw):
+        calls.append((corrupt, sample_posterior))
+        return forward(self, x, corrupt=corrupt, mask_ratio=mask_ratio, sample_posterior=sample_posterior, **kw)
+
+    monkeypatch.setattr(DeTok, "forward", spy)
+    init = f"init_from={tmp_path / 'base'}"
+    for extra, expected in (([], (False, False)), (["finetune_corruption=true"], (True, True))):
+        calls.clear()
+        run = tmp_path / f"dec{len(extra)}"
+        assert _train(run, "detok-fmnist64-tiny", blobs, "train.images=16", init, "decoder_finetune=true", *extra) == 0
+        assert calls and all(c == expected for c in calls)
+        base, tuned = load_tokenizer(tmp_path / "base"), load_tokenizer(run)
+        assert torch.equal(tuned.patch_embed.weight, base.patch_embed.weight)  # the encoder frozen either way
+    assert _train(tmp_path / "bad", "detok-fmnist64-tiny", blobs, init, "finetune_corruption=true") == 2
+
+
 def test_init_from_another_architecture_or_none_is_one_clear_error(blobs, tmp_path, capsys):
     save_model_folder(tmp_path / "wide", create_model("detok-fmnist32-tiny", enc_width=64))
     assert _train(tmp_path / "a", "detok-fmnist64-tiny", blobs, f"init_from={tmp_path / 'wide'}") == 2

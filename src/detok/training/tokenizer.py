@@ -41,7 +41,9 @@ from detok.training.init_from import matching_state_dict
 @dataclass(frozen=True)
 class TokenizerRunConfig:
     """Everything a tokenizer run needs. `model` is the preset's own config (its type depends on the family);
-    `decoder_finetune` freezes the encoder of `init_from` (App. A.3)."""
+    `decoder_finetune` freezes the encoder of `init_from` and trains the decoder on clean latents (App. A.3: masking,
+    noise and posterior sampling off), unless `finetune_corruption` keeps the model's own training corruption, so
+    that the run differs from full fine-tuning in what is frozen only."""
 
     preset: str
     model: Any
@@ -49,6 +51,7 @@ class TokenizerRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     decoder_finetune: bool = False
+    finetune_corruption: bool = False
     init_from: str | None = None
 
     def __post_init__(self):
@@ -59,6 +62,8 @@ class TokenizerRunConfig:
             raise ValueError(f"data.image_size={self.data.image_size} but the model expects {self.model.image_size}")
         if self.decoder_finetune and not self.init_from:
             raise ValueError("decoder_finetune=true needs init_from=<trained tokenizer run or folder>")
+        if self.finetune_corruption and not self.decoder_finetune:
+            raise ValueError("finetune_corruption=true applies to decoder_finetune=true runs only (others corrupt)")
         required = getattr(self.model, "requires_init_from", None)  # a stage that continues another (AlignTok)
         if required and not self.init_from:
             raise ValueError(required)
@@ -238,6 +243,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     bar = tqdm(total=total, initial=step, disable=not (tc.progress and dist.is_main()), desc="tokenizer", unit="step")
     t_last, imgs_last = time.perf_counter(), images_seen
     corruption = getattr(cfg.model, "corruption", None)
+    clean = cfg.decoder_finetune and not cfg.finetune_corruption  # App. A.3's decoder fine-tuning on clean latents
     epoch_steps = len(dataset) / tc.batch_size  # a corruption warm-up in epochs (the 1-D tokenizers', App. A.6)
     # the steps' batches in order from `step` on (a resumed run continues the order), decoded ahead by workers if set
     plans = training_plans(step, total, tc.batch_size, len(dataset), tc.seed, rank, tc.grad_accum, shards)
@@ -253,9 +259,9 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             for group in opt_d.param_groups:
                 group["lr"] = lr * lc.disc_lr_mult
         gan_on = criterion.gan_active(step)
-        corrupt = not cfg.decoder_finetune and (corruption is None or corruption.active(step, total, epoch_steps))
+        corrupt = not clean and (corruption is None or corruption.active(step, total, epoch_steps))
         ratio_rng = torch.Generator().manual_seed(shard_seed(tc.seed, step, -1))
-        ratio = model.mask_ratio_at(step, total, ratio_rng, cfg.decoder_finetune)
+        ratio = model.mask_ratio_at(step, total, ratio_rng, clean)
         stats: dict[str, torch.Tensor] = {}
         for micro in range(tc.grad_accum):
             shard = rank * tc.grad_accum + micro
@@ -268,9 +274,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             with ddp_model.no_sync() if (not sync and ddp_model is not model) else contextlib.nullcontext():
                 extra = {"teacher_features": [t(x) for t in teachers]} if teachers else {}
                 with autocast(device, tc.precision):
-                    out = ddp_model(
-                        x, corrupt=corrupt, mask_ratio=ratio, sample_posterior=not cfg.decoder_finetune, **extra
-                    )
+                    out = ddp_model(x, corrupt=corrupt, mask_ratio=ratio, sample_posterior=not clean, **extra)
                 loss, terms = criterion.generator_loss(x, out, step, last_layer, encoder_layer)
                 (loss / tc.grad_accum).backward()
             d_loss = loss.new_zeros(())
