@@ -121,3 +121,55 @@ def test_a_saved_aligntok_loads_without_its_encoders_source(npz, tmp_path):
     # the encoder is the teacher's (stage 1 keeps it frozen), read from the tokenizer's own checkpoint
     assert torch.equal(tokenizer.encoder.model.patch_embed.weight, teacher.patch_embed.weight)
     assert json.loads(tokenizer.config.encoder_arch)["arch"] == "MaskedAutoencoder"
+
+
+def test_the_paper_recipe_follows_the_stage():
+    """App. A: 6/11/5 epochs at lr 1e-4/1e-5/1e-4, batch 64, no warm-up or schedule stated; Eq. 1's L1 + LPIPS (no
+    ConvNeXt term) + a GAN rescaled by the gradient-norm ratio at the decoder's last layer, on after 5K steps of
+    stage 1 and "active throughout the second and third stages" with the same discriminator."""
+    from detok.training.tokenizer import IMAGENET_TRAIN_IMAGES, default_run_config
+
+    expected = {1: (6, 1e-4, 5000, False), 2: (11, 1e-5, 0, True), 3: (5, 1e-4, 0, True)}
+    for stage, (epochs, lr, gan_start, carried) in expected.items():
+        sets = [f"model.stage={stage}"] + (["init_from=runs/previous"] if stage > 1 else [])
+        cfg = default_run_config("aligntok-l", sets)
+        assert cfg.train.images == epochs * IMAGENET_TRAIN_IMAGES and cfg.train.lr == lr
+        assert cfg.train.batch_size == 64 and cfg.train.warmup_frac == 0 and cfg.train.lr_schedule == "constant"
+        assert cfg.loss.recon == "l1" and cfg.loss.convnext_weight == 0 and cfg.loss.adaptive_gan_weight
+        assert cfg.loss.gan_weight > 0 and cfg.loss.gan_start_step == gan_start and cfg.continue_gan == carried
+    assert default_run_config("aligntok-l", ["model.stage=2", "init_from=x", "train.lr=3e-5"]).train.lr == 3e-5
+    from detok.bench.suites import SUITES
+
+    row = next(v for v in SUITES["peers"] if v.name == "aligntok")  # the FMNIST row: the same where FMNIST allows
+    assert {"loss.recon=l1", "train.lr_schedule=constant", "train.warmup_frac=0"} <= set(row.overrides)
+
+
+def test_the_l1_reconstruction_term_replaces_the_mse():
+    from detok.losses.tokenizer import LossConfig, TokenizerLoss
+
+    x, recon = torch.zeros(2, 1, 8, 8), torch.full((2, 1, 8, 8), 0.5)
+    for kind, value in (("mse", 0.25), ("l1", 0.5)):
+        loss = TokenizerLoss(LossConfig(recon=kind, perceptual_weight=0, gan_weight=0), 1, 10)
+        total, terms = loss.generator_loss(x, {"recon": recon}, 0)
+        assert float(total) == pytest.approx(value) and float(terms["mse"]) == pytest.approx(0.25)
+
+
+def test_a_later_stage_continues_the_previous_stages_discriminator(npz, tmp_path, monkeypatch, capsys):
+    import detok.training.tokenizer as trainer
+
+    gan = ["loss.gan_weight=0.1", "loss.gan_start_step=0", "loss.disc_layers=2"]
+    s1 = tmp_path / "s1"
+    assert _train(s1, npz, *gan) == 0
+    seen = []
+    original = trainer._previous_discriminator
+    monkeypatch.setattr(trainer, "_previous_discriminator", lambda run: seen.append(run) or original(run))
+    assert _train(tmp_path / "s2", npz, *gan, "model.stage=2", f"init_from={s1}", "continue_gan=true") == 0
+    newest = sorted((s1 / "checkpoints").iterdir())[-1]
+    assert seen == [str(s1)]
+    weights, saved = original(str(s1)), load_file(str(newest / "disc.safetensors"))
+    assert weights.keys() == saved.keys() and all(torch.equal(weights[k], saved[k]) for k in saved)
+    plain = tmp_path / "plain"
+    assert _train(plain, npz) == 0  # no GAN: no discriminator to continue
+    assert _train(tmp_path / "x", npz, *gan, "model.stage=2", f"init_from={plain}", "continue_gan=true") == 2
+    assert "holds no training checkpoint with a discriminator" in capsys.readouterr().err
+    assert _train(tmp_path / "y", npz, "model.stage=2", f"init_from={s1}", "continue_gan=true") == 2

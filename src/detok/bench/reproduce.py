@@ -79,7 +79,7 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
 
     def trainer(run: Path, overrides: list[str], preset: str = preset) -> Callable[[], dict]:
         def train() -> dict:
-            cfg = apply_overrides(default_run_config(preset), overrides)
+            cfg = default_run_config(preset, overrides)
             train_tokenizer(cfg, run)
             tok = load_tokenizer(run, device)
             if tok.latent_layout.kind != "discrete":  # code indices are not normalised

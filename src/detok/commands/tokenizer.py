@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from detok.commands._common import POSITIVE_INT, add_device_args, data_for, device_for, run_training
-from detok.config import apply_overrides, to_dict
+from detok.config import to_dict
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def train(args: argparse.Namespace) -> int:
     from detok.training.tokenizer import default_run_config, train_tokenizer
 
-    cfg = apply_overrides(default_run_config(args.preset), args.set or [])
+    cfg = default_run_config(args.preset, args.set or [])
     return run_training(cfg, Path(args.out or f"runs/{args.preset}"), train_tokenizer, "tokenizer", args.dry_run)
 
 

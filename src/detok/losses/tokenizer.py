@@ -1,7 +1,8 @@
 """The tokenizer loss in one place: reconstruction + weighted auxiliary terms + perceptual + adversarial.
 
-L = MSE(x̂, x) + Σ_k λ_k·aux_k + λ_p·P(x̂, x) + λ_GAN·w·hinge_G(D(x̂))   (l-DeTok App. A.1; the GAN term from
-`gan_start_step`, w the adaptive weight of taming-transformers when `adaptive_gan_weight` is on, else 1)
+L = R(x̂, x) + Σ_k λ_k·aux_k + λ_p·P(x̂, x) + λ_GAN·w·hinge_G(D(x̂))   (l-DeTok App. A.1; the GAN term from
+`gan_start_step`, w the adaptive weight of taming-transformers when `adaptive_gan_weight` is on, else 1), with R the
+MSE (l-DeTok, MAETok) or, with `recon="l1"`, the mean absolute error (AlignTok's Eq. 1, LDM's pixel loss)
 
 P is LPIPS-VGG, or with `convnext_weight` c > 0 the paper's mix of VGG- and ConvNeXt-based terms,
 (LPIPS + c·ConvNeXt-S logit distance) / (1 + c), as TiTok's "lpips-convnext_s-1.0-0.1" (c = 0.1).
@@ -10,13 +11,14 @@ The auxiliary terms are whatever the tokenizer's training forward returns under 
 and commitment loss, a distillation loss, …); `kl` is weighted by `kl_weight`, every other term enters with
 weight 1 (families fold their own coefficients, such as VQ's β, into the term), except the terms the forward names
 under "aux_adaptive" ({name: λ}), which enter as λ·w·term with w = ‖∇_E nll‖ / (‖∇_E term‖ + 1e-4) at the
-encoder's last layer E (VA-VAE's VF loss; nll = MSE + λ_p·P). The loss owns the PatchGAN
+encoder's last layer E (VA-VAE's VF loss; nll = R + λ_p·P). The loss owns the PatchGAN
 discriminator it trains.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -38,8 +40,10 @@ class LossConfig:
         gan_start_frac: when set, the GAN terms switch on after this share of training instead (the paper's
             recipes state it in epochs: from epoch 10 of 50 for CNN tokenizers, App. A.5).
         adaptive_gan_weight: scale the GAN term by the ratio of gradient norms at the decoder's last layer.
+        recon: the pixel reconstruction term R: "mse" or "l1" (the MSE is logged either way, for PSNR).
     """
 
+    recon: Literal["mse", "l1"] = "mse"
     kl_weight: NonNegativeFloat = 1e-6
     perceptual_weight: NonNegativeFloat = 1.0
     perceptual_backbone: str | None = None
@@ -111,12 +115,16 @@ class TokenizerLoss(nn.Module):
                 ({name: base weight}: VA-VAE's VF loss, weighted base · ‖∇nll‖ / (‖∇term‖ + 1e-4) there).
 
         Returns:
-            (loss, terms): terms holds "mse", each auxiliary term, "perceptual" and "gan_g" (unweighted).
+            (loss, terms): terms holds "mse" ("l1" too when it is R), each auxiliary term, "perceptual" and "gan_g"
+            (unweighted).
         """
         cfg = self.cfg
         recon = out["recon"].float()
         mse = F.mse_loss(recon, x)
-        loss, terms = mse, {"mse": mse}
+        rec, terms = mse, {"mse": mse}
+        if cfg.recon == "l1":
+            rec = terms["l1"] = F.l1_loss(recon, x)
+        loss = rec
         adaptive = out.get("aux_adaptive", {})
         for name, value in out.get("aux", {}).items():
             terms[name] = value
@@ -127,7 +135,7 @@ class TokenizerLoss(nn.Module):
         for name, base_weight in adaptive.items():  # VA-VAE's VF loss: scaled to the NLL's gradient at the encoder
             if encoder_layer is None:
                 raise ValueError(f"the adaptive weight of {name!r} needs the encoder's last layer")
-            nll = mse + cfg.perceptual_weight * p_loss
+            nll = rec + cfg.perceptual_weight * p_loss
             w = adaptive_weight(nll, out["aux"][name], encoder_layer, max_weight=1e8)
             terms[f"{name}_weight"] = w
             loss = loss + base_weight * w * out["aux"][name]
@@ -137,7 +145,7 @@ class TokenizerLoss(nn.Module):
             g_loss = hinge_g_loss(self.disc(recon))
             w = cfg.gan_weight
             if cfg.adaptive_gan_weight:
-                w = w * adaptive_weight(mse + cfg.perceptual_weight * p_loss, g_loss, last_layer)
+                w = w * adaptive_weight(rec + cfg.perceptual_weight * p_loss, g_loss, last_layer)
             loss = loss + w * g_loss
         terms.update(perceptual=p_loss, gan_g=g_loss)
         return loss, terms

@@ -5,7 +5,7 @@ public code). The tokenizer is a pretrained encoder E (DINOv2-L/14 at paper size
 16×16 grid), a two-layer MLP adapter A from its width to a C = 32-channel latent, and VA-VAE's CNN decoder D.
 Each stage is its own run, started from the previous stage's model (`init_from`), chosen by `model.stage`:
 
-1. Latent alignment — E frozen; A and D trained on reconstruction (L1/MSE + perceptual + GAN from 5K steps), no KL.
+1. Latent alignment — E frozen; A and D trained on reconstruction (Eq. 1: L1 + perceptual + GAN from 5K steps), no KL.
 2. Perceptual alignment — everything trained; the loss adds λ·‖z − z_prev‖² (Eq. 4–5; λ = 1), z_prev the latent of
    the *stage-1* encoder + adapter (kept frozen: built from the `init_from` weights as this run's teacher). The term
    is rescaled by the ratio of gradient norms at the encoder's last layer, as VA-VAE's VF loss (App. A), so its
@@ -42,6 +42,7 @@ from detok.tokenizers.base import LatentLayout, Tokenizer, check_tokenizer_confi
 from detok.tokenizers.cnn import CNNDecoder
 
 STAGES = {1: "latent alignment", 2: "perceptual alignment", 3: "decoder refinement"}
+IMAGENET_TRAIN_IMAGES = 1_281_167
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,34 @@ class AlignTok(Tokenizer):
         "latent_mean",
         "latent_std",
     )
-    # Stage 1 of the paper recipe (batch 64, lr 1e-4; GAN from 5K steps): stage 2 adds train.lr=1e-5.
-    paper_recipe = ("train.batch_size=64", "train.lr=1e-4", "loss.gan_weight=0.1", "loss.gan_start_step=5000")
+    # App. A "Tokenizer", every stage: batch 64; one learning rate a stage and no schedule or warm-up stated (constant,
+    # as VA-VAE's LDM-based training it follows); Eq. 1's L1 + perceptual (LPIPS, no ConvNeXt term: the paper names
+    # none) + adversarial loss, the GAN term "rescaled ... based on the ratio of their gradient norms at the last
+    # layer of the decoder" (the adaptive weight; its λ is unreadable in the extracted text: 0.1 kept); no KL (Sec.
+    # 3.2). Optimiser betas and weight decay are not stated: the l-DeTok recipe's are kept.
+    paper_recipe = (
+        "train.batch_size=64", "train.lr_schedule=constant", "train.warmup_frac=0", "loss.recon=l1",
+        "loss.convnext_weight=0", "loss.gan_weight=0.1", "loss.adaptive_gan_weight=true",
+    )  # fmt: skip
+    # Per stage (App. A): "6 epochs in the first stage (120K steps) ... 11 epochs in the second stage (220K steps),
+    # and 5 epochs in the third stage (100K steps)"; "learning rate ... 1e-4 for the first and third stages, and 1e-5
+    # for the second"; "We enable L_adv after 5K training steps in the first stage, and keep it active throughout the
+    # second and third stages": stages 2 and 3 continue the previous stage's discriminator from their first step.
+    stage_recipes = {
+        1: (f"train.images={6 * IMAGENET_TRAIN_IMAGES}", "train.lr=1e-4", "loss.gan_start_step=5000"),
+        2: (
+            f"train.images={11 * IMAGENET_TRAIN_IMAGES}",
+            "train.lr=1e-5",
+            "loss.gan_start_step=0",
+            "continue_gan=true",
+        ),
+        3: (f"train.images={5 * IMAGENET_TRAIN_IMAGES}", "train.lr=1e-4", "loss.gan_start_step=0", "continue_gan=true"),
+    }
+
+    @classmethod
+    def recipe_for(cls, config: AlignTokConfig) -> tuple[str, ...]:
+        """The paper recipe of `config.stage` (App. A)."""
+        return (*cls.paper_recipe, *cls.stage_recipes[config.stage])
 
     def __init__(self, config: AlignTokConfig, encoder: Teacher | None = None):
         """`encoder`: the encoder network to use instead of building it from the spec (`for_weights`)."""
@@ -290,7 +317,9 @@ _register_pair(
     AlignTokConfig,
     "AlignTok (arXiv:2509.25162): DINOv2-L/14 at 224 px (16×16×1024) → 2-layer MLP adapter → 16×16×32 latents → "
     "VA-VAE's CNN decoder (ch 128 × (1, 1, 2, 2, 4)); three stages chained by init_from (model.stage=1/2/3; "
-    "6/11/5 epochs, lr 1e-4/1e-5/1e-4); the DINOv2 weights are read from weights/dinov2-vitl14.safetensors.",
+    "6/11/5 epochs, lr 1e-4/1e-5/1e-4, constant, batch 64; L1 + LPIPS + adaptive GAN from step 5K of stage 1, its "
+    "discriminator carried through stages 2 and 3: the run config follows model.stage); the DINOv2 weights are read "
+    "from weights/dinov2-vitl14.safetensors.",
 )
 _register_pair(
     "aligntok-fmnist32",

@@ -138,6 +138,12 @@ class Tokenizer(nn.Module):
     # What the family's paper recipe changes in the default run config of its paper-size presets (`key=value`).
     paper_recipe: tuple[str, ...] = ()
 
+    @classmethod
+    def recipe_for(cls, config) -> tuple[str, ...]:
+        """The paper recipe for a model of `config` (a family whose recipe depends on the config, such as
+        AlignTok's stages, overrides it); `paper_recipe` by default."""
+        return cls.paper_recipe
+
     # ----------------------------------------------------------------------------------------------
     # What a family implements
     # ----------------------------------------------------------------------------------------------

@@ -20,8 +20,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from detok import dist
 from detok.checkpoint import (
+    checkpoints_newest_first,
     load_model_folder,
     read_model_config,
+    read_weights,
     write_json,
 )
 from detok.config import apply_overrides, to_dict
@@ -53,6 +55,7 @@ class TokenizerRunConfig:
     decoder_finetune: bool = False
     finetune_corruption: bool = False
     init_from: str | None = None
+    continue_gan: bool = False
 
     def __post_init__(self):
         check_batch_memory(self.train, self.data)
@@ -62,6 +65,8 @@ class TokenizerRunConfig:
             raise ValueError(f"data.image_size={self.data.image_size} but the model expects {self.model.image_size}")
         if self.decoder_finetune and not self.init_from:
             raise ValueError("decoder_finetune=true needs init_from=<trained tokenizer run or folder>")
+        if self.continue_gan and not (self.init_from and self.loss.gan_weight > 0):
+            raise ValueError("continue_gan=true needs init_from=<the previous run> and loss.gan_weight > 0")
         if self.finetune_corruption and not self.decoder_finetune:
             raise ValueError("finetune_corruption=true applies to decoder_finetune=true runs only (others corrupt)")
         required = getattr(self.model, "requires_init_from", None)  # a stage that continues another (AlignTok)
@@ -70,13 +75,16 @@ class TokenizerRunConfig:
         self.loss.check_image_size(self.model.image_size)  # before any training
 
 
-def default_run_config(preset: str) -> TokenizerRunConfig:
-    """The run recipe for a tokenizer preset: FMNIST-32 presets train on Fashion-MNIST without LPIPS."""
+def default_run_config(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> TokenizerRunConfig:
+    """The run recipe for a tokenizer preset with `overrides` applied: FMNIST-32 presets train on Fashion-MNIST
+    without LPIPS; a paper-size preset gets its family's recipe for the model the overrides make (AlignTok's stage
+    decides its length and learning rate), the overrides winning over it."""
     p = get_preset(preset)
     if p.kind != "tokenizer":
         raise ValueError(f"{preset!r} is a {p.kind} preset, not a tokenizer")
     if resolution_base(preset) is not None:
-        return _resolution_run_config(preset, default_run_config(resolution_base(preset)))
+        base = _resolution_run_config(preset, default_run_config(resolution_base(preset)))
+        return apply_overrides(base, list(overrides))
     model = p.make_config()
     data = DataConfig(name="fashion-mnist", image_size=model.image_size, channels=model.channels, resize="pad")
     loss, train = LossConfig(), TrainConfig()
@@ -102,8 +110,9 @@ def default_run_config(preset: str) -> TokenizerRunConfig:
             loss = dataclasses.replace(loss, perceptual_weight=0.0)
     cfg = TokenizerRunConfig(preset=preset, model=model, data=data, train=train, loss=loss)
     if "fmnist" not in preset:
-        cfg = apply_overrides(cfg, list(p.model_cls.paper_recipe))
-    return cfg
+        model = apply_overrides(cfg.model, [o[6:] for o in overrides if o.startswith("model.")], "model.")
+        return apply_overrides(cfg, [*p.model_cls.recipe_for(model), *overrides])  # validated once, at the end
+    return apply_overrides(cfg, list(overrides))
 
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
@@ -184,6 +193,18 @@ def _init_weights(folder: str, model: Tokenizer) -> dict[str, torch.Tensor]:
     return state
 
 
+def _previous_discriminator(run: str) -> dict[str, torch.Tensor]:
+    """The discriminator of the newest training checkpoint in the run folder `run` (`continue_gan`: AlignTok keeps
+    its GAN "active throughout the second and third stages", App. A, rather than starting a fresh one)."""
+    ckpts = checkpoints_newest_first(run)
+    if not ckpts or not (ckpts[0] / "disc.safetensors").is_file():
+        raise ValueError(
+            f"continue_gan=true: {run} holds no training checkpoint with a discriminator (init_from must be the "
+            "previous stage's run folder, trained with loss.gan_weight > 0)"
+        )
+    return read_weights(ckpts[0] / "disc.safetensors")
+
+
 def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
     """Train (or resume) a tokenizer in `run_dir`; returns the run directory, which then holds the EMA model."""
     tc, lc = cfg.train, cfg.loss
@@ -224,6 +245,8 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: str | Path) -> Path:
             weight_decay=tc.weight_decay,
         )
         optimizers["opt_d"], modules["disc"] = opt_d, disc
+        if cfg.continue_gan:  # before resuming: a resumed run's own checkpoint then holds the newer discriminator
+            disc.load_state_dict(_previous_discriminator(cfg.init_from))
 
     run = to_dict(cfg)
     step, images_seen = resume(run_dir, modules, optimizers, ema, run)
