@@ -216,6 +216,59 @@ def test_vq_tokenizer_returns_compact_code_indices_and_trains_its_codebook():
         model.decode(z + 64)
 
 
+def test_dead_code_restart_resets_the_unused_codes_from_the_batch_and_is_off_by_default():
+    """Every N training forwards, the codes unused since the last restart become rows of the current batch's
+    (normalised) inputs; used codes, evaluation and the default (0: off) leave the codebook alone."""
+    from detok.tokenizers.quantizers import VectorQuantizer
+
+    assert create_model("detokvq-fmnist32").config.dead_code_restart == 0
+    torch.manual_seed(0)
+    vq = VectorQuantizer(64, 8, restart_every=2).train()
+    z = torch.randn(1, 8).expand(32, 8) + 0.01 * torch.randn(32, 8)  # one tight cluster: one or two codes used
+    before = vq.codebook.weight.detach().clone()
+    used = set(vq(z)[1].tolist()) | set(vq(z)[1].tolist())
+    assert torch.equal(vq.codebook.weight, before) and len(used) <= 2
+    vq(z)  # the third forward restarts the codes the first two left unused
+    dead = [k for k in range(64) if k not in used]
+    assert vq.restarted == len(dead) and all(torch.equal(vq.codebook.weight[k], before[k]) for k in used)
+    rows = torch.nn.functional.normalize(z, dim=-1)
+    assert all(any(torch.allclose(vq.codebook.weight[k], r) for r in rows) for k in dead)
+    with torch.no_grad():
+        off = VectorQuantizer(64, 8).train()
+        weights = off.codebook.weight.clone()
+        for _ in range(5):
+            off(z)
+        assert torch.equal(off.codebook.weight, weights)
+
+
+def test_dead_code_restart_raises_code_usage_on_a_small_run(tmp_path):
+    """The same short run of the tiny VQ tokenizer with and without restarts (every 2 steps): the codes its encoder
+    picks on the training images spread over more of the codebook with them."""
+    import numpy as np
+
+    from detok.checkpoint import load_tokenizer
+    from detok.config import apply_overrides
+    from detok.training.tokenizer import default_run_config, train_tokenizer
+
+    rng, images = np.random.default_rng(0), np.zeros((32, 32, 32), np.uint8)
+    for image in images:  # one grey square on black: few distinct patches, so few codes without restarts
+        a, b = rng.integers(4, 20, 2)
+        image[a : a + 10, b : b + 10] = rng.integers(60, 255)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, images=images)
+    x = torch.tensor(images, dtype=torch.float32)[:, None] / 127.5 - 1
+    usage = {}
+    for every in (0, 2):
+        sets = ["data.name=npz", f"data.root={npz}", "train.images=64", "train.batch_size=8", "train.progress=false",
+                "train.threads=1", "train.ema_decay=0", f"model.dead_code_restart={every}"]  # fmt: skip
+        run = train_tokenizer(
+            apply_overrides(default_run_config("detokvq-fmnist32-tiny"), sets), tmp_path / f"r{every}"
+        )
+        with torch.no_grad():
+            usage[every] = len(torch.unique(load_tokenizer(run).encode(x)))
+    assert usage[2] > usage[0], usage
+
+
 @pytest.mark.parametrize("name", ["detokvq-sb", "detokvq-fmnist32"])
 def test_vq_masking_ratio_095_is_the_maximum_of_the_random_draw(name):
     """App. A.7's "masking ratio of 0.95" read as Eq. 5's M (vq.py `_masking_only` gives the reasons): a fresh

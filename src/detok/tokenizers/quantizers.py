@@ -1,6 +1,7 @@
 """Vector quantisation with an ℓ2-normalised codebook (ViT-VQGAN, Yu et al., arXiv:2110.04627; as TiTok and
 l-DeTok App. A.7 use it): nearest code by cosine similarity, codebook + β·commitment loss, straight-through
-gradients, and the usage statistics that show codebook collapse."""
+gradients, and the usage statistics that show codebook collapse; optionally the usual remedy for collapse, dead-code
+restart (codes unused for a while re-initialised from encoder outputs, as in Jukebox / SoundStream / CVQ-VAE)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,20 @@ import torch.nn.functional as F
 
 
 class VectorQuantizer(nn.Module):
-    """Quantises vectors (…, D) against `codebook_size` learnable codes of dimension D, both ℓ2-normalised."""
+    """Quantises vectors (…, D) against `codebook_size` learnable codes of dimension D, both ℓ2-normalised.
 
-    def __init__(self, codebook_size: int, dim: int, beta: float = 0.25):
+    `restart_every` N > 0: every N training forwards, the codes no forward has chosen since the last restart are set to
+    vectors drawn at random (global RNG) from the current batch's normalised inputs, before the batch is quantised.
+    The record of used codes is not saved in checkpoints: a resumed run counts from its resume.
+    """
+
+    def __init__(self, codebook_size: int, dim: int, beta: float = 0.25, restart_every: int = 0):
         super().__init__()
         self.codebook = nn.Embedding(codebook_size, dim)
         self.beta = beta
+        self.restart_every = restart_every
+        self.calls, self.restarted = 0, 0  # training forwards since the last restart; codes the last restart reset
+        self.register_buffer("used", torch.zeros(codebook_size, dtype=torch.bool), persistent=False)  # (K,)
         nn.init.normal_(self.codebook.weight)
 
     def codes(self) -> torch.Tensor:
@@ -36,11 +45,27 @@ class VectorQuantizer(nn.Module):
             ẑ = z / ‖z‖.
         """
         z = F.normalize(z.float(), dim=-1)  # (…, D)
+        training = self.training and torch.is_grad_enabled() and self.restart_every > 0
+        if training and self.calls == self.restart_every:
+            self.restart_dead_codes(z.detach().reshape(-1, z.shape[-1]))
         codes = self.codes()  # (K, D)
         indices = (z.reshape(-1, z.shape[-1]) @ codes.t()).argmax(-1).view(z.shape[:-1])  # nearest on the sphere
+        if training:
+            self.used[indices.reshape(-1)] = True
+            self.calls += 1
         q = F.embedding(indices, codes)  # (…, D): lookup() on the codes normalised above
         losses = {"codebook": F.mse_loss(q, z.detach()), "commitment": self.beta * F.mse_loss(z, q.detach())}
         return z + (q - z).detach(), indices, losses
+
+    @torch.no_grad()
+    def restart_dead_codes(self, z: torch.Tensor) -> None:
+        """Set every code unused since the last restart to a random row of z (M, D), then start a new record."""
+        dead = (~self.used).nonzero().squeeze(1)  # (K_dead,)
+        if len(dead):
+            pick = torch.randint(len(z), (len(dead),), device=z.device)
+            self.codebook.weight[dead] = z[pick].to(self.codebook.weight.dtype)
+        self.restarted, self.calls = len(dead), 0
+        self.used.zero_()
 
     @staticmethod
     def usage(indices: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from detok.config import ConfigError, NonNegativeFloat, PositiveInt
+from detok.config import ConfigError, NonNegativeFloat, NonNegativeInt, PositiveInt
 from detok.registry import register_with_tiny
 from detok.tokenizers.base import LatentLayout
 from detok.tokenizers.corruption import CorruptionConfig, random_masking, sample_mask_ratio
@@ -48,6 +48,9 @@ class DeTokVQConfig(DeTokConfig):
         codebook_size: number of codes (4,096 in the paper).
         commitment_beta: β of the commitment loss.
         index_dtype: integer type of the code indices `encode` returns and latent caches store.
+        dead_code_restart: every this many training steps, re-initialise the codes unused since the last restart
+            from random encoder outputs of the current batch (`VectorQuantizer`); 0 (default): off, as the paper
+            (A.7 names no remedy for unused codes). Counted in forwards: with train.grad_accum > 1, in micro-batches.
     """
 
     latent_channels: PositiveInt = 64
@@ -56,6 +59,7 @@ class DeTokVQConfig(DeTokConfig):
     codebook_size: PositiveInt = 4096
     commitment_beta: NonNegativeFloat = 0.25
     index_dtype: Literal["int16", "int32", "int64"] = "int16"
+    dead_code_restart: NonNegativeInt = 0
 
     def __post_init__(self):
         super().__post_init__()
@@ -80,11 +84,13 @@ class DeTokVQ(DeTok):
     """ViT tokenizer with a VQ bottleneck; training masks the encoder's input (l-DeTok) and quantises its tokens."""
 
     config_cls = DeTokVQConfig
-    non_architecture_fields = DeTok.non_architecture_fields + ("commitment_beta", "index_dtype")
+    non_architecture_fields = DeTok.non_architecture_fields + ("commitment_beta", "index_dtype", "dead_code_restart")
 
     def __init__(self, config: DeTokVQConfig):
         super().__init__(config)  # enc_head: width → code dim; dec_embed: code dim → width
-        self.quantizer = VectorQuantizer(config.codebook_size, config.latent_channels, config.commitment_beta)
+        self.quantizer = VectorQuantizer(
+            config.codebook_size, config.latent_channels, config.commitment_beta, config.dead_code_restart
+        )
 
     @property
     def latent_layout(self) -> LatentLayout:
@@ -117,10 +123,13 @@ class DeTokVQ(DeTok):
         ratio = (sample_mask_ratio(cfg) if mask_ratio is None else mask_ratio) if corrupt else 0.0
         ids_keep, mask = random_masking(n, t, ratio, x.device) if ratio > 0 else (None, x.new_zeros(n, t))
         q, indices, losses = self.quantizer(self.forward_encoder(x, ids_keep))  # (N, T_keep, D), (N, T_keep)
+        logs = VectorQuantizer.usage(indices, self.config.codebook_size)
+        if self.config.dead_code_restart:
+            logs["codes_restarted"] = torch.tensor(float(self.quantizer.restarted))  # by the last restart
         return {
             "recon": self.forward_decoder(q, ids_keep),
             "aux": losses,
-            "logs": VectorQuantizer.usage(indices, self.config.codebook_size),
+            "logs": logs,
             "indices": indices,
             "mask": mask,
             "mask_ratio": torch.tensor(ratio),
