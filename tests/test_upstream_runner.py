@@ -77,6 +77,8 @@ def test_settings_table(runner):
     assert by_name["channels"]["status"] == "matched"
     assert runner.settings_table(16_000, 3.0, 0.7, channels=3)[3]["status"] == "unmatched"
     assert by_name["EMA"]["status"] == "unmatched" and "29%" in by_name["EMA"]["note"]  # 0.995^250
+    warm = {r["setting"]: r for r in runner.settings_table(16_000, 3.0, 0.7, ema_warmup=True)}
+    assert warm["EMA"]["status"] == "matched"
     table = runner.format_table(rows, ("setting", "status"))
     assert table.count("\n") == len(rows) + 1
 

@@ -173,7 +173,7 @@ def upstream_argv(
     ]  # fmt: skip
 
 
-def settings_table(images: int, gamma: float, mask: float, channels: int = 1) -> list[dict]:
+def settings_table(images: int, gamma: float, mask: float, channels: int = 1, ema_warmup: bool = False) -> list[dict]:
     """Every detok-fmnist32 setting, how the upstream run sets it, and whether the two match."""
     d = DETOK
     steps, warm = images // d["batch_size"], int(d["warmup_frac"] * images // d["batch_size"])
@@ -225,9 +225,11 @@ def settings_table(images: int, gamma: float, mask: float, channels: int = 1) ->
             "upstream's create_loss_module does not pass --discriminator_weight on (the loss keeps its default 0.1), "
             "so the GAN is off by its start epoch alone; the PatchGAN and its optimizer are built, never stepped"),
         row("EMA", f"decay 0.995 with warm-up min(d, (1+n)/(10+n)): {detok_final_decay:.3f} at step {steps}",
+            "the same (--ema-warmup, patched)", "matched") if ema_warmup else
+        row("EMA", f"decay 0.995 with warm-up min(d, (1+n)/(10+n)): {detok_final_decay:.3f} at step {steps}",
             "decay 0.995 from the first step, no warm-up", "unmatched",
             f"upstream's EMA after {steps} steps still holds 0.995^{steps} = {init_share:.0%} of the random "
-            "initialisation; both its EMA and raw weights are converted and scored"),
+            "initialisation; both its EMA and raw weights are converted and scored (--ema-warmup matches it)"),
         row("latent noise", f"γ = {gamma:g}, interpolative, τ ~ U(0, 1) per image",
             f"--gamma {gamma:g}, interpolative, noise level ~ U(0, 1) per image", "matched"),
         row("masking", f"M = {mask:g}: ratio max(0, U(-0.1, M)) per batch",
@@ -263,7 +265,7 @@ class Patches:
         self.records.append({"target": target, "reason": reason})
 
 
-def patch_upstream(repo: Path, patches: Patches, channels: int):
+def patch_upstream(repo: Path, patches: Patches, channels: int, ema_warmup: bool = False):
     """Import upstream's `main_reconstruction` from `repo` with CPU / single-process adaptations; return it."""
     import functools
 
@@ -353,6 +355,20 @@ def patch_upstream(repo: Path, patches: Patches, channels: int):
                             f"SIZE_DICT['{SIZE_NAME}'] for encoder and decoder"})  # fmt: skip
     if channels == 1:
         grey_channels(mr, patches)
+    if ema_warmup:
+        ema_step = models.ema.SimpleEMAModel.step
+
+        def step_with_warmup(self, model):
+            n, decay = getattr(self, "updates", 0), self.decay
+            self.decay = min(decay, (1 + n) / (10 + n))  # detok's EMA warm-up (src/detok/optim.py)
+            try:
+                ema_step(self, model)
+            finally:
+                self.decay, self.updates = decay, n + 1
+
+        patches.set(models.ema.SimpleEMAModel, "step", step_with_warmup, "models.ema.SimpleEMAModel.step",
+                    "--ema-warmup: the decay ramps as detok's, min(decay, (1 + n) / (10 + n)) over updates n "
+                    "(a change of upstream's algorithm, for the one-change-at-a-time comparison)")  # fmt: skip
     patches.set(mr, "create_train_dataloader", functools.partial(mr.create_train_dataloader, should_flip=False),
                 "main_reconstruction.create_train_dataloader", "should_flip=False: detok-fmnist32 trains without "
                 "flips; upstream flips with p = 0.5 and has no flag")  # fmt: skip
@@ -492,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="1: the model and loader patched to grey (detok-fmnist32); 3: upstream's RGB, grey replicated",
     )
+    p.add_argument("--ema-warmup", action="store_true", help="patch detok's EMA warm-up into upstream's EMA")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1, help="upstream's DataLoader workers")
     p.add_argument("--detok-cli", type=Path, default=ROOT / ".venv" / "bin" / "detok")
@@ -512,11 +529,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "data" / "val.txt").write_text("\n".join(lines["val"]) + "\n")
 
     patches = Patches()
-    mr = patch_upstream(repo, patches, args.channels)
+    mr = patch_upstream(repo, patches, args.channels, args.ema_warmup)
     up_argv = upstream_argv(data_path=args.cache.resolve() / "train", out=out, images=images, gamma=args.gamma,
                             mask=args.mask, seed=args.seed, workers=args.workers)  # fmt: skip
     up_args = mr.get_args_parser().parse_args(up_argv)
-    rows = settings_table(images, args.gamma, args.mask, args.channels)
+    rows = settings_table(images, args.gamma, args.mask, args.channels, args.ema_warmup)
     unmatched = [r for r in rows if r["status"] != "matched"]
     write_json(out / "patches.json", patches.records)
     write_json(out / "settings.json", rows)
