@@ -19,11 +19,14 @@ carries γ and M to `detok convert`) and converted twice, EMA weights → RUN/de
 command finds upstream's checkpoint (`--auto_resume`), trains nothing and repeats steps 3–4: a cell is one upstream
 epoch, so an interrupted cell restarts from the beginning.
 
-Greyscale: upstream's model, loss and loader are RGB (3-channel patch embedding, decoder head and `conv_out`, and
-its loader's PIL `convert("RGB")`), so the grey images are replicated to 3 channels by upstream's own loader. The
-reconstruction MSE is the same number as on one channel when the three outputs agree; the converted tokenizer is
-3-channel, so detok's steps on it use `data.channels=3` (FMNIST replicated), which `detok tokenizer eval` picks
-from the converted config by itself.
+Greyscale: upstream's model, loader and normalisation are RGB. With `--channels 1` (the default) the loader reads
+grey, Normalize keeps one channel and the model's three image-side convolutions (patch embedding, the decoder's 1×1
+output projection, `conv_out`) are built for one channel, initialised by upstream's own `_init_weights`: the
+converted tokenizer is one-channel like detok-fmnist32, so table2's steps and detok's reference classifier apply to
+it unchanged. `--channels 3` keeps upstream's RGB model and lets its loader replicate grey (PIL `convert("RGB")`);
+that tokenizer is 3-channel, needs `data.channels=3` downstream, and detok's 1-channel reference classifier cannot
+score its reconstructions (`detok tokenizer eval` refuses them), so its runs stop after conversion.
+`--ema-warmup` patches detok's EMA warm-up into upstream's EMA (the one-change-at-a-time comparison).
 
 Environment (upstream imports torchvision; PyPI's torchvision does not import beside the torch of detok's venv):
 
@@ -473,7 +476,7 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=1) + "\n")
 
 
-def detok_steps(cli: Path, ckpt: Path, out: Path, eval_images: int, threads: int) -> dict:
+def detok_steps(cli: Path, ckpt: Path, out: Path, eval_images: int, threads: int, evaluate: bool = True) -> dict:
     """Convert the checkpoint (EMA and raw weights) with `detok convert` and score each with `detok tokenizer eval`."""
     heads = ["--set", f"model.enc_heads={DETOK['heads']}", "--set", f"model.dec_heads={DETOK['heads']}"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -483,6 +486,8 @@ def detok_steps(cli: Path, ckpt: Path, out: Path, eval_images: int, threads: int
         if not (folder / "config.json").is_file():
             subprocess.run([str(cli), "convert", str(ckpt), "--out", str(folder), *heads, *extra], check=True, env=env)
         metrics = folder / f"eval-test-{eval_images}.json"
+        if not evaluate:
+            continue
         if not metrics.is_file():
             cmd = [str(cli), "tokenizer", "eval", str(folder), "--max-images", str(eval_images)]
             subprocess.run([*cmd, "--threads", str(threads), "--out", str(metrics)], check=True, env=env)
@@ -569,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     record["checkpoint"] = str(final)
     if not args.no_convert:
         t1 = time.perf_counter()
-        record["eval"] = detok_steps(args.detok_cli, final, out, args.eval_images, args.threads)
+        record["eval"] = detok_steps(args.detok_cli, final, out, args.eval_images, args.threads, args.channels == 1)
         record["convert_eval_wall_s"] = round(time.perf_counter() - t1, 1)
         for name, m in record["eval"].items():
             print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, float)))
