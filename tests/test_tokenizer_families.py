@@ -64,7 +64,7 @@ def test_one_dimensional_tokenizer_layout_and_paper_corruption():
     z = torch.randn(2, 16, 8)
     assert torch.equal(layout.from_generator(layout.to_generator(z)), z)
     c = create_model("detok1d-sb-k64").config.corruption
-    assert (c.noise_gamma, c.mask_max, c.warmup_frac) == (2.0, 0.0, 0.2)  # App. A.6
+    assert (c.noise_gamma, c.mask_max, c.warmup_epochs) == (2.0, 0.0, 10)  # App. A.6: noise from epoch 10 on
     assert not hasattr(model, "enc_rope") and model.maskable_tokens is None
 
 
