@@ -445,7 +445,8 @@ _register_pair(
     "MAETok (Sec. 4): ViT-B encoder and pixel decoder (768×12, 12 heads), 256 px, p=16, L=128 latent tokens of "
     "H=32; 3 auxiliary decoders of 3 blocks (192 wide, 3 heads: the official 'tinytiny' decoder, width assumed "
     "ViT-Tiny's) for HOG, DINOv2-L and SigLIP at the masked tokens, weight 1 each; mask ratio ~ N(0.6, 0.25²) "
-    "truncated to [0.4, 0.6]; decoder fine-tuning anneals it 0.6 → 0 over 50K iterations (Sec. 4). Teacher weights are read from "
+    "truncated to [0.4, 0.6]; decoder fine-tuning anneals it 0.6 → 0 over 50K iterations (Sec. 4). Teacher weights "
+    "are read from "
     f"{', '.join(s.split(':')[-1] for s in PAPER_TARGETS[1:])} (set model.aux_targets to other files).",
 )
 
