@@ -190,9 +190,12 @@ def test_no_weight_is_silently_dropped(tmp_path):
 
 
 def test_heads_of_paper_widths_need_no_flag():
-    assert official._heads(768, "enc", {}) == 12 and official._heads(1024, "dec", {}) == 16
+    from detok.convert.keymap import heads_for
+
+    table = official.HEADS_BY_WIDTH
+    assert heads_for(768, "enc", {}, table, "") == 12 and heads_for(1024, "dec", {}, table, "") == 16
     with pytest.raises(CheckpointError, match="--set model.dec_heads"):
-        official._heads(96, "dec", {})
+        heads_for(96, "dec", {}, table, "")
 
 
 def test_corruption_read_from_the_released_name():

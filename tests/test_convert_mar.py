@@ -225,7 +225,10 @@ def test_stats_belong_to_the_tokenizer(tmp_path):
 
 
 def test_heads_of_paper_widths_need_no_flag(tmp_path):
-    assert official._heads(768, "enc", {}) == 12 and official._heads(1024, "dec", {}) == 16
+    from detok.convert.keymap import heads_for
+
+    table = official.HEADS_BY_WIDTH
+    assert heads_for(768, "enc", {}, table, "") == 12 and heads_for(1024, "dec", {}, table, "") == 16
     with pytest.raises(CheckpointError, match="--set model.enc_heads"):
         convert_checkpoint(FIXTURE / "checkpoint.pth", tmp_path / "out")
 

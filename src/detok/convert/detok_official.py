@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from detok.checkpoint import CheckpointError
-from detok.convert.keymap import CONV1X1, PATCH_CONV, SAME, KeyMap
+from detok.convert.keymap import CONV1X1, PATCH_CONV, SAME, KeyMap, count_indexed, heads_for
 from detok.convert.safe_load import load_raw_pickle
 from detok.tokenizers.corruption import CorruptionConfig
 from detok.tokenizers.detok import ARCHITECTURES, DeTok, DeTokConfig
@@ -69,23 +69,6 @@ def matches(state: dict[str, torch.Tensor]) -> bool:
     return "encoder.latent_head.weight" in state and "decoder.conv_out.weight" in state
 
 
-def _depth(state: dict, prefix: str) -> int:
-    found = {int(m.group(1)) for k in state for m in [re.match(rf"{prefix}\.transformer\.(\d+)\.", k)] if m}
-    return max(found) + 1 if found else 0
-
-
-def _heads(width: int, side: str, heads: dict[str, int]) -> int:
-    if side in heads:
-        return heads[side]
-    if width not in HEADS_BY_WIDTH:
-        raise CheckpointError(
-            f"the {dict(enc='encoder', dec='decoder')[side]} width {width} is not one of upstream's sizes "
-            f"{sorted(HEADS_BY_WIDTH)}, and the number of attention heads is not stored in the weights: give it with "
-            f"--set model.{side}_heads=N"
-        )
-    return HEADS_BY_WIDTH[width]
-
-
 def corruption_from_name(name: str) -> CorruptionConfig:
     """γ and M from a released file name (`detok-BB-gamm3.0-m0.7.pth`); the paper's 3.0 and 0.7 otherwise. They only
     matter for further training: encoding and decoding apply no corruption."""
@@ -112,11 +95,11 @@ def config_from_state(state: dict[str, torch.Tensor], source_name: str, heads: d
         patch_size=p,
         latent_channels=state["encoder.latent_head.weight"].shape[0] // 2,
         enc_width=enc_w,
-        enc_depth=_depth(state, "encoder"),
-        enc_heads=_heads(enc_w, "enc", heads),
+        enc_depth=count_indexed(state, "encoder.transformer"),
+        enc_heads=heads_for(enc_w, "enc", heads, HEADS_BY_WIDTH, "upstream's sizes"),
         dec_width=dec_w,
-        dec_depth=_depth(state, "decoder"),
-        dec_heads=_heads(dec_w, "dec", heads),
+        dec_depth=count_indexed(state, "decoder.transformer"),
+        dec_heads=heads_for(dec_w, "dec", heads, HEADS_BY_WIDTH, "upstream's sizes"),
         mlp_ratio=mlp_ratio,
         corruption=corruption_from_name(source_name),
     )

@@ -15,7 +15,7 @@ import re
 import torch
 
 from detok.checkpoint import CheckpointError
-from detok.convert.keymap import SAME, Join, KeyMap, Transform, join_tensors, split_tensors
+from detok.convert.keymap import SAME, Join, KeyMap, Transform, count_indexed, join_tensors, split_tensors
 from detok.tokenizers.cnn import CNNTokenizer, CNNTokenizerConfig
 from detok.tokenizers.corruption import CorruptionConfig
 
@@ -41,18 +41,13 @@ def matches(state: dict[str, torch.Tensor]) -> bool:
     return "encoder.conv_in.weight" in state and any(k.startswith("encoder.down_blocks.") for k in state)
 
 
-def _count(state: dict, pattern: str) -> int:
-    found = {int(m.group(1)) for k in state for m in [re.match(pattern, k)] if m}
-    return max(found) + 1 if found else 0
-
-
 def _attn_names(state: dict) -> str:
     return "old" if "encoder.mid_block.attentions.0.query.weight" in state else "new"
 
 
 def config_from_state(state: dict[str, torch.Tensor], settings: dict[str, int]) -> CNNTokenizerConfig:
     ch, channels = state["encoder.conv_in.weight"].shape[:2]
-    levels = _count(state, r"encoder\.down_blocks\.(\d+)\.")
+    levels = count_indexed(state, "encoder.down_blocks")
     widths = [state[f"encoder.down_blocks.{i}.resnets.0.conv2.weight"].shape[0] for i in range(levels)]
     if any(w % ch for w in widths):
         raise CheckpointError(f"level widths {widths} are not multiples of the first ({ch}): not LDM's layout")
@@ -66,7 +61,7 @@ def config_from_state(state: dict[str, torch.Tensor], settings: dict[str, int]) 
         latent_channels=latent,
         base_channels=ch,
         channel_mults=mults,
-        res_blocks=_count(state, r"encoder\.down_blocks\.0\.resnets\.(\d+)\."),
+        res_blocks=count_indexed(state, "encoder.down_blocks.0.resnets"),
         mid_attention=any(k.startswith("encoder.mid_block.attentions.0.") for k in state),
         variational=moments == 2 * latent,
         corruption=CorruptionConfig(mask_max=0.0, mask_min=0.0, noise_gamma=0.0),

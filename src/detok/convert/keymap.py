@@ -152,3 +152,29 @@ def split_tensors(state: dict[str, torch.Tensor], joins: list[Join]) -> dict[str
         for part, piece in zip(join.parts, tensor.split(sizes)):
             out[part] = piece.contiguous()
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading an architecture off a state dict (shared by the format modules)
+# --------------------------------------------------------------------------------------------------
+
+
+def count_indexed(state: dict[str, torch.Tensor], prefix: str) -> int:
+    """How many modules `prefix.0.…`, `prefix.1.…`, … a state dict holds (a stack of blocks, the levels of a CNN)."""
+    pattern = re.compile(rf"{re.escape(prefix)}\.(\d+)\.")
+    found = {int(m.group(1)) for k in state for m in [pattern.match(k)] if m}
+    return max(found) + 1 if found else 0
+
+
+def heads_for(width: int, side: str, given: dict[str, int], by_width: dict[int, int], what: str) -> int:
+    """Attention heads, which no state dict stores: given on the command line (`given[side]`), or the upstream's size
+    table by width (`by_width`); `side` is "enc" or "dec", `what` names the upstream's sizes in the message."""
+    if side in given:
+        return given[side]
+    if width not in by_width:
+        raise CheckpointError(
+            f"the {dict(enc='encoder', dec='decoder')[side]} width {width} is not one of {what} "
+            f"{sorted(by_width)}, and the number of attention heads is not stored in the weights: give it with "
+            f"--set model.{side}_heads=N"
+        )
+    return by_width[width]

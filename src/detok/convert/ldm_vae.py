@@ -16,14 +16,13 @@ says otherwise; it only decides which stage sides the attention resolutions name
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from detok.checkpoint import CheckpointError
-from detok.convert.keymap import SAME, Join, KeyMap, join_tensors, split_tensors
+from detok.convert.keymap import SAME, Join, KeyMap, count_indexed, join_tensors, split_tensors
 from detok.convert.safe_load import load_checkpoint
 from detok.tokenizers.cnn import CNNTokenizer, CNNTokenizerConfig
 from detok.tokenizers.corruption import CorruptionConfig
@@ -54,14 +53,9 @@ def training_only(state: dict[str, torch.Tensor]) -> list[str]:
     return [k for k in state if k.startswith(TRAINING_ONLY)]
 
 
-def _count(state: dict, pattern: str) -> int:
-    found = {int(m.group(1)) for k in state for m in [re.match(pattern, k)] if m}
-    return max(found) + 1 if found else 0
-
-
 def config_from_state(state: dict[str, torch.Tensor], settings: dict[str, int]) -> CNNTokenizerConfig:
     ch, channels = state["encoder.conv_in.weight"].shape[:2]
-    levels = _count(state, r"encoder\.down\.(\d+)\.")
+    levels = count_indexed(state, "encoder.down")
     mults = tuple(state[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] // ch for i in range(levels))
     image_size = settings.get("image_size", 256)
     side = [image_size // 2**i for i in range(levels)]
@@ -76,7 +70,7 @@ def config_from_state(state: dict[str, torch.Tensor], settings: dict[str, int]) 
         latent_channels=latent,
         base_channels=ch,
         channel_mults=mults,
-        res_blocks=_count(state, r"encoder\.down\.0\.block\.(\d+)\."),
+        res_blocks=count_indexed(state, "encoder.down.0.block"),
         enc_attn_resolutions=enc_attn,
         dec_attn_resolutions=dec_attn,
         mid_attention="encoder.mid.attn_1.q.weight" in state,

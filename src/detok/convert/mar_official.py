@@ -20,14 +20,13 @@ where the two agree, and the weights cannot tell p from C, so a conversion takes
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from detok.checkpoint import CheckpointError
-from detok.convert.keymap import SAME, Join, KeyMap, join_tensors, split_tensors
+from detok.convert.keymap import SAME, Join, KeyMap, count_indexed, heads_for, join_tensors, split_tensors
 from detok.generators.mar import MAR, MARConfig
 from detok.objectives.diffloss import DiffLossConfig
 
@@ -95,23 +94,6 @@ def matches(state: dict[str, torch.Tensor]) -> bool:
     return {"fake_latent", "z_proj.weight", "diffloss.net.input_proj.weight"} <= set(state)
 
 
-def _depth(state: dict, prefix: str) -> int:
-    found = {int(m.group(1)) for k in state for m in [re.match(rf"{re.escape(prefix)}\.(\d+)\.", k)] if m}
-    return max(found) + 1 if found else 0
-
-
-def _heads(width: int, side: str, heads: dict[str, int]) -> int:
-    if side in heads:
-        return heads[side]
-    if width not in HEADS_BY_WIDTH:
-        raise CheckpointError(
-            f"the {dict(enc='encoder', dec='decoder')[side]} width {width} is not one of upstream's MAR sizes "
-            f"{sorted(HEADS_BY_WIDTH)}, and the number of attention heads is not stored in the weights: give it with "
-            f"--set model.{side}_heads=N"
-        )
-    return HEADS_BY_WIDTH[width]
-
-
 def config_from_state(state: dict[str, torch.Tensor], heads: dict[str, int]) -> MARConfig:
     """The `MARConfig` that holds `state`, read off the tensor shapes (p = 1; see the module docstring)."""
     enc_w, token_dim = state["z_proj.weight"].shape
@@ -135,11 +117,11 @@ def config_from_state(state: dict[str, torch.Tensor], heads: dict[str, int]) -> 
         input_size=input_size,
         patch_size=1,
         enc_width=enc_w,
-        enc_depth=_depth(state, "encoder_blocks"),
-        enc_heads=_heads(enc_w, "enc", heads),
+        enc_depth=count_indexed(state, "encoder_blocks"),
+        enc_heads=heads_for(enc_w, "enc", heads, HEADS_BY_WIDTH, "upstream's MAR sizes"),
         dec_width=dec_w,
-        dec_depth=_depth(state, "decoder_blocks"),
-        dec_heads=_heads(dec_w, "dec", heads),
+        dec_depth=count_indexed(state, "decoder_blocks"),
+        dec_heads=heads_for(dec_w, "dec", heads, HEADS_BY_WIDTH, "upstream's MAR sizes"),
         mlp_ratio=hidden / enc_w,
         dropout=0.1,
         mlp_dropout=0.0,
@@ -147,7 +129,7 @@ def config_from_state(state: dict[str, torch.Tensor], heads: dict[str, int]) -> 
         cfg_schedule="linear",
         diffloss=DiffLossConfig(
             width=head_w,
-            depth=_depth(state, "diffloss.net.res_blocks"),
+            depth=count_indexed(state, "diffloss.net.res_blocks"),
             train_steps=1000,
             sample_steps=SAMPLE_STEPS,
             schedule="cosine",
