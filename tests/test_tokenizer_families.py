@@ -96,53 +96,21 @@ def test_one_dimensional_decoder_sees_only_the_k_latents():
 
 def test_the_corruption_warm_up_keeps_denoising_off_at_first(tmp_path, monkeypatch):
     """With corruption.warmup_frac=0.5 the trainer asks for clean latents in the first half, noisy ones after."""
-    import numpy as np
 
-    from detok.config import apply_overrides
-    from detok.tokenizers.onedim import DeTok1D
-    from detok.training.tokenizer import default_run_config, train_tokenizer
-
-    calls = []
-    forward = DeTok1D.forward
-
-    def spy(self, x, corrupt=None, **kw):
-        calls.append(corrupt)
-        return forward(self, x, corrupt=corrupt, **kw)
-
-    monkeypatch.setattr(DeTok1D, "forward", spy)
-    npz = tmp_path / "d.npz"
-    np.savez(npz, images=np.random.default_rng(0).integers(0, 256, (8, 32, 32), dtype=np.uint8))
-    sets = ["data.name=npz", f"data.root={npz}", "train.images=40", "train.batch_size=4", "train.progress=false",
-            "train.threads=1", "model.corruption.warmup_epochs=null", "model.corruption.warmup_frac=0.5"]  # fmt: skip
-    train_tokenizer(apply_overrides(default_run_config("detok1d-fmnist32-k8-tiny"), sets), tmp_path / "run")
-    assert calls == [False] * 5 + [True] * 5
+    sets = ["train.images=40", "model.corruption.warmup_epochs=null", "model.corruption.warmup_frac=0.5"]
+    assert _corruption_per_step(tmp_path, monkeypatch, sets) == [False] * 5 + [True] * 5
 
 
 def test_the_one_dimensional_warm_up_is_ten_epochs_of_data_whatever_the_run_length(tmp_path, monkeypatch):
     """App. A.6: denoising off for the first 10 epochs, on from epoch 10 — counted in data seen, not as a share of
     the run, so a short run keeps the paper's schedule (8 images an epoch, batch 4: 2 steps an epoch, so the noise
     switches on at step 20 of a 24-step run; a 20% warm-up would have switched it on at step 4)."""
-    import numpy as np
 
-    from detok.config import apply_overrides
-    from detok.tokenizers.onedim import DeTok1D
-    from detok.training.tokenizer import default_run_config, train_tokenizer
+    from detok.training.tokenizer import default_run_config
 
     assert default_run_config("detok1d-fmnist32-k8").model.corruption.warmup_epochs == 10
-    calls = []
-    forward = DeTok1D.forward
-
-    def spy(self, x, corrupt=None, **kw):
-        calls.append(corrupt)
-        return forward(self, x, corrupt=corrupt, **kw)
-
-    monkeypatch.setattr(DeTok1D, "forward", spy)
-    npz = tmp_path / "d.npz"
-    np.savez(npz, images=np.random.default_rng(0).integers(0, 256, (8, 32, 32), dtype=np.uint8))
-    sets = ["data.name=npz", f"data.root={npz}", "train.images=96", "train.batch_size=4", "train.progress=false",
-            "train.threads=1", "train.ckpt_every=1000", "train.sample_every=1000"]  # fmt: skip
-    train_tokenizer(apply_overrides(default_run_config("detok1d-fmnist32-k8-tiny"), sets), tmp_path / "run")
-    assert calls == [False] * 20 + [True] * 4
+    sets = ["train.images=96", "train.ckpt_every=1000", "train.sample_every=1000"]
+    assert _corruption_per_step(tmp_path, monkeypatch, sets) == [False] * 20 + [True] * 4
 
 
 @pytest.mark.parametrize(
@@ -428,3 +396,26 @@ def test_a_cached_sequence_is_normalised_along_its_channel_axis(tmp_path):
     flip = torch.rand(6, generator=torch.Generator().manual_seed(0)) < 0.5
     want = torch.where(flip.view(-1, 1, 1), tok.encode(x.flip(-1), normalize=True), tok.encode(x, normalize=True))
     assert z.shape == (6, 8, 4) and torch.allclose(z, want, atol=1e-5)
+
+
+def _corruption_per_step(tmp_path, monkeypatch, sets: list[str]) -> list:
+    """Train detok1d-fmnist32-k8-tiny on 8 random images (batch 4) with `sets`; the `corrupt` flag of every forward."""
+    import numpy as np
+
+    from detok.config import apply_overrides
+    from detok.tokenizers.onedim import DeTok1D
+    from detok.training.tokenizer import default_run_config, train_tokenizer
+
+    calls = []
+    forward = DeTok1D.forward
+
+    def spy(self, x, corrupt=None, **kw):
+        calls.append(corrupt)
+        return forward(self, x, corrupt=corrupt, **kw)
+
+    monkeypatch.setattr(DeTok1D, "forward", spy)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, images=np.random.default_rng(0).integers(0, 256, (8, 32, 32), dtype=np.uint8))
+    base = ["data.name=npz", f"data.root={npz}", "train.batch_size=4", "train.progress=false", "train.threads=1"]
+    train_tokenizer(apply_overrides(default_run_config("detok1d-fmnist32-k8-tiny"), base + sets), tmp_path / "run")
+    return calls
