@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from detok.bench.suites import (
     parse_budget,
     suite_cells,
 )
-from detok.checkpoint import WEIGHTS_FILE, load_generator, load_tokenizer
+from detok.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_generator, load_tokenizer
 from detok.config import apply_overrides, to_dict
 from detok.data import DataConfig, build_dataset
 
@@ -95,7 +96,10 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
     overrides = [*variant_overrides, f"train.images={images}", *common]
     base_dir = cell.parent / f"{variant.finetune_from}-seed{seed}" / "tokenizer" if variant.finetune_from else tok_dir
     twin = None  # another cell of the work folder whose steps this one shares (steps.find_twin)
-    if variant.stages:  # one run per stage, each from the previous one's weights; the last is the tokenizer
+    if (source := budget.tokenizer_dir(variant, seed)) is not None:  # trained elsewhere: copied, statistics redone
+        spec = {"imported": str(source), "digest": _imported_digest(source), "stats_images": budget.stats_images}
+        result = {"train": run_step(tok_dir / "done.json", spec, _importer(source, tok_dir, budget, ctx), log)}
+    elif variant.stages:  # one run per stage, each from the previous one's weights; the last is the tokenizer
         result, previous = {"stages": []}, None
         for i, (share, extra) in enumerate(variant.stages):
             run = tok_dir if i == len(variant.stages) - 1 else cell / f"stage{i + 1}"
@@ -150,6 +154,41 @@ def _tokenizer_steps(variant: TokenizerVariant, seed: int, budget: Budget, cell:
     # the weights' digest: a cell completed in a later session on a retrained tokenizer says whether it is the same
     digest = hashlib.sha256((tok_dir / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
     return {**result, "recon": metrics, "cache": cached, "digest": digest}
+
+
+def _imported_digest(source: Path) -> str:
+    """The weights' digest of an imported tokenizer folder (refused when it is not one)."""
+    if not (source / CONFIG_FILE).is_file() or not (source / WEIGHTS_FILE).is_file():
+        raise ValueError(
+            f"budget tokenizer_dirs: {source} is not a tokenizer folder (it needs {CONFIG_FILE} and {WEIGHTS_FILE}, "
+            "as `detok tokenizer train` and `detok convert` write them)"
+        )
+    return hashlib.sha256((source / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
+
+
+def _importer(source: Path, tok_dir: Path, budget: Budget, ctx: dict) -> Callable[[], dict]:
+    """The step that takes the already-trained tokenizer `source` as the cell's: its config and weights are copied
+    into `tok_dir` and its latent statistics recomputed on the suite's training images, as a trained cell's are."""
+    from detok.latents import compute_latent_stats, store_latent_stats
+
+    def run() -> dict:
+        tok = load_tokenizer(source, ctx["device"], check_stats=False)
+        data = ctx["data"]
+        if (tok.config.channels, tok.config.image_size) != (data.channels, data.image_size):
+            raise ValueError(
+                f"budget tokenizer_dirs: {source} takes {tok.config.channels}-channel {tok.config.image_size}-px "
+                f"images, the suite's data are {data.channels}-channel {data.image_size}-px"
+            )
+        tok_dir.mkdir(parents=True, exist_ok=True)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            shutil.copyfile(source / name, tok_dir / name)
+        tok = load_tokenizer(tok_dir, ctx["device"], check_stats=False)
+        train_set = build_dataset(data, "train")
+        mean, std = compute_latent_stats(tok, train_set, 256, budget.stats_images, ctx["device"], False)
+        store_latent_stats(tok_dir, mean, std)
+        return {"imported_from": str(source), "architecture": getattr(tok.config, "architecture", None)}
+
+    return run
 
 
 def _tokenizer_twin(cell: Path, spec: dict, log: Callable[[str], None]) -> Path | None:

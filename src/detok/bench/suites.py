@@ -7,9 +7,10 @@ Paper: "Latent Denoising Makes Good Visual Tokenizers" (Yang et al., arXiv:2507.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-from detok.config import NonNegativeInt, PositiveInt, apply_overrides, check_fields
+from detok.config import ConfigError, NonNegativeInt, PositiveInt, apply_overrides, check_fields
 
 # --------------------------------------------------------------------------------------------------
 # Suites and budgets
@@ -315,6 +316,19 @@ class Budget:
     train: tuple[str, ...] = ()  # train.* overrides for every training run (e.g. train.progress=false)
     tokenizer_train: tuple[str, ...] = ()  # train.* overrides for the tokenizers only (their schedule)
     tiny_twins: bool = False  # a variant's own tokenizer preset is replaced by its -tiny twin (the smoke budget)
+    # "ROW=FOLDER": the cells of suite row ROW take an already-trained tokenizer (e.g. one `detok convert` made from
+    # another codebase's checkpoint) instead of training one; `{seed}` in FOLDER is the cell's seed. Its latent
+    # statistics are recomputed as a trained cell's; every later step is the row's own. Issue #36 runs table2's
+    # steps on tokenizers trained by the official DeTok code this way.
+    tokenizer_dirs: tuple[str, ...] = ()
+
+    def tokenizer_dir(self, variant: TokenizerVariant, seed: int) -> Path | None:
+        """The folder of the already-trained tokenizer `tokenizer_dirs` gives the cell (variant, seed), or None."""
+        for entry in self.tokenizer_dirs:
+            row, folder = entry.split("=", 1)
+            if row == variant.name:
+                return Path(folder.replace("{seed}", str(seed)))
+        return None
 
     def tokenizer_for(self, variant: TokenizerVariant) -> str:
         """The tokenizer preset a variant trains under this budget."""
@@ -324,6 +338,13 @@ class Budget:
 
     def __post_init__(self):
         check_fields(self)
+        for entry in self.tokenizer_dirs:
+            row, sep, folder = entry.partition("=")
+            if not (sep and row and folder):
+                raise ConfigError("tokenizer_dirs", f"entries are ROW=FOLDER, got {entry!r}")
+        rows = [e.partition("=")[0] for e in self.tokenizer_dirs]
+        if len(set(rows)) != len(rows):
+            raise ConfigError("tokenizer_dirs", f"names a row more than once: {rows}")
 
 
 BUDGETS = {
@@ -446,6 +467,14 @@ def suite_cells(suite: str, budget: Budget) -> list[tuple[TokenizerVariant, list
         raise ValueError(
             f"budget rows {unknown} are not variants of the {suite} suite ({', '.join(names)}); "
             "--set 'rows=[]' runs all of them"
+        )
+    imported = [e.partition("=")[0] for e in budget.tokenizer_dirs]
+    if bad := [r for r in imported if r not in names]:
+        raise ValueError(f"budget tokenizer_dirs name {bad}, not variants of the {suite} suite ({', '.join(names)})")
+    if bad := [v.name for v in SUITES[suite] if v.name in imported and (v.stages or v.finetune_from)]:
+        raise ValueError(
+            f"budget tokenizer_dirs: rows {bad} train in stages or from another row's tokenizer; an imported "
+            "tokenizer replaces a single training run only"
         )
     known = {g for v in SUITES[suite] for g in v.generators}
     if budget.generators is not None and not set(budget.generators) <= known:
