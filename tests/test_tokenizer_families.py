@@ -113,6 +113,33 @@ def test_the_one_dimensional_warm_up_is_ten_epochs_of_data_whatever_the_run_leng
     assert _corruption_per_step(tmp_path, monkeypatch, sets) == [False] * 20 + [True] * 4
 
 
+def test_a_run_shorter_than_the_one_dimensional_warm_up_trains_exactly_as_the_baseline(tmp_path):
+    """Why the `variants` suite does not give its 1-D l-DeTok rows the 10-epoch warm-up (docs/reproduce.md): a run
+    shorter than 10 epochs never switches the noise on, so the row would be its baseline row bit for bit (3 steps of
+    a 1.5-epoch run here; every CPU budget is < 3 epochs of Fashion-MNIST), while the suite's scaled 20% warm-up does
+    train a different tokenizer."""
+    sets = ["train.images=12", "train.ckpt_every=1000", "train.sample_every=1000"]
+    paper = _train_tiny_1d(tmp_path, sets, tmp_path / "paper")  # γ = 2 from epoch 10 on
+    baseline = _train_tiny_1d(tmp_path, [*sets, "model.corruption.noise_gamma=0"], tmp_path / "baseline")
+    scaled = [*sets, "model.corruption.warmup_epochs=null", "model.corruption.warmup_frac=0.2"]
+    assert paper == baseline and _train_tiny_1d(tmp_path, scaled, tmp_path / "scaled") != baseline
+
+
+def test_the_variants_suite_scales_the_one_dimensional_warm_up_to_its_budget():
+    """The suite's 1-D l-DeTok rows switch the noise on after 20% of the run (the paper's 10 of 50 epochs), as the
+    other suites scale the paper's epochs (AlignTok's stages, MAETok's anneal) to the budget."""
+    from detok.bench.suites import SUITES, Budget
+    from detok.training.tokenizer import default_run_config
+
+    rows = [v for v in SUITES["variants"] if v.name.startswith("1d-") and v.name.endswith("-ldetok")]
+    assert len(rows) == 2
+    for row in rows:
+        c = default_run_config(row.tokenizer, list(row.overrides)).model.corruption
+        assert (c.noise_gamma, c.warmup_epochs, c.warmup_frac) == (2.0, None, 0.2)
+        steps = Budget().tokenizer_images // 64
+        assert [c.active(s, steps) for s in (49, 50)] == [False, True]
+
+
 @pytest.mark.parametrize(
     "setting, words",
     [("model.latent_tokens=0", "model.latent_tokens must be ≥ 1"),
@@ -400,11 +427,7 @@ def test_a_cached_sequence_is_normalised_along_its_channel_axis(tmp_path):
 
 def _corruption_per_step(tmp_path, monkeypatch, sets: list[str]) -> list:
     """Train detok1d-fmnist32-k8-tiny on 8 random images (batch 4) with `sets`; the `corrupt` flag of every forward."""
-    import numpy as np
-
-    from detok.config import apply_overrides
     from detok.tokenizers.onedim import DeTok1D
-    from detok.training.tokenizer import default_run_config, train_tokenizer
 
     calls = []
     forward = DeTok1D.forward
@@ -414,8 +437,19 @@ def _corruption_per_step(tmp_path, monkeypatch, sets: list[str]) -> list:
         return forward(self, x, corrupt=corrupt, **kw)
 
     monkeypatch.setattr(DeTok1D, "forward", spy)
+    _train_tiny_1d(tmp_path, sets, tmp_path / "run")
+    return calls
+
+
+def _train_tiny_1d(tmp_path, sets: list[str], run) -> bytes:
+    """Train detok1d-fmnist32-k8-tiny on 8 random images (batch 4) with `sets` into `run`; its weights' bytes."""
+    import numpy as np
+
+    from detok.config import apply_overrides
+    from detok.training.tokenizer import default_run_config, train_tokenizer
+
     npz = tmp_path / "d.npz"
     np.savez(npz, images=np.random.default_rng(0).integers(0, 256, (8, 32, 32), dtype=np.uint8))
     base = ["data.name=npz", f"data.root={npz}", "train.batch_size=4", "train.progress=false", "train.threads=1"]
-    train_tokenizer(apply_overrides(default_run_config("detok1d-fmnist32-k8-tiny"), base + sets), tmp_path / "run")
-    return calls
+    train_tokenizer(apply_overrides(default_run_config("detok1d-fmnist32-k8-tiny"), base + sets), run)
+    return (run / "model.safetensors").read_bytes()
