@@ -40,7 +40,7 @@ def test_an_imported_tokenizer_is_taken_as_trained_and_the_row_s_steps_run_on_it
     stats = [json.loads((d / "config.json").read_text())["model"] for d in (source, tok_dir)]
     assert stats[1]["latent_mean"] == stats[0]["latent_mean"] and stats[1]["latent_std"] == stats[0]["latent_std"]
     cell = json.loads((tmp_path / "o2" / "results.json").read_text())["cells"][0]
-    assert cell["tokenizer"]["train"]["imported_from"] == str(source)
+    assert cell["tokenizer"]["train"]["imported_from"] == str(source) and cell["preset"] == "imported"
     assert "sit" in cell
     record = json.loads((tmp_path / "o2" / "results.json").read_text())
     assert record["budget"]["tokenizer_dirs"] == [f"baseline={tmp_path / 'w1' / 'baseline-seed{seed}' / 'tokenizer'}"]

@@ -535,7 +535,8 @@ def run_suite(
             tokenizer = _tokenizer_steps(variant, seed, budget, cell, _sized_context(ctx, preset, budget))
             if earlier_cell is None:
                 result = {"variant": variant.name, "seed": seed, "run_dir": str(cell), "paper": variant.paper}
-                result.update(preset=preset, generators=list(variant.generators), tokenizer=tokenizer)
+                shown = preset if budget.tokenizer_dir(variant, seed) is None else "imported"  # trained elsewhere
+                result.update(preset=shown, generators=list(variant.generators), tokenizer=tokenizer)
             else:  # a cell finished in part: the rest runs on its tokenizer (retrained if the work folder is gone)
                 result = {**earlier_cell, "tokenizer": dict(earlier_cell["tokenizer"])}
                 log(f"↻ {variant.name}-seed{seed}: adding {', '.join(missing)}")
