@@ -86,3 +86,24 @@ def test_settings_table(runner):
 def test_cache_path_must_not_hold_train_or_val(runner, tmp_path):
     with pytest.raises(ValueError, match="must not contain"):
         runner.write_image_folder(tmp_path, tmp_path / "train-cache")
+
+
+def test_each_budget_s_recipe_is_detok_s(runner, tmp_path):
+    """The runner's budgets are detok's tokenizer budgets: images, warm-up share and EMA decay (quality: 128k images,
+    2% warm-up, EMA 0.999), read from src/detok/bench/suites.py so that a change there shows here."""
+    from detok.bench.suites import BUDGETS
+    from detok.config import apply_overrides
+    from detok.training.tokenizer import default_run_config
+
+    for name in runner.BUDGETS:
+        budget = BUDGETS[name]
+        train = apply_overrides(default_run_config(budget.tokenizer), list(budget.tokenizer_train)).train
+        d = runner.recipe(name)
+        assert runner.BUDGETS[name]["images"] == budget.tokenizer_images
+        assert (d["warmup_frac"], d["ema_decay"], d["blr"]) == (train.warmup_frac, train.ema_decay, train.blr)
+        argv = runner.upstream_argv(data_path=tmp_path, out=tmp_path, images=budget.tokenizer_images, gamma=0,
+                                    mask=0, seed=0, workers=0, d=d)  # fmt: skip
+        pairs = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
+        assert (float(pairs["--warmup_rate"]), float(pairs["--ema_rate"])) == (d["warmup_frac"], d["ema_decay"])
+    ema = {r["setting"]: r for r in runner.settings_table(128_000, 0, 0, d=runner.recipe("quality"))}["EMA"]
+    assert "0.999^2000 = 14%" in ema["note"]

@@ -87,7 +87,19 @@ DETOK = {
     "hflip": False,
     "mask_min": -0.1,
 }
-BUDGET_IMAGES = {"cpu": 16_000, "cpu-long": 64_000}
+# detok's tokenizer budgets (src/detok/bench/suites.py BUDGETS: `tokenizer_images` and `tokenizer_train`)
+BUDGETS = {
+    "cpu": {"images": 16_000},
+    "cpu-long": {"images": 64_000},
+    "quality": {"images": 128_000, "warmup_frac": 0.02, "ema_decay": 0.999},
+}
+
+
+def recipe(budget: str) -> dict:
+    """detok-fmnist32's settings under one of detok's tokenizer budgets."""
+    return {**DETOK, **{k: v for k, v in BUDGETS[budget].items() if k != "images"}}
+
+
 # upstream's loss sees images in [0, 1] (targets x·0.5 + 0.5), detok's in [-1, 1]: its MSE is ¼ of detok's, so the
 # KL weight and the clipping threshold are scaled by ¼ to make upstream's objective detok's divided by 4 (AdamW is
 # invariant to that factor)
@@ -156,10 +168,9 @@ def train_subset(n_train: int, images: int, seed: int) -> list[int]:
 
 
 def upstream_argv(
-    *, data_path: Path, out: Path, images: int, gamma: float, mask: float, seed: int, workers: int
+    *, data_path: Path, out: Path, images: int, gamma: float, mask: float, seed: int, workers: int, d: dict = DETOK
 ) -> list[str]:
-    """Command-line arguments for upstream's `get_args_parser()`: one epoch is the whole budget."""
-    d = DETOK
+    """Command-line arguments for upstream's `get_args_parser()` (`d`: the detok recipe): one epoch is the budget."""
     return [
         *("--model", MODEL_NAME, "--img_size", str(d["image_size"]), "--patch_size", str(d["patch_size"])),
         *("--token_channels", str(d["latent_channels"]), "--gamma", str(gamma), "--mask_ratio", str(mask)),
@@ -176,13 +187,16 @@ def upstream_argv(
     ]  # fmt: skip
 
 
-def settings_table(images: int, gamma: float, mask: float, channels: int = 1, ema_warmup: bool = False) -> list[dict]:
-    """Every detok-fmnist32 setting, how the upstream run sets it, and whether the two match."""
-    d = DETOK
+def settings_table(
+    images: int, gamma: float, mask: float, channels: int = 1, ema_warmup: bool = False, d: dict = DETOK
+) -> list[dict]:
+    """Every detok-fmnist32 setting (`d`: under the run's budget), how the upstream run sets it, and whether the two
+    match."""
     steps, warm = images // d["batch_size"], int(d["warmup_frac"] * images // d["batch_size"])
     # upstream's EMA has no warm-up: the random initialisation keeps decay^steps of the average
-    init_share = d["ema_decay"] ** steps
-    detok_final_decay = min(d["ema_decay"], steps / (9 + steps))
+    ema = d["ema_decay"]
+    init_share = ema**steps
+    detok_final_decay = min(ema, steps / (9 + steps))
 
     def row(setting: str, detok: str, upstream: str, status: str, note: str = "") -> dict:
         return {"setting": setting, "detok": detok, "upstream": upstream, "status": status, "note": note}
@@ -227,11 +241,11 @@ def settings_table(images: int, gamma: float, mask: float, channels: int = 1, em
         row("GAN", "off (weight 0)", "off: --discriminator_start_epoch 1 (the one epoch is epoch 0)", "matched",
             "upstream's create_loss_module does not pass --discriminator_weight on (the loss keeps its default 0.1), "
             "so the GAN is off by its start epoch alone; the PatchGAN and its optimizer are built, never stepped"),
-        row("EMA", f"decay 0.995 with warm-up min(d, (1+n)/(10+n)): {detok_final_decay:.3f} at step {steps}",
+        row("EMA", f"decay {ema:g} with warm-up min(d, (1+n)/(10+n)): {detok_final_decay:.3f} at step {steps}",
             "the same (--ema-warmup, patched)", "matched") if ema_warmup else
-        row("EMA", f"decay 0.995 with warm-up min(d, (1+n)/(10+n)): {detok_final_decay:.3f} at step {steps}",
-            "decay 0.995 from the first step, no warm-up", "unmatched",
-            f"upstream's EMA after {steps} steps still holds 0.995^{steps} = {init_share:.0%} of the random "
+        row("EMA", f"decay {ema:g} with warm-up min(d, (1+n)/(10+n)): {detok_final_decay:.3f} at step {steps}",
+            f"decay {ema:g} from the first step, no warm-up", "unmatched",
+            f"upstream's EMA after {steps} steps still holds {ema:g}^{steps} = {init_share:.0%} of the random "
             "initialisation; both its EMA and raw weights are converted and scored (--ema-warmup matches it)"),
         row("latent noise", f"γ = {gamma:g}, interpolative, τ ~ U(0, 1) per image",
             f"--gamma {gamma:g}, interpolative, noise level ~ U(0, 1) per image", "matched"),
@@ -502,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gamma", type=float, default=3.0)
     p.add_argument("--mask", type=float, default=0.7)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budget", choices=sorted(BUDGET_IMAGES), default="cpu", help="detok's tokenizer budget")
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="cpu", help="detok's tokenizer budget (its recipe)")
     p.add_argument("--steps", type=int, default=None, help="train this many steps instead of the budget (a smoke run)")
     p.add_argument("--cache", type=Path, default=Path("/work/upstream-runs/fmnist32-png"), help="the PNG folder")
     p.add_argument("--fmnist", type=Path, default=FMNIST, help="Fashion-MNIST's four IDX .gz files")
@@ -525,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     out, repo = args.out.resolve(), args.detok_repo.resolve()
-    images = args.steps * DETOK["batch_size"] if args.steps else BUDGET_IMAGES[args.budget]
+    d = recipe(args.budget)
+    images = args.steps * d["batch_size"] if args.steps else BUDGETS[args.budget]["images"]
     (out / "data").mkdir(parents=True, exist_ok=True)
 
     lines = write_image_folder(args.fmnist, args.cache.resolve())
@@ -536,9 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     patches = Patches()
     mr = patch_upstream(repo, patches, args.channels, args.ema_warmup)
     up_argv = upstream_argv(data_path=args.cache.resolve() / "train", out=out, images=images, gamma=args.gamma,
-                            mask=args.mask, seed=args.seed, workers=args.workers)  # fmt: skip
+                            mask=args.mask, seed=args.seed, workers=args.workers, d=d)  # fmt: skip
     up_args = mr.get_args_parser().parse_args(up_argv)
-    rows = settings_table(images, args.gamma, args.mask, args.channels, args.ema_warmup)
+    rows = settings_table(images, args.gamma, args.mask, args.channels, args.ema_warmup, d)
     unmatched = [r for r in rows if r["status"] != "matched"]
     write_json(out / "patches.json", patches.records)
     write_json(out / "settings.json", rows)
