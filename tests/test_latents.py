@@ -147,3 +147,21 @@ def test_half_precision_cache_and_memory_mapped_reading(tmp_path):
     assert torch.allclose(batches["f16"][0], batches["f32"][0], atol=2e-2, rtol=1e-2)
     with pytest.raises(ValueError, match="dtype"):
         cache_latents(tok, data, tmp_path / "bf16", progress=False, dtype="bfloat16")
+
+
+def test_a_cache_is_not_written_into_a_model_or_run_folder(tokenizer_and_data):
+    """`latents cache --out` onto the tokenizer's own folder (or any run) is refused before a shard is written."""
+    tmp_path, tok, _ = tokenizer_and_data
+    data = build_dataset(DataConfig(name="npz", root=str(tmp_path / "d.npz")), "train")
+    before = sorted(p.name for p in (tmp_path / "tok").iterdir())
+    with pytest.raises(ValueError, match="holds a tokenizer model .*give the cache a folder of its own"):
+        cache_latents(tok, data, tmp_path / "tok", shard_size=4, progress=False)
+    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == before
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run_config.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds a training run"):
+        cache_latents(tok, data, run, shard_size=4, progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        cache_latents(tok, data, tmp_path / "file", shard_size=4, progress=False)

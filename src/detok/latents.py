@@ -25,6 +25,7 @@ from detok.config import to_dict
 from detok.data import MAX_CLASSES, check_labels, iter_batches
 from detok.loader import BatchPlan, image_batches
 from detok.progress import tqdm
+from detok.runfolder import check_cache_folder
 
 
 @torch.no_grad()
@@ -108,6 +109,7 @@ def cache_latents(
     if getattr(dataset, "hflip", False):
         raise ValueError("cache_latents stores each image and its flip itself: build the dataset with hflip=False")
     out = Path(out_dir)
+    check_cache_folder(out)
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     if n <= 0:
         raise ValueError(f"nothing to cache: max_images={max_images}")

@@ -61,6 +61,22 @@ def check_run_kind(run_dir: Path, kind: str) -> None:
             raise ValueError(f"{run_dir} holds a {other} run ({record}): a {kind} run would overwrite it")
 
 
+def check_cache_folder(out_dir: Path) -> None:
+    """Refuse to write a latent cache into a folder that holds a model or a training run (its shards and
+    latents.json would sit among the run's files, and a later run into the folder would take them for its own)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"latent cache folder {out_dir} is a file, not a folder")
+    for name in (MODEL_CONFIG, RECORD_FILE):
+        if (out_dir / name).is_file():
+            kind = _read_json(out_dir / name).get("kind") if name == MODEL_CONFIG else None
+            what = f"{kind or 'non-detok'} model" if name == MODEL_CONFIG else "training run"
+            raise ValueError(
+                f"{out_dir} holds a {what} ({out_dir / name}): a latent cache would be written among its files; "
+                "give the cache a folder of its own"
+            )
+
+
 def claim_run_folder(run_dir: Path, kind: str) -> None:
     """Check the folder's kind (`check_run_kind`), create it and take its lock; raises if another live process holds
     the lock. The lock is given back by `release_run_folder` (at the latest when this process exits)."""
