@@ -282,7 +282,9 @@ class Patches:
         self.records.append({"target": target, "reason": reason})
 
 
-def patch_upstream(repo: Path, patches: Patches, channels: int, ema_warmup: bool = False):
+def patch_upstream(
+    repo: Path, patches: Patches, channels: int, ema_warmup: bool = False, conv_out_identity: bool = False
+):
     """Import upstream's `main_reconstruction` from `repo` with CPU / single-process adaptations; return it."""
     import functools
 
@@ -372,6 +374,8 @@ def patch_upstream(repo: Path, patches: Patches, channels: int, ema_warmup: bool
                             f"SIZE_DICT['{SIZE_NAME}'] for encoder and decoder"})  # fmt: skip
     if channels == 1:
         grey_channels(mr, patches)
+    if conv_out_identity:
+        frozen_identity_conv_out(patches)
     if ema_warmup:
         ema_step = models.ema.SimpleEMAModel.step
 
@@ -408,6 +412,37 @@ def patch_upstream(repo: Path, patches: Patches, channels: int, ema_warmup: bool
                 "skipped: its rFID needs torch-fidelity's Inception weights (a download), an ImageNet statistics "
                 "file and CUDA; detok's eval scores the converted checkpoint instead")  # fmt: skip
     return mr
+
+
+def frozen_identity_conv_out(patches: Patches) -> None:
+    """`--conv-out-identity`: the decoder's final 3×3 conv_out becomes a frozen identity (a Dirac kernel, zero bias,
+    no gradient), i.e. the decoder ends at its per-patch 1×1 projection as detok's r2 head does — the one change that
+    `benchmarks/upstream/arch_steps.sh` (cell official-noconvout) makes in detok's loop. The checkpoint keeps the
+    identity kernel, so `detok convert` reads it unchanged and the converted tokenizer computes the same images."""
+    import models
+    import torch
+
+    factory = models.DeTok_models[MODEL_NAME]
+
+    def without_conv_out(**kwargs):
+        model = factory(**kwargs)
+        conv = model.decoder.conv_out
+        with torch.no_grad():
+            conv.weight.zero_()
+            for c in range(conv.out_channels):
+                conv.weight[c, c, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] = 1.0
+            conv.bias.zero_()
+        conv.requires_grad_(False)
+        return model
+
+    models.DeTok_models[MODEL_NAME] = without_conv_out
+    patches.records.append(
+        {
+            "target": f"models.DeTok_models['{MODEL_NAME}'] (decoder.conv_out)",
+            "reason": "--conv-out-identity: decoder.conv_out set to a frozen identity (Dirac kernel, zero bias, no "
+            "gradient): a change of upstream's architecture, for the one-change-at-a-time comparison",
+        }
+    )
 
 
 def grey_channels(mr, patches: Patches) -> None:
@@ -528,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         help="1: the model and loader patched to grey (detok-fmnist32); 3: upstream's RGB, grey replicated",
     )
     p.add_argument("--ema-warmup", action="store_true", help="patch detok's EMA warm-up into upstream's EMA")
+    p.add_argument("--conv-out-identity", action="store_true", help="decoder.conv_out a frozen identity (a patch)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1, help="upstream's DataLoader workers")
     p.add_argument("--detok-cli", type=Path, default=ROOT / ".venv" / "bin" / "detok")
@@ -549,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "data" / "val.txt").write_text("\n".join(lines["val"]) + "\n")
 
     patches = Patches()
-    mr = patch_upstream(repo, patches, args.channels, args.ema_warmup)
+    mr = patch_upstream(repo, patches, args.channels, args.ema_warmup, args.conv_out_identity)
     up_argv = upstream_argv(data_path=args.cache.resolve() / "train", out=out, images=images, gamma=args.gamma,
                             mask=args.mask, seed=args.seed, workers=args.workers, d=d)  # fmt: skip
     up_args = mr.get_args_parser().parse_args(up_argv)
