@@ -281,6 +281,11 @@ class Patches:
         setattr(owner, name, value)
         self.records.append({"target": target, "reason": reason})
 
+    def model(self, models, factory, parts: str, reason: str) -> None:
+        """Register `factory` as upstream's FMNIST model builder (a wrapper of the one registered before)."""
+        models.DeTok_models[MODEL_NAME] = factory
+        self.records.append({"target": f"models.DeTok_models['{MODEL_NAME}'] ({parts})", "reason": reason})
+
 
 def patch_upstream(
     repo: Path, patches: Patches, channels: int, ema_warmup: bool = False, conv_out_identity: bool = False
@@ -435,14 +440,9 @@ def frozen_identity_conv_out(patches: Patches) -> None:
         conv.requires_grad_(False)
         return model
 
-    models.DeTok_models[MODEL_NAME] = without_conv_out
-    patches.records.append(
-        {
-            "target": f"models.DeTok_models['{MODEL_NAME}'] (decoder.conv_out)",
-            "reason": "--conv-out-identity: decoder.conv_out set to a frozen identity (Dirac kernel, zero bias, no "
-            "gradient): a change of upstream's architecture, for the one-change-at-a-time comparison",
-        }
-    )
+    patches.model(models, without_conv_out, "decoder.conv_out", "--conv-out-identity: decoder.conv_out set to a "
+                  "frozen identity (Dirac kernel, zero bias, no gradient): a change of upstream's architecture, for "
+                  "the one-change-at-a-time comparison")  # fmt: skip
 
 
 def grey_channels(mr, patches: Patches) -> None:
@@ -490,14 +490,9 @@ def grey_channels(mr, patches: Patches) -> None:
             model._init_weights(module)  # upstream's own initialisation of convolutions
         return model
 
-    models.DeTok_models[MODEL_NAME] = grey_detok
-    patches.records.append(
-        {
-            "target": f"models.DeTok_models['{MODEL_NAME}'] (encoder.patch_embed.0, decoder.ffn.1, decoder.conv_out)",
-            "reason": "built for 1 image channel (Conv2d(1, 192, 4, 4), Conv2d(192, 16, 1), Conv2d(1, 1, 3)) and "
-            "initialised by upstream's DeTok._init_weights; the rest of the model is upstream's",
-        }
-    )
+    patches.model(models, grey_detok, "encoder.patch_embed.0, decoder.ffn.1, decoder.conv_out", "built for 1 image "
+                  "channel (Conv2d(1, 192, 4, 4), Conv2d(192, 16, 1), Conv2d(1, 1, 3)) and initialised by upstream's "
+                  "DeTok._init_weights; the rest of the model is upstream's")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
