@@ -5,8 +5,9 @@
 Reads the committed results.json files of the suites that ran table2's steps (statistics, cache, SiT and MAR, scored
 with and without CFG) on each kind of tokenizer, keyed by (training code, architecture, weights):
 
-- official code, official architecture, raw weights: docs/results/upstream/cpu-official-raw (table2's steps on
-  `detok convert`ed checkpoints of benchmarks/upstream/train_official.py, `--set tokenizer_dirs=...`);
+- official code, official architecture, raw weights: docs/results/upstream/cpu-official-raw{,-joint8,-joint9}
+  (table2's steps on `detok convert`ed checkpoints of benchmarks/upstream/train_official.py, through
+  `--set tokenizer_dirs=...`; the two joint seeds ran as runs of their own beside the first);
 - detok's loop, official architecture: docs/results/arch-fmnist32 (`tokenizer=detok-fmnist32-official`);
 - detok's loop, r2 architecture: docs/results/table2-r4.
 
@@ -21,10 +22,16 @@ import statistics
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+_RAW = "docs/results/upstream/cpu-official-raw"  # baseline seeds 8, 9; joint seeds 8 and 9 ran beside it
 SOURCES = (
-    ("official", "official", "raw", "docs/results/upstream/cpu-official-raw/results.json"),
-    ("detok", "official", "EMA", "docs/results/arch-fmnist32/results.json"),
-    ("detok", "r2", "EMA", "docs/results/table2-r4/results.json"),
+    (
+        "official",
+        "official",
+        "raw",
+        (f"{_RAW}/results.json", f"{_RAW}-joint8/results.json", f"{_RAW}-joint9/results.json"),
+    ),
+    ("detok", "official", "EMA", ("docs/results/arch-fmnist32/results.json",)),
+    ("detok", "r2", "EMA", ("docs/results/table2-r4/results.json",)),
 )
 COLUMNS = (
     ("PSNR (dB)", ("tokenizer", "recon", "psnr"), 2),
@@ -58,12 +65,10 @@ def _fmt(values: list[float], digits: int) -> str:
 def rows() -> list[list[str]]:
     out = []
     for variant in ("baseline", "joint"):
-        for code, arch, weights, source in SOURCES:
-            path = ROOT / source
-            if not path.is_file():
-                out.append([variant, code, arch, weights, "not run", *["—"] * len(COLUMNS)])
-                continue
-            cells = [c for c in json.loads(path.read_text())["cells"] if c["variant"] == variant]
+        for code, arch, weights, sources in SOURCES:
+            paths = [ROOT / s for s in sources if (ROOT / s).is_file()]
+            cells = [c for p in paths for c in json.loads(p.read_text())["cells"] if c["variant"] == variant]
+            cells = sorted({c["seed"]: c for c in cells}.values(), key=lambda c: c["seed"])  # one cell per seed
             seeds = ", ".join(str(c["seed"]) for c in cells) or "not run"
             values = [_fmt([v for c in cells if (v := _get(c, p)) is not None], d) for _, p, d in COLUMNS]
             out.append([variant, code, arch, weights, seeds, *values])
