@@ -30,6 +30,15 @@ LDM_JOBS = {  # name: (package, module, ch_mult, attn at the lowest level in enc
 }
 
 
+def _perturbed_with_inputs(vae):
+    """Perturb `vae`'s weights (seed 1), put it in eval mode, and draw the shared test inputs: images x (2, 3, 16, 16)
+    in [-1, 1] and latents z (2, 4, 8, 8), from one generator seeded 3."""
+    perturb_(vae, seed=1)
+    vae.eval()
+    g = torch.Generator().manual_seed(3)
+    return torch.rand(2, 3, 16, 16, generator=g) * 2 - 1, torch.randn(2, 4, 8, 8, generator=g)
+
+
 def _ldm(repo: Path, out: Path, name: str) -> None:
     package, module_name, ch_mult, enc_attn, dec_attn = LDM_JOBS[name]
     tiny = {**LDM_TINY, "ch_mult": ch_mult}
@@ -45,11 +54,7 @@ def _ldm(repo: Path, out: Path, name: str) -> None:
     adaptations.append(
         f"encoder/decoder rebuilt at tiny size with the upstream classes: {tiny}, attn {enc_attn}/{dec_attn}"
     )
-    perturb_(vae, seed=1)
-    vae.eval()
-    g = torch.Generator().manual_seed(3)
-    x = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
-    z = torch.randn(2, 4, 8, 8, generator=g)
+    x, z = _perturbed_with_inputs(vae)
     with torch.no_grad():
         posterior = vae.encode(x)
         outputs = {"mean": posterior.mean, "logvar": posterior.logvar, "decode": vae.decode(z)}
@@ -91,11 +96,7 @@ def sd_vae(_: Path | None, out: Path) -> None:
         sample_size=16,
         **SD_TINY,
     )
-    perturb_(vae, seed=1)
-    vae.eval()
-    g = torch.Generator().manual_seed(3)
-    x = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
-    z = torch.randn(2, 4, 8, 8, generator=g)
+    x, z = _perturbed_with_inputs(vae)
     with torch.no_grad():
         posterior = vae.encode(x).latent_dist
         outputs = {"mean": posterior.mean, "logvar": posterior.logvar, "decode": vae.decode(z).sample}
