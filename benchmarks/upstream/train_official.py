@@ -35,6 +35,10 @@ Environment (upstream imports torchvision; PyPI's torchvision does not import be
         rich requests wandb torch-fidelity torchdiffeq diffusers   # what upstream's modules import
 
 The detok CLI of the repository (`--detok-cli`, default .venv/bin/detok) converts and evaluates.
+
+Length (~630 lines): one script on purpose — it runs under the upstream venv from any working directory and is
+loaded by path in tests/test_upstream_runner.py, so it imports no sibling module. Next split, by concern: the
+settings table (`settings_table`, `format_table`) into a module the tests load the same way.
 """
 
 from __future__ import annotations
